@@ -1,0 +1,11 @@
+//! The decision core: plain data in, plain data out. Nothing here does I/O or reads a clock,
+//! so every branch is covered by ordinary unit tests.
+
+pub mod alert;
+pub mod decide;
+pub mod model;
+pub mod placement;
+pub mod time;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
