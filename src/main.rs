@@ -1,1 +1,137 @@
-fn main() {}
+//! Entry point: parse the command line, load the config, wire the edges, run.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use k3s_autoscaler::adapters::dynamodb::DynamoStore;
+use k3s_autoscaler::adapters::ec2::Ec2Compute;
+use k3s_autoscaler::adapters::{SystemClock, aws};
+use k3s_autoscaler::cli::{Cli, Command, ServeArgs, StatusArgs};
+use k3s_autoscaler::config::Config;
+use k3s_autoscaler::http::{AppState, router};
+use k3s_autoscaler::metrics::Metrics;
+use k3s_autoscaler::service::{Edges, Service};
+use k3s_autoscaler::{status, telemetry};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(&cli.config, std::env::vars())?;
+    match cli.command {
+        Command::CheckConfig => {
+            print!("{}", config.to_redacted_toml());
+            Ok(())
+        }
+        Command::InitTable => {
+            let store = dynamo(&config).await;
+            let created = store.create_table().await.context("creating the DynamoDB table")?;
+            println!("table {} {}", config.aws.table, if created { "created" } else { "already exists" });
+            Ok(())
+        }
+        Command::Status(args) => print_status(&config, args).await,
+        Command::Serve(args) => {
+            if args.dry_run {
+                config.dry_run = true;
+            }
+            serve(config, args).await
+        }
+    }
+}
+
+async fn dynamo(config: &Config) -> DynamoStore {
+    let sdk = aws::sdk_config(&config.aws).await;
+    DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.aws.table, &config.cluster_id)
+}
+
+async fn print_status(config: &Config, args: StatusArgs) -> anyhow::Result<()> {
+    let store = dynamo(config).await;
+    let report = status::collect(&store, config, args.events).await.context("reading state from DynamoDB")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", status::render_text(&report));
+    }
+    Ok(())
+}
+
+async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    let listen = args.listen.unwrap_or(config.server.listen);
+    let sdk = aws::sdk_config(&config.aws).await;
+    let edges = Edges {
+        store: Arc::new(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &config.aws.table,
+            &config.cluster_id,
+        )),
+        compute: Arc::new(Ec2Compute::new(aws_sdk_ec2::Client::new(&sdk), &config.cluster_id)),
+        clock: Arc::new(SystemClock),
+    };
+    let service = Service::new(config, edges, Arc::new(Metrics::new()));
+    let state = AppState::new(service.clone());
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let bound = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(%bound, owner = service.owner(), dry_run = service.config().dry_run, "k3s-autoscaler serving");
+    // Tests and scripts read the real port (listen on :0) from this line.
+    println!("listening on {bound}");
+    let tasks = service.start();
+    let shutdown_state = state.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: readiness off, finishing in-flight requests");
+            shutdown_state.set_shutting_down();
+        })
+        .await
+        .context("serving HTTP")?;
+    service.shutdown();
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

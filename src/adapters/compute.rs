@@ -1,0 +1,148 @@
+//! The compute edge: launch, find and terminate the pool's managed instances.
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::core::model::Market;
+use crate::core::time::Timestamp;
+
+/// Tag and label key prefix of everything this autoscaler owns.
+pub const TAG_MANAGED_BY: &str = "k3s-autoscaler/managed-by";
+/// Value of [`TAG_MANAGED_BY`].
+pub const MANAGED_BY_VALUE: &str = "k3s-autoscaler";
+/// Tag naming the cluster.
+pub const TAG_CLUSTER: &str = "k3s-autoscaler/cluster";
+/// Tag naming the pool.
+pub const TAG_POOL: &str = "k3s-autoscaler/pool";
+/// Tag naming the operation that launched the instance (idempotency on resume).
+pub const TAG_OP_ID: &str = "k3s-autoscaler/op-id";
+
+/// One RunInstances call: `count` instances in one subnet and market.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSpec {
+    /// Pool the instances join.
+    pub pool: String,
+    /// Operation id, tagged on the instances.
+    pub op_id: String,
+    /// Idempotency token: the same token never launches twice.
+    pub client_token: String,
+    /// Availability zone (for logs; the subnet decides).
+    pub az: String,
+    /// Subnet to launch into.
+    pub subnet_id: String,
+    /// Instances wanted; EC2 may launch fewer (MinCount 1).
+    pub count: u32,
+    /// Spot or on-demand.
+    pub market: Market,
+    /// Launch template id (`lt-…`) or name.
+    pub launch_template: String,
+    /// Launch template version.
+    pub launch_template_version: String,
+}
+
+/// Lifecycle of a managed instance, reduced to what matters here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceState {
+    /// Booting.
+    Pending,
+    /// Running.
+    Running,
+    /// Stopping, stopped, shutting down or terminated: no longer a worker.
+    Gone,
+}
+
+/// A managed instance as EC2 reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedInstance {
+    /// Instance id.
+    pub instance_id: String,
+    /// Availability zone.
+    pub az: String,
+    /// Spot or on-demand.
+    pub market: Market,
+    /// Launch time.
+    pub launched_at: Timestamp,
+    /// Lifecycle state.
+    pub state: InstanceState,
+    /// Pool tag.
+    pub pool: String,
+    /// Operation tag, if any.
+    pub op_id: Option<String>,
+}
+
+impl ManagedInstance {
+    /// The node's `spec.providerID` per the node identity contract.
+    pub fn provider_id(&self) -> String {
+        format!("aws:///{}/{}", self.az, self.instance_id)
+    }
+}
+
+/// Why a compute call failed, sorted by what the caller should do about it.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ComputeError {
+    /// No capacity for this (zone, market): try the next market or zone, remember the failure.
+    #[error("{api}: no capacity ({code}): {message}")]
+    Capacity {
+        /// API that failed.
+        api: &'static str,
+        /// EC2 error code.
+        code: String,
+        /// EC2 message.
+        message: String,
+    },
+    /// EC2 refused the request; retrying the same request will not help.
+    #[error("{api} rejected ({code}): {message}")]
+    Rejected {
+        /// API that failed.
+        api: &'static str,
+        /// EC2 error code.
+        code: String,
+        /// EC2 message.
+        message: String,
+    },
+    /// The outcome is unknown (timeout, network, throttling, 5xx): the call may have happened.
+    #[error("{api} unavailable: {message}")]
+    Unavailable {
+        /// API that failed.
+        api: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// Refused to touch an instance this autoscaler does not manage.
+    #[error("instance {0} is not managed by this autoscaler for this cluster; not touching it")]
+    NotManaged(String),
+}
+
+impl ComputeError {
+    /// Low-cardinality label for metrics.
+    pub fn code(&self) -> String {
+        match self {
+            ComputeError::Capacity { code, .. } | ComputeError::Rejected { code, .. } => code.clone(),
+            ComputeError::Unavailable { .. } => "unavailable".into(),
+            ComputeError::NotManaged(_) => "not_managed".into(),
+        }
+    }
+}
+
+/// EC2 error codes that mean "no capacity here now" rather than "wrong request".
+pub const CAPACITY_ERROR_CODES: &[&str] = &[
+    "InsufficientInstanceCapacity",
+    "SpotMaxPriceTooLow",
+    "MaxSpotInstanceCountExceeded",
+    "UnfulfillableCapacity",
+    "InsufficientCapacity",
+    "InsufficientHostCapacity",
+];
+
+/// Launches and finds the pool's instances.
+#[async_trait]
+pub trait Compute: Send + Sync {
+    /// Pending and running instances of `pool` managed by this autoscaler for this cluster.
+    async fn list_pool(&self, pool: &str) -> Result<Vec<ManagedInstance>, ComputeError>;
+    /// Instances (not terminated) tagged with this operation id: did a launch already happen?
+    async fn find_by_op(&self, op_id: &str) -> Result<Vec<ManagedInstance>, ComputeError>;
+    /// One RunInstances call.
+    async fn launch(&self, spec: &RunSpec) -> Result<Vec<ManagedInstance>, ComputeError>;
+    /// Terminates managed instances; refuses any instance not managed for this cluster.
+    async fn terminate(&self, instance_ids: &[String]) -> Result<(), ComputeError>;
+}

@@ -1,0 +1,282 @@
+//! Test doubles of the edges, with the same semantics as the real adapters (lease conditions,
+//! fencing tokens, tag-scoped instances), so the service can be unit-tested without I/O.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::Clock;
+use super::compute::{Compute, ComputeError, InstanceState, ManagedInstance, RunSpec};
+use super::store::{AuditEvent, Lease, LeaseAction, PoolRecord, StateStore, StoreError};
+use crate::core::model::{Market, PoolState, Signal};
+use crate::core::time::Timestamp;
+
+/// A clock the test moves by hand.
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    pub fn at(millis: u64) -> Self {
+        Self(AtomicU64::new(millis))
+    }
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+#[derive(Default)]
+struct StoreData {
+    signals: HashMap<(String, String), (Signal, Timestamp)>,
+    pools: HashMap<String, PoolRecord>,
+    events: Vec<AuditEvent>,
+}
+
+/// In-memory [`StateStore`]; `set_down(true)` makes every call fail as unreachable.
+#[derive(Default)]
+pub struct MemoryStore {
+    data: Mutex<StoreData>,
+    down: AtomicBool,
+    pub writes: AtomicU64,
+}
+
+impl MemoryStore {
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+    pub fn events(&self) -> Vec<AuditEvent> {
+        self.data.lock().unwrap().events.clone()
+    }
+    pub fn record(&self, pool: &str) -> PoolRecord {
+        self.data.lock().unwrap().pools.get(pool).cloned().unwrap_or_default()
+    }
+    pub fn set_record(&self, pool: &str, record: PoolRecord) {
+        self.data.lock().unwrap().pools.insert(pool.into(), record);
+    }
+    fn check(
+        &self,
+        operation: &'static str,
+        write: bool,
+    ) -> Result<std::sync::MutexGuard<'_, StoreData>, StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable { operation, message: "connection refused".into() });
+        }
+        if write {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(self.data.lock().unwrap())
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check("DescribeTable", false).map(|_| ())
+    }
+    async fn put_signal(&self, signal: &Signal, expires_at: Timestamp) -> Result<(), StoreError> {
+        let mut d = self.check("PutItem", true)?;
+        d.signals.insert((signal.pool.clone(), signal.fingerprint.clone()), (signal.clone(), expires_at));
+        Ok(())
+    }
+    async fn delete_signal(&self, pool: &str, fingerprint: &str) -> Result<(), StoreError> {
+        let mut d = self.check("DeleteItem", true)?;
+        d.signals.remove(&(pool.to_string(), fingerprint.to_string()));
+        Ok(())
+    }
+    async fn active_signals(&self, pool: &str, now: Timestamp) -> Result<Vec<Signal>, StoreError> {
+        let d = self.check("Query", false)?;
+        Ok(d.signals
+            .values()
+            .filter(|(s, exp)| s.pool == pool && *exp > now)
+            .map(|(s, _)| s.clone())
+            .collect())
+    }
+    async fn read_pool(&self, pool: &str) -> Result<PoolRecord, StoreError> {
+        let d = self.check("GetItem", false)?;
+        Ok(d.pools.get(pool).cloned().unwrap_or_default())
+    }
+    async fn begin(
+        &self,
+        pool: &str,
+        seen_token: u64,
+        state: &PoolState,
+        owner: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<Lease, StoreError> {
+        let mut d = self.check("UpdateItem", true)?;
+        let record = d.pools.entry(pool.into()).or_default();
+        let lease_free = record.lease.as_ref().is_none_or(|(_, exp)| *exp < now);
+        if record.fencing_token != seen_token || !lease_free || record.state.op.is_some() {
+            return Err(StoreError::Contended { pool: pool.into() });
+        }
+        record.fencing_token += 1;
+        record.lease = Some((owner.into(), now.plus(ttl)));
+        record.state.op = state.op.clone();
+        record.state.backoffs = state.backoffs.clone();
+        Ok(Lease { pool: pool.into(), owner: owner.into(), fencing_token: record.fencing_token })
+    }
+    async fn acquire(
+        &self,
+        pool: &str,
+        owner: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<(Lease, PoolRecord), StoreError> {
+        let mut d = self.check("UpdateItem", true)?;
+        let record = d.pools.entry(pool.into()).or_default();
+        let free = record.lease.as_ref().is_none_or(|(holder, exp)| *exp < now || holder == owner);
+        if !free {
+            return Err(StoreError::Contended { pool: pool.into() });
+        }
+        record.fencing_token += 1;
+        record.lease = Some((owner.into(), now.plus(ttl)));
+        let lease = Lease { pool: pool.into(), owner: owner.into(), fencing_token: record.fencing_token };
+        Ok((lease, record.clone()))
+    }
+    async fn save(
+        &self,
+        lease: &Lease,
+        state: &PoolState,
+        node_count: u32,
+        lease_action: LeaseAction,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut d = self.check("UpdateItem", true)?;
+        let record = d.pools.entry(lease.pool.clone()).or_default();
+        let mine = record.fencing_token == lease.fencing_token
+            && record.lease.as_ref().is_some_and(|(holder, _)| holder == &lease.owner);
+        if !mine {
+            return Err(StoreError::LeaseLost { pool: lease.pool.clone(), token: lease.fencing_token });
+        }
+        record.state = PoolState { backoffs: state.live_backoffs(now).cloned().collect(), ..state.clone() };
+        record.node_count = node_count;
+        record.lease = match lease_action {
+            LeaseAction::Extend => Some((lease.owner.clone(), now.plus(ttl))),
+            LeaseAction::Release => None,
+        };
+        Ok(())
+    }
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut d = self.check("UpdateItem", true)?;
+        let record = d.pools.entry(lease.pool.clone()).or_default();
+        if record.fencing_token == lease.fencing_token {
+            record.lease = None;
+        }
+        Ok(())
+    }
+    async fn record_event(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut d = self.check("PutItem", true)?;
+        d.events.push(event.clone());
+        Ok(())
+    }
+    async fn recent_events(&self, pool: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let d = self.check("Query", false)?;
+        Ok(d.events.iter().rev().filter(|e| e.pool == pool).take(limit).cloned().collect())
+    }
+}
+
+/// Scriptable [`Compute`]: records every launch; failures are queued per market.
+#[derive(Default)]
+pub struct FakeCompute {
+    pub instances: Mutex<Vec<ManagedInstance>>,
+    pub launches: Mutex<Vec<RunSpec>>,
+    failures: Mutex<HashMap<Market, Vec<ComputeError>>>,
+    /// When set, a launch creates its instances and then reports an unknown outcome.
+    pub lose_answers: AtomicBool,
+    next_id: AtomicU64,
+}
+
+impl FakeCompute {
+    /// The next launch in `market` fails with `error`.
+    pub fn fail_next(&self, market: Market, error: ComputeError) {
+        self.failures.lock().unwrap().entry(market).or_default().push(error);
+    }
+    pub fn launch_count(&self) -> usize {
+        self.launches.lock().unwrap().len()
+    }
+    pub fn add_instance(&self, instance_id: &str, az: &str, pool: &str) {
+        self.instances.lock().unwrap().push(ManagedInstance {
+            instance_id: instance_id.into(),
+            az: az.into(),
+            market: Market::OnDemand,
+            launched_at: Timestamp::from_millis(0),
+            state: InstanceState::Running,
+            pool: pool.into(),
+            op_id: None,
+        });
+    }
+}
+
+pub fn capacity_error() -> ComputeError {
+    ComputeError::Capacity {
+        api: "RunInstances",
+        code: "InsufficientInstanceCapacity".into(),
+        message: "none".into(),
+    }
+}
+
+#[async_trait]
+impl Compute for FakeCompute {
+    async fn list_pool(&self, pool: &str) -> Result<Vec<ManagedInstance>, ComputeError> {
+        Ok(self
+            .instances
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|i| i.pool == pool && i.state != InstanceState::Gone)
+            .cloned()
+            .collect())
+    }
+    async fn find_by_op(&self, op_id: &str) -> Result<Vec<ManagedInstance>, ComputeError> {
+        Ok(self
+            .instances
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|i| i.op_id.as_deref() == Some(op_id))
+            .cloned()
+            .collect())
+    }
+    async fn launch(&self, spec: &RunSpec) -> Result<Vec<ManagedInstance>, ComputeError> {
+        self.launches.lock().unwrap().push(spec.clone());
+        if let Some(error) = self.failures.lock().unwrap().get_mut(&spec.market).and_then(|q| q.pop()) {
+            return Err(error);
+        }
+        let created: Vec<ManagedInstance> = (0..spec.count)
+            .map(|_| ManagedInstance {
+                instance_id: format!("i-{:04}", self.next_id.fetch_add(1, Ordering::SeqCst)),
+                az: spec.az.clone(),
+                market: spec.market,
+                launched_at: Timestamp::from_millis(0),
+                state: InstanceState::Pending,
+                pool: spec.pool.clone(),
+                op_id: Some(spec.op_id.clone()),
+            })
+            .collect();
+        self.instances.lock().unwrap().extend(created.clone());
+        if self.lose_answers.load(Ordering::SeqCst) {
+            return Err(ComputeError::Unavailable { api: "RunInstances", message: "timed out".into() });
+        }
+        Ok(created)
+    }
+    async fn terminate(&self, instance_ids: &[String]) -> Result<(), ComputeError> {
+        let mut instances = self.instances.lock().unwrap();
+        for id in instance_ids {
+            let instance = instances
+                .iter_mut()
+                .find(|i| &i.instance_id == id)
+                .ok_or_else(|| ComputeError::NotManaged(id.clone()))?;
+            instance.state = InstanceState::Gone;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,779 @@
+//! The configuration file (TOML) with environment overrides, validated into typed settings.
+//!
+//! Every problem is reported at once, each naming its key (`pools.workers.min: 5 is above
+//! max 3`), so an operator fixes a file in one pass. Secrets are read from files and never
+//! printed: `check-config` shows them as `<redacted>`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+use thiserror::Error;
+
+use crate::core::model::{CapacityPreference, PoolPolicy};
+
+/// Prefix of environment overrides: `K3S_AUTOSCALER__POOLS__WORKERS__MAX=8`.
+pub const ENV_PREFIX: &str = "K3S_AUTOSCALER__";
+
+/// Why a configuration could not be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("config file {path} is not valid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with line and key.
+        message: String,
+    },
+    /// Keys that parse but make no sense, one line each.
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+/// A secret read from a file; prints as `<redacted>` everywhere.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value (tests and token files).
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself, for constant-time comparison only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+// === raw file shape ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster_id: String,
+    #[serde(default = "default_pool_name")]
+    default_pool: String,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    auth: RawAuth,
+    aws: RawAws,
+    #[serde(default)]
+    kubernetes: RawKubernetes,
+    #[serde(default)]
+    timing: RawTiming,
+    #[serde(default)]
+    pools: BTreeMap<String, RawPool>,
+}
+
+fn default_pool_name() -> String {
+    "workers".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default = "default_body_limit")]
+    body_limit_bytes: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self { listen: default_listen(), body_limit_bytes: default_body_limit() }
+    }
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:8080".into()
+}
+fn default_body_limit() -> u64 {
+    1024 * 1024
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    bearer_token_file: Option<PathBuf>,
+    basic_username: Option<String>,
+    basic_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAws {
+    region: String,
+    endpoint_url: Option<String>,
+    table: String,
+    #[serde(default = "default_call_timeout")]
+    call_timeout: String,
+}
+
+fn default_call_timeout() -> String {
+    "3s".into()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetes {
+    kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTiming {
+    #[serde(default = "default_signal_ttl")]
+    signal_ttl: String,
+    #[serde(default = "default_lease_ttl")]
+    lease_ttl: String,
+    #[serde(default = "default_sweep_interval")]
+    sweep_interval: String,
+}
+
+impl Default for RawTiming {
+    fn default() -> Self {
+        Self {
+            signal_ttl: default_signal_ttl(),
+            lease_ttl: default_lease_ttl(),
+            sweep_interval: default_sweep_interval(),
+        }
+    }
+}
+
+fn default_signal_ttl() -> String {
+    "2h".into()
+}
+fn default_lease_ttl() -> String {
+    "30s".into()
+}
+fn default_sweep_interval() -> String {
+    "15s".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    min: u32,
+    max: u32,
+    #[serde(default = "default_max_step")]
+    max_step: u32,
+    #[serde(default = "default_scale_up_cooldown")]
+    scale_up_cooldown: String,
+    #[serde(default = "default_scale_down_cooldown")]
+    scale_down_cooldown: String,
+    launch_template: String,
+    #[serde(default = "default_template_version")]
+    launch_template_version: String,
+    #[serde(default = "default_capacity")]
+    capacity: CapacityPreference,
+    #[serde(default = "default_capacity_backoff")]
+    capacity_backoff: String,
+    #[serde(default = "default_join_timeout")]
+    join_timeout: String,
+    #[serde(default = "default_drain_timeout")]
+    drain_timeout: String,
+    #[serde(default = "default_max_unready_share")]
+    max_unready_share: f64,
+    #[serde(default)]
+    subnets: BTreeMap<String, String>,
+}
+
+fn default_max_step() -> u32 {
+    3
+}
+fn default_scale_up_cooldown() -> String {
+    "3m".into()
+}
+fn default_scale_down_cooldown() -> String {
+    "10m".into()
+}
+fn default_template_version() -> String {
+    "$Latest".into()
+}
+fn default_capacity() -> CapacityPreference {
+    CapacityPreference::SpotFirst
+}
+fn default_capacity_backoff() -> String {
+    "5m".into()
+}
+fn default_join_timeout() -> String {
+    "10m".into()
+}
+fn default_drain_timeout() -> String {
+    "5m".into()
+}
+fn default_max_unready_share() -> f64 {
+    0.45
+}
+
+// === validated settings ===
+
+/// The validated configuration the service runs with.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Names the cluster in tags, labels and the table's partition key.
+    pub cluster_id: String,
+    /// Pool for alerts without a `pool` label.
+    pub default_pool: String,
+    /// Compute and record every decision, but write nothing to EC2 or Kubernetes.
+    pub dry_run: bool,
+    /// HTTP listener.
+    pub server: ServerConfig,
+    /// Webhook credentials.
+    pub auth: AuthConfig,
+    /// AWS clients.
+    pub aws: AwsConfig,
+    /// Kubernetes client.
+    pub kubernetes: KubernetesConfig,
+    /// Signal, lease and sweep timings.
+    pub timing: TimingConfig,
+    /// Node pools by name.
+    pub pools: BTreeMap<String, PoolConfig>,
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Largest request body accepted.
+    pub body_limit_bytes: usize,
+}
+
+/// Credentials the webhook accepts; at least one is required.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuthConfig {
+    /// File the bearer token was read from.
+    pub bearer_token_file: Option<PathBuf>,
+    /// The bearer token.
+    pub bearer_token: Option<Secret>,
+    /// Basic-auth user name.
+    pub basic_username: Option<String>,
+    /// File the basic-auth password was read from.
+    pub basic_password_file: Option<PathBuf>,
+    /// The basic-auth password.
+    pub basic_password: Option<Secret>,
+}
+
+/// AWS client settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct AwsConfig {
+    /// Region of the cluster.
+    pub region: String,
+    /// Endpoint override for local stacks (moto).
+    pub endpoint_url: Option<String>,
+    /// DynamoDB table.
+    pub table: String,
+    /// Per-call timeout.
+    #[serde(serialize_with = "as_humantime")]
+    pub call_timeout: Duration,
+}
+
+/// Kubernetes client settings.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KubernetesConfig {
+    /// Kubeconfig path; in-cluster config (or `KUBECONFIG`) when absent.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Timings shared by all pools.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimingConfig {
+    /// How long a firing alert stays active without a repeat.
+    #[serde(serialize_with = "as_humantime")]
+    pub signal_ttl: Duration,
+    /// Lease duration on a pool's state.
+    #[serde(serialize_with = "as_humantime")]
+    pub lease_ttl: Duration,
+    /// Sweeper period.
+    #[serde(serialize_with = "as_humantime")]
+    pub sweep_interval: Duration,
+}
+
+/// One pool's settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolConfig {
+    /// Lower bound of workers.
+    pub min: u32,
+    /// Upper bound of workers.
+    pub max: u32,
+    /// Largest step per action.
+    pub max_step: u32,
+    /// Quiet time after a scale-up before the next scale-up.
+    #[serde(serialize_with = "as_humantime")]
+    pub scale_up_cooldown: Duration,
+    /// Quiet time after any action before a scale-down.
+    #[serde(serialize_with = "as_humantime")]
+    pub scale_down_cooldown: Duration,
+    /// Worker launch template, by id (`lt-…`) or name.
+    pub launch_template: String,
+    /// Launch template version (`$Latest`, `$Default` or a number).
+    pub launch_template_version: String,
+    /// Markets to buy.
+    pub capacity: CapacityPreference,
+    /// How long a failing (zone, market) is skipped.
+    #[serde(serialize_with = "as_humantime")]
+    pub capacity_backoff: Duration,
+    /// Time a new instance has to become a Ready node.
+    #[serde(serialize_with = "as_humantime")]
+    pub join_timeout: Duration,
+    /// Time a drain may take before it is aborted.
+    #[serde(serialize_with = "as_humantime")]
+    pub drain_timeout: Duration,
+    /// Above this share of NotReady nodes, no scale-down.
+    pub max_unready_share: f64,
+    /// Zone → subnet.
+    pub subnets: BTreeMap<String, String>,
+}
+
+fn as_humantime<S: Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+impl Config {
+    /// Loads `path`, applies `K3S_AUTOSCALER__…` overrides from `env`, reads the secret files
+    /// and validates everything.
+    pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Config::from_toml(&text, path, env)
+    }
+
+    /// Same as [`Config::load`] from text; `origin` names the file in errors.
+    pub fn from_toml(
+        text: &str,
+        origin: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let parse_error = |message: String| ConfigError::Parse { path: origin.into(), message };
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        apply_env_overrides(&mut table, env).map_err(parse_error)?;
+        let raw: RawConfig = table.try_into().map_err(|e: toml::de::Error| parse_error(e.to_string()))?;
+        raw.validate()
+    }
+
+    /// The pool policies the decision core enforces.
+    pub fn policy(&self, pool: &str) -> Option<PoolPolicy> {
+        self.pools.get(pool).map(|p| PoolPolicy {
+            name: pool.to_string(),
+            min: p.min,
+            max: p.max,
+            max_step: p.max_step,
+            scale_up_cooldown: p.scale_up_cooldown,
+            scale_down_cooldown: p.scale_down_cooldown,
+            subnets: p.subnets.iter().map(|(az, s)| (az.clone(), s.clone())).collect(),
+            capacity: p.capacity,
+            join_timeout: p.join_timeout,
+            drain_timeout: p.drain_timeout,
+            max_unready_share: p.max_unready_share,
+        })
+    }
+
+    /// The effective configuration as TOML, secrets redacted (for `check-config`).
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Sets `a.b.c = value` for each `K3S_AUTOSCALER__A__B__C=value`. Values that parse as TOML
+/// (numbers, booleans, arrays, quoted strings) keep their type; anything else is a string.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), String> {
+    let mut overrides: Vec<(String, String)> =
+        env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    overrides.sort();
+    for (key, raw) in overrides {
+        let path: Vec<String> = key[ENV_PREFIX.len()..].split("__").map(str::to_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(format!("environment override {key} has an empty key segment"));
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let (last, parents) = path.split_last().expect("path has at least one segment");
+        let mut cursor = &mut *table;
+        for segment in parents {
+            let entry =
+                cursor.entry(segment.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cursor = entry
+                .as_table_mut()
+                .ok_or_else(|| format!("environment override {key}: `{segment}` is not a table"))?;
+        }
+        cursor.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
+/// Collects problems as `key: problem` lines.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn add(&mut self, key: &str, problem: impl fmt::Display) {
+        self.0.push(format!("{key}: {problem}"));
+    }
+
+    fn duration(&mut self, key: &str, text: &str) -> Duration {
+        match humantime::parse_duration(text) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.add(key, "must be longer than zero");
+                Duration::ZERO
+            }
+            Err(e) => {
+                self.add(key, format!("{text:?} is not a duration like \"30s\" or \"5m\" ({e})"));
+                Duration::ZERO
+            }
+        }
+    }
+
+    fn secret_file(&mut self, key: &str, path: &Path) -> Option<Secret> {
+        match std::fs::read_to_string(path) {
+            Ok(text) if text.trim().is_empty() => {
+                self.add(key, format!("{} is empty", path.display()));
+                None
+            }
+            Ok(text) => Some(Secret(text.trim().to_string())),
+            Err(e) => {
+                self.add(key, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let mut p = Problems::default();
+        if !is_identifier(&self.cluster_id) {
+            p.add("cluster_id", "must be 1-63 characters of a-z, 0-9 and '-'");
+        }
+        let listen = self.server.listen.parse::<SocketAddr>().unwrap_or_else(|e| {
+            p.add(
+                "server.listen",
+                format!("{:?} is not an address like 0.0.0.0:8080 ({e})", self.server.listen),
+            );
+            SocketAddr::from(([0, 0, 0, 0], 8080))
+        });
+        if self.server.body_limit_bytes < 1024 {
+            p.add("server.body_limit_bytes", "must be at least 1024");
+        }
+        let auth = self.auth.validate(&mut p);
+        if self.aws.region.trim().is_empty() {
+            p.add("aws.region", "must not be empty");
+        }
+        if self.aws.table.trim().is_empty() {
+            p.add("aws.table", "must not be empty");
+        }
+        if let Some(url) = &self.aws.endpoint_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                p.add("aws.endpoint_url", format!("{url:?} must start with http:// or https://"));
+            }
+        }
+        let aws = AwsConfig {
+            region: self.aws.region,
+            endpoint_url: self.aws.endpoint_url,
+            table: self.aws.table,
+            call_timeout: p.duration("aws.call_timeout", &self.aws.call_timeout),
+        };
+        let timing = TimingConfig {
+            signal_ttl: p.duration("timing.signal_ttl", &self.timing.signal_ttl),
+            lease_ttl: p.duration("timing.lease_ttl", &self.timing.lease_ttl),
+            sweep_interval: p.duration("timing.sweep_interval", &self.timing.sweep_interval),
+        };
+        if self.pools.is_empty() {
+            p.add("pools", "at least one pool is required, e.g. [pools.workers]");
+        } else if !self.pools.contains_key(&self.default_pool) {
+            p.add(
+                "default_pool",
+                format!("unknown pool {:?} (pools: {})", self.default_pool, keys(&self.pools)),
+            );
+        }
+        let pools = self
+            .pools
+            .into_iter()
+            .map(|(name, raw)| {
+                let pool = raw.validate(&name, &mut p);
+                (name, pool)
+            })
+            .collect();
+        if !p.0.is_empty() {
+            return Err(ConfigError::Invalid(p.0));
+        }
+        Ok(Config {
+            cluster_id: self.cluster_id,
+            default_pool: self.default_pool,
+            dry_run: self.dry_run,
+            server: ServerConfig { listen, body_limit_bytes: self.server.body_limit_bytes as usize },
+            auth,
+            aws,
+            kubernetes: KubernetesConfig { kubeconfig: self.kubernetes.kubeconfig },
+            timing,
+            pools,
+        })
+    }
+}
+
+impl RawAuth {
+    fn validate(self, p: &mut Problems) -> AuthConfig {
+        let bearer_token =
+            self.bearer_token_file.as_deref().and_then(|f| p.secret_file("auth.bearer_token_file", f));
+        let basic_password =
+            self.basic_password_file.as_deref().and_then(|f| p.secret_file("auth.basic_password_file", f));
+        match (&self.basic_username, &self.basic_password_file) {
+            (Some(_), None) => p.add("auth.basic_password_file", "required when basic_username is set"),
+            (None, Some(_)) => p.add("auth.basic_username", "required when basic_password_file is set"),
+            _ => {}
+        }
+        if self.bearer_token_file.is_none() && self.basic_username.is_none() {
+            p.add("auth", "set bearer_token_file and/or basic_username + basic_password_file; the webhook never runs open");
+        }
+        AuthConfig {
+            bearer_token_file: self.bearer_token_file,
+            bearer_token,
+            basic_username: self.basic_username,
+            basic_password_file: self.basic_password_file,
+            basic_password,
+        }
+    }
+}
+
+impl RawPool {
+    fn validate(self, name: &str, p: &mut Problems) -> PoolConfig {
+        let key = |field: &str| format!("pools.{name}.{field}");
+        if !is_identifier(name) {
+            p.add(&format!("pools.{name}"), "pool names must be 1-63 characters of a-z, 0-9 and '-'");
+        }
+        if self.min > self.max {
+            p.add(&key("min"), format!("{} is above max {}", self.min, self.max));
+        }
+        if self.max_step == 0 {
+            p.add(&key("max_step"), "must be at least 1");
+        }
+        if self.launch_template.trim().is_empty() {
+            p.add(&key("launch_template"), "must name a launch template (id or name)");
+        }
+        if !(0.0..=1.0).contains(&self.max_unready_share) {
+            p.add(
+                &key("max_unready_share"),
+                format!("{} is not a share between 0 and 1", self.max_unready_share),
+            );
+        }
+        if self.subnets.is_empty() {
+            p.add(&key("subnets"), "no subnet for any availability zone; add \"<az>\" = \"subnet-…\"");
+        }
+        for (az, subnet) in &self.subnets {
+            if subnet.trim().is_empty() {
+                p.add(&key(&format!("subnets.{az}")), "no subnet for this availability zone");
+            }
+        }
+        PoolConfig {
+            min: self.min,
+            max: self.max,
+            max_step: self.max_step,
+            scale_up_cooldown: p.duration(&key("scale_up_cooldown"), &self.scale_up_cooldown),
+            scale_down_cooldown: p.duration(&key("scale_down_cooldown"), &self.scale_down_cooldown),
+            launch_template: self.launch_template,
+            launch_template_version: self.launch_template_version,
+            capacity: self.capacity,
+            capacity_backoff: p.duration(&key("capacity_backoff"), &self.capacity_backoff),
+            join_timeout: p.duration(&key("join_timeout"), &self.join_timeout),
+            drain_timeout: p.duration(&key("drain_timeout"), &self.drain_timeout),
+            max_unready_share: self.max_unready_share,
+            subnets: self.subnets,
+        }
+    }
+}
+
+fn is_identifier(text: &str) -> bool {
+    (1..=63).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+}
+
+fn keys<V>(map: &BTreeMap<String, V>) -> String {
+    map.keys().cloned().collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("token"), "s3cret-token\n").unwrap();
+            Fixture { dir }
+        }
+        fn toml(&self, extra_pool: &str) -> String {
+            format!(
+                r#"
+cluster_id = "demo"
+[auth]
+bearer_token_file = "{token}"
+[aws]
+region = "us-east-1"
+table = "t"
+[pools.workers]
+min = 1
+max = 4
+launch_template = "lt-1"
+{extra_pool}
+[pools.workers.subnets]
+"us-east-1a" = "subnet-a"
+"#,
+                token = self.dir.path().join("token").display()
+            )
+        }
+        fn load(&self, text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+            let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+            Config::from_toml(text, Path::new("test.toml"), env)
+        }
+    }
+
+    #[test]
+    fn minimal_file_gets_documented_defaults() {
+        let f = Fixture::new();
+        let c = f.load(&f.toml(""), &[]).unwrap();
+        let pool = &c.pools["workers"];
+        assert_eq!(pool.scale_up_cooldown, Duration::from_secs(180));
+        assert_eq!(pool.join_timeout, Duration::from_secs(600));
+        assert_eq!(pool.drain_timeout, Duration::from_secs(300));
+        assert_eq!(pool.max_unready_share, 0.45);
+        assert_eq!(c.timing.sweep_interval, Duration::from_secs(15));
+        assert_eq!(c.auth.bearer_token.as_ref().unwrap().expose(), "s3cret-token");
+        assert_eq!(c.default_pool, "workers");
+    }
+
+    #[test]
+    fn environment_overrides_keys_with_types() {
+        let f = Fixture::new();
+        let c = f
+            .load(
+                &f.toml(""),
+                &[
+                    ("K3S_AUTOSCALER__POOLS__WORKERS__MAX", "9"),
+                    ("K3S_AUTOSCALER__POOLS__WORKERS__SCALE_UP_COOLDOWN", "45s"),
+                    ("K3S_AUTOSCALER__AWS__ENDPOINT_URL", "http://127.0.0.1:5000"),
+                    ("K3S_AUTOSCALER__DRY_RUN", "true"),
+                    ("UNRELATED", "x"),
+                ],
+            )
+            .unwrap();
+        assert_eq!(c.pools["workers"].max, 9);
+        assert_eq!(c.pools["workers"].scale_up_cooldown, Duration::from_secs(45));
+        assert_eq!(c.aws.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        assert!(c.dry_run);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let f = Fixture::new();
+        let text = f
+            .toml("scale_down_cooldown = \"ten minutes\"\nmax_unready_share = 2.0")
+            .replace("min = 1", "min = 7");
+        let err = f.load(&text, &[("K3S_AUTOSCALER__DEFAULT_POOL", "gpu")]).unwrap_err().to_string();
+        for expected in [
+            "pools.workers.min: 7 is above max 4",
+            "pools.workers.scale_down_cooldown: \"ten minutes\" is not a duration",
+            "pools.workers.max_unready_share: 2 is not a share",
+            "default_pool: unknown pool \"gpu\" (pools: workers)",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn missing_subnets_and_unreadable_token_are_named() {
+        let f = Fixture::new();
+        let text = f.toml("").replace("\"us-east-1a\" = \"subnet-a\"", "\"us-east-1a\" = \"\"");
+        let text = text.replace("token\"", "missing-token\"");
+        let err = f.load(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("pools.workers.subnets.us-east-1a: no subnet for this availability zone"),
+            "{err}"
+        );
+        assert!(err.contains("auth.bearer_token_file: cannot read"), "{err}");
+        let no_subnets = f.toml("").replace("[pools.workers.subnets]\n\"us-east-1a\" = \"subnet-a\"", "");
+        let err = f.load(&no_subnets, &[]).unwrap_err().to_string();
+        assert!(err.contains("pools.workers.subnets: no subnet for any availability zone"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_open_webhooks_are_refused() {
+        let f = Fixture::new();
+        let err = f.load(&f.toml("maxx = 3"), &[]).unwrap_err().to_string();
+        assert!(err.contains("maxx"), "{err}");
+        let open = f
+            .toml("")
+            .replace(&format!("bearer_token_file = \"{}\"", f.dir.path().join("token").display()), "");
+        let err = f.load(&open, &[]).unwrap_err().to_string();
+        assert!(err.contains("auth: set bearer_token_file"), "{err}");
+        let half_basic = f.toml("").replace("[auth]", "[auth]\nbasic_username = \"am\"");
+        assert!(f.load(&half_basic, &[]).unwrap_err().to_string().contains("basic_password_file: required"));
+    }
+
+    #[test]
+    fn empty_token_file_is_refused() {
+        let f = Fixture::new();
+        std::fs::write(f.dir.path().join("token"), "\n").unwrap();
+        assert!(f.load(&f.toml(""), &[]).unwrap_err().to_string().contains("is empty"));
+    }
+
+    #[test]
+    fn redacted_output_hides_secrets_and_shows_effective_values() {
+        let f = Fixture::new();
+        let c = f.load(&f.toml(""), &[]).unwrap();
+        let shown = c.to_redacted_toml();
+        assert!(!shown.contains("s3cret-token"), "{shown}");
+        assert!(shown.contains("bearer_token = \"<redacted>\""), "{shown}");
+        assert!(shown.contains("scale_up_cooldown = \"3m\""), "{shown}");
+        assert_eq!(format!("{:?}", c.auth.bearer_token), "Some(<redacted>)");
+    }
+
+    #[test]
+    fn the_shipped_example_config_parses_apart_from_its_token_file() {
+        let text = include_str!("../deploy/config.toml");
+        let err =
+            Config::from_toml(text, Path::new("deploy/config.toml"), Vec::new()).unwrap_err().to_string();
+        // The example points at the in-cluster token path, which does not exist here.
+        assert_eq!(
+            err,
+            "invalid configuration:\n  auth.bearer_token_file: cannot read /etc/k3s-autoscaler/token: No such file or directory (os error 2)"
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! One mapping from failures to HTTP answers. Alertmanager retries 5xx and gives up on 4xx,
+//! so the status code tells it whether trying again can help. Internals are logged, not sent.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::adapters::StoreError;
+use crate::core::alert::AlertError;
+use crate::service::IntakeError;
+
+/// An error answer of the webhook.
+#[derive(Debug)]
+pub enum ApiError {
+    /// Missing or wrong credentials (401).
+    Unauthorized,
+    /// The payload breaks the webhook contract (400; not retried).
+    BadRequest(AlertError),
+    /// The state store cannot be reached (503; retried).
+    Unavailable,
+    /// Something we did not expect (500; retried).
+    Internal,
+}
+
+impl From<IntakeError> for ApiError {
+    fn from(error: IntakeError) -> Self {
+        match error {
+            IntakeError::Store(StoreError::Unavailable { operation, message }) => {
+                tracing::warn!(operation, %message, "state store unavailable; asking Alertmanager to retry");
+                ApiError::Unavailable
+            }
+            IntakeError::Store(other) => {
+                tracing::error!(error = %other, "cannot store signals");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl ApiError {
+    /// Metric label of the outcome.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal => "internal_error",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self {
+            ApiError::Unauthorized => {
+                (StatusCode::UNAUTHORIZED, "missing or invalid credentials".to_string())
+            }
+            ApiError::BadRequest(e) => (StatusCode::BAD_REQUEST, e.to_string()),
+            ApiError::Unavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "state store unavailable; retry later".to_string())
+            }
+            ApiError::Internal => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the service log".to_string())
+            }
+        };
+        let mut response = (status, Json(json!({ "error": message }))).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

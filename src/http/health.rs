@@ -1,0 +1,33 @@
+//! Liveness, readiness and metrics.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+
+use super::AppState;
+
+/// The process is up.
+pub(super) async fn live() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when not shutting down and the state store answers.
+pub(super) async fn ready(State(state): State<AppState>) -> (StatusCode, String) {
+    if !state.ready.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+    }
+    match state.service.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("state store: {e}\n")),
+    }
+}
+
+/// Prometheus text exposition.
+pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.service.metrics().render(),
+    )
+}

@@ -1,0 +1,176 @@
+//! The `/metrics` families. One struct owns them so handlers and workers record through typed
+//! methods, and names stay in one place (the alert rules in `alert-rules/` depend on them).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of `webhook_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// accepted, unauthorized, bad_request, unavailable.
+    pub outcome: &'static str,
+}
+
+/// Labels of `alerts_received_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertKindLabels {
+    /// scale_up, scale_down, resolved, ignored.
+    pub kind: &'static str,
+}
+
+/// Labels of `decisions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// Pool name.
+    pub pool: String,
+    /// launch, drain, hold.
+    pub action: &'static str,
+    /// The reason's label.
+    pub reason: &'static str,
+}
+
+/// Labels of `operations_total` and `operation_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    /// Pool name.
+    pub pool: String,
+    /// launch or drain.
+    pub kind: &'static str,
+    /// succeeded, failed, join_timeout, aborted.
+    pub outcome: &'static str,
+}
+
+/// Labels of `aws_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiErrorLabels {
+    /// API call, e.g. RunInstances.
+    pub api: &'static str,
+    /// Error code, e.g. InsufficientInstanceCapacity, or `timeout` / `dispatch`.
+    pub code: String,
+}
+
+/// Labels of per-pool gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// Pool name.
+    pub pool: String,
+}
+
+/// Labels of `active_signals`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabels {
+    /// Pool name.
+    pub pool: String,
+    /// scale-up or scale-down.
+    pub direction: &'static str,
+}
+
+/// All metric families of the service.
+pub struct Metrics {
+    registry: Registry,
+    /// Webhook requests by outcome.
+    pub webhook_requests: Family<OutcomeLabels, Counter>,
+    /// Alerts received by kind.
+    pub alerts_received: Family<AlertKindLabels, Counter>,
+    /// Unix time of the last accepted notification.
+    pub last_notification: Gauge<f64, AtomicU64>,
+    /// Decisions by pool, action and reason.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// Finished operations by pool, kind and outcome.
+    pub operations: Family<OperationLabels, Counter>,
+    /// Operation durations (launch → Ready, drain) by pool, kind and outcome.
+    pub operation_duration: Family<OperationLabels, Histogram>,
+    /// AWS call errors by API and code.
+    pub aws_errors: Family<ApiErrorLabels, Counter>,
+    /// Active signals per pool and direction, as last seen by a reconcile.
+    pub active_signals: Family<SignalLabels, Gauge>,
+    /// Managed workers per pool, as last seen by a reconcile.
+    pub pool_workers: Family<PoolLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family under the `k3s_autoscaler` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("k3s_autoscaler");
+        let webhook_requests = Family::default();
+        registry.register("webhook_requests", "Webhook requests by outcome", webhook_requests.clone());
+        let alerts_received = Family::default();
+        registry.register("alerts_received", "Alerts received by kind", alerts_received.clone());
+        let last_notification = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "last_notification_timestamp_seconds",
+            "Unix time of the last accepted Alertmanager notification",
+            last_notification.clone(),
+        );
+        let decisions = Family::default();
+        registry.register("decisions", "Scaling decisions by pool, action and reason", decisions.clone());
+        let operations = Family::default();
+        registry.register("operations", "Finished operations by pool, kind and outcome", operations.clone());
+        let operation_duration = Family::<OperationLabels, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "operation_duration_seconds",
+            "Operation duration: launch to Ready, drain start to termination",
+            operation_duration.clone(),
+        );
+        let aws_errors = Family::default();
+        registry.register("aws_errors", "AWS call errors by API and code", aws_errors.clone());
+        let active_signals = Family::default();
+        registry.register(
+            "active_signals",
+            "Active scaling signals by pool and direction",
+            active_signals.clone(),
+        );
+        let pool_workers = Family::default();
+        registry.register("pool_workers", "Managed workers by pool", pool_workers.clone());
+        Metrics {
+            registry,
+            webhook_requests,
+            alerts_received,
+            last_notification,
+            decisions,
+            operations,
+            operation_duration,
+            aws_errors,
+            active_signals,
+            pool_workers,
+        }
+    }
+
+    /// Counts a webhook request.
+    pub fn webhook_request(&self, outcome: &'static str) {
+        self.webhook_requests.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts an AWS error.
+    pub fn aws_error(&self, api: &'static str, code: impl Into<String>) {
+        self.aws_errors.get_or_create(&ApiErrorLabels { api, code: code.into() }).inc();
+    }
+
+    /// Prometheus text exposition of every family.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+fn duration_histogram() -> Histogram {
+    // 1 s .. ~68 min: joins take minutes, drains up to the drain timeout.
+    Histogram::new(exponential_buckets(1.0, 2.0, 13))
+}

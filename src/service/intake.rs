@@ -1,0 +1,135 @@
+//! Webhook intake: store or remove the notification's signals, then trigger reconciles.
+//!
+//! The answer to Alertmanager depends only on the signals being durable; scaling happens in
+//! the pool workers. Identical repeats within a short window (HA replicas, retries) are
+//! recognised in memory and cause no write at all.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::Service;
+use crate::adapters::StoreError;
+use crate::core::alert::Notification;
+use crate::core::model::{Direction, Signal};
+use crate::core::time::Timestamp;
+use crate::metrics::AlertKindLabels;
+
+/// Repeats of the same alert state within this window are not written again. It is far below
+/// any sensible `group_interval`, so a real change of state is never hidden by it.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
+
+/// What an accepted notification did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IntakeSummary {
+    /// Signals stored or refreshed.
+    pub stored: usize,
+    /// Signals removed.
+    pub removed: usize,
+    /// Repeats recognised without a write.
+    pub duplicates: usize,
+    /// Alerts that were not ours.
+    pub ignored: usize,
+}
+
+/// Why a notification could not be taken.
+#[derive(Debug, Error)]
+pub enum IntakeError {
+    /// The state store failed; Alertmanager should retry.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum SeenState {
+    Firing { direction: Direction, step: u32, reason: String },
+    Resolved,
+}
+
+/// Alert states written recently, keyed by (pool, fingerprint).
+#[derive(Debug, Default)]
+pub(super) struct RecentSignals {
+    seen: HashMap<(String, String), (SeenState, Timestamp)>,
+}
+
+impl RecentSignals {
+    fn is_duplicate(&self, key: &(String, String), state: &SeenState, now: Timestamp) -> bool {
+        matches!(self.seen.get(key), Some((seen, at)) if seen == state && now.since(*at) < DUPLICATE_WINDOW)
+    }
+
+    fn remember(&mut self, key: (String, String), state: SeenState, now: Timestamp) {
+        self.seen.retain(|_, (_, at)| now.since(*at) < DUPLICATE_WINDOW);
+        self.seen.insert(key, (state, now));
+    }
+}
+
+fn firing_state(signal: &Signal) -> SeenState {
+    SeenState::Firing { direction: signal.direction, step: signal.step, reason: signal.reason.clone() }
+}
+
+impl Service {
+    /// Makes the notification's signals durable, then triggers the pools it touched.
+    pub async fn accept(&self, notification: Notification) -> Result<IntakeSummary, IntakeError> {
+        let store = &self.inner.edges.store;
+        let now = self.inner.edges.clock.now();
+        let expires_at = now.plus(self.inner.config.timing.signal_ttl);
+        let mut summary = IntakeSummary { ignored: notification.ignored, ..IntakeSummary::default() };
+        self.count_alerts(&notification);
+        for signal in &notification.firing {
+            let key = (signal.pool.clone(), signal.fingerprint.clone());
+            let state = firing_state(signal);
+            if self.recent().is_some_and(|r| r.is_duplicate(&key, &state, now)) {
+                summary.duplicates += 1;
+                continue;
+            }
+            store.put_signal(signal, expires_at).await?;
+            if let Some(mut recent) = self.recent() {
+                recent.remember(key, state, now);
+            }
+            summary.stored += 1;
+        }
+        for resolved in &notification.resolved {
+            let key = (resolved.pool.clone(), resolved.fingerprint.clone());
+            if self.recent().is_some_and(|r| r.is_duplicate(&key, &SeenState::Resolved, now)) {
+                summary.duplicates += 1;
+                continue;
+            }
+            store.delete_signal(&resolved.pool, &resolved.fingerprint).await?;
+            if let Some(mut recent) = self.recent() {
+                recent.remember(key, SeenState::Resolved, now);
+            }
+            summary.removed += 1;
+        }
+        for pool in notification.pools() {
+            self.trigger(&pool);
+        }
+        self.inner.metrics.last_notification.set(now.as_millis() as f64 / 1000.0);
+        tracing::info!(
+            stored = summary.stored,
+            removed = summary.removed,
+            duplicates = summary.duplicates,
+            ignored = summary.ignored,
+            "notification accepted"
+        );
+        Ok(summary)
+    }
+
+    fn recent(&self) -> Option<std::sync::MutexGuard<'_, RecentSignals>> {
+        // A poisoned lock only loses the duplicate shortcut; every write still happens.
+        self.inner.recent_signals.lock().ok()
+    }
+
+    fn count_alerts(&self, notification: &Notification) {
+        let count = |kind: &'static str, n: usize| {
+            if n > 0 {
+                self.inner.metrics.alerts_received.get_or_create(&AlertKindLabels { kind }).inc_by(n as u64);
+            }
+        };
+        let up = notification.firing.iter().filter(|s| s.direction == Direction::Up).count();
+        count("scale_up", up);
+        count("scale_down", notification.firing.len() - up);
+        count("resolved", notification.resolved.len());
+        count("ignored", notification.ignored);
+    }
+}

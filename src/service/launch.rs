@@ -1,0 +1,160 @@
+//! Executing a launch operation: spot first, on-demand fallback in the same pass, capacity
+//! failures remembered per (zone, market), and a resume path that never launches twice.
+
+use tracing::{info, warn};
+
+use super::Service;
+use super::reconcile::{Fresh, ReconcileError};
+use crate::adapters::store::LeaseAction;
+use crate::adapters::{AuditEvent, ComputeError, Lease, RunSpec};
+use crate::core::model::{
+    CapacityBackoff, Direction, LastScale, LaunchOp, LaunchPhase, LaunchedInstance, OperationKind,
+    PoolPolicy, PoolState,
+};
+use crate::metrics::OperationLabels;
+
+impl Service {
+    /// Runs (or resumes) the launch in `state.op` and records its outcome under `lease`.
+    pub(super) async fn run_launch(
+        &self,
+        policy: &PoolPolicy,
+        lease: &Lease,
+        mut state: PoolState,
+        fresh: Fresh,
+    ) -> Result<(), ReconcileError> {
+        let pool = policy.name.as_str();
+        let Some(mut op) = state.op.clone() else { return Ok(()) };
+        let OperationKind::Launch(launch) = &op.kind else { return Ok(()) };
+        let mut launch: LaunchOp = launch.clone();
+        let compute = &self.inner.edges.compute;
+        let pool_config = &self.inner.config.pools[pool];
+
+        if launch.phase == LaunchPhase::Requested {
+            // After a crash or an unknown outcome, instances of this op may already exist:
+            // adopt them (EC2's ClientToken makes a repeated RunInstances return them too).
+            let existing = match fresh {
+                Fresh::Yes => Vec::new(),
+                Fresh::No => compute.find_by_op(&op.id).await?,
+            };
+            let mut errors = Vec::new();
+            let mut unknown_outcome = false;
+            for (index, request) in launch.requests.iter().enumerate() {
+                let adopted: Vec<_> = existing.iter().filter(|i| i.az == request.az).collect();
+                if !adopted.is_empty() {
+                    info!(pool, op_id = %op.id, az = %request.az, count = adopted.len(), "adopting instances of an earlier attempt");
+                    launch.instances.extend(adopted.into_iter().map(|i| LaunchedInstance {
+                        instance_id: i.instance_id.clone(),
+                        az: i.az.clone(),
+                        market: i.market,
+                    }));
+                    continue;
+                }
+                for market in &request.markets {
+                    let spec = RunSpec {
+                        pool: pool.to_string(),
+                        op_id: op.id.clone(),
+                        client_token: format!("{}-{index}-{}", op.id, market.as_str()),
+                        az: request.az.clone(),
+                        subnet_id: request.subnet_id.clone(),
+                        count: request.count,
+                        market: *market,
+                        launch_template: pool_config.launch_template.clone(),
+                        launch_template_version: pool_config.launch_template_version.clone(),
+                    };
+                    match compute.launch(&spec).await {
+                        Ok(instances) => {
+                            info!(pool, op_id = %op.id, az = %request.az, market = %market,
+                                  instances = ?instances.iter().map(|i| &i.instance_id).collect::<Vec<_>>(),
+                                  "instances launched");
+                            launch.instances.extend(instances.into_iter().map(|i| LaunchedInstance {
+                                instance_id: i.instance_id,
+                                az: i.az,
+                                market: *market,
+                            }));
+                            break;
+                        }
+                        Err(error) => {
+                            self.inner.metrics.aws_error("RunInstances", error.code());
+                            warn!(pool, op_id = %op.id, az = %request.az, market = %market, %error, "launch attempt failed");
+                            let next_market = matches!(error, ComputeError::Capacity { .. });
+                            if next_market {
+                                state.backoffs.push(CapacityBackoff {
+                                    az: request.az.clone(),
+                                    market: *market,
+                                    until: self.now().plus(pool_config.capacity_backoff),
+                                });
+                            }
+                            unknown_outcome |= matches!(error, ComputeError::Unavailable { .. });
+                            errors.push(error.to_string());
+                            if !next_market {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            let now = self.now();
+            if launch.instances.is_empty() && unknown_outcome && now < op.deadline {
+                // EC2 may have launched: keep the op, let the next sweep look for its instances.
+                state.op = Some(op);
+                self.save_state(lease, &state, 0, LeaseAction::Release).await?;
+                return Ok(());
+            }
+            launch.phase = LaunchPhase::Launched;
+            if launch.instances.is_empty() {
+                return self.finish_launch(pool, lease, state, &op.id, launch, "failed", errors).await;
+            }
+            op.kind = OperationKind::Launch(launch.clone());
+            state.op = Some(op.clone());
+        }
+        // Until the Kubernetes side watches readiness, a launch is done once EC2 accepted it.
+        self.finish_launch(pool, lease, state, &op.id, launch, "succeeded", Vec::new()).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_launch(
+        &self,
+        pool: &str,
+        lease: &Lease,
+        mut state: PoolState,
+        op_id: &str,
+        launch: LaunchOp,
+        outcome: &'static str,
+        errors: Vec<String>,
+    ) -> Result<(), ReconcileError> {
+        let now = self.now();
+        let started_at = state.op.as_ref().map(|op| op.started_at).unwrap_or(now);
+        state.op = None;
+        if !launch.instances.is_empty() {
+            state.last_scale = Some(LastScale { at: now, direction: Direction::Up });
+        }
+        let workers = self.inner.edges.compute.list_pool(pool).await.map(|w| w.len()).unwrap_or(0);
+        self.save_state(lease, &state, workers as u32, LeaseAction::Release).await?;
+        let labels = OperationLabels { pool: pool.to_string(), kind: "launch", outcome };
+        self.inner.metrics.operations.get_or_create(&labels).inc();
+        self.inner
+            .metrics
+            .operation_duration
+            .get_or_create(&labels)
+            .observe(now.since(started_at).as_secs_f64());
+        let ids: Vec<&str> = launch.instances.iter().map(|i| i.instance_id.as_str()).collect();
+        info!(pool, op_id, outcome, instances = ?ids, errors = ?errors, "launch finished");
+        self.record(AuditEvent {
+            at: now,
+            pool: pool.to_string(),
+            kind: "outcome".into(),
+            action: "launch".into(),
+            reason_label: outcome.into(),
+            reason: if errors.is_empty() {
+                format!("launched {}", ids.join(", "))
+            } else {
+                format!("launch failed: {}", errors.join("; "))
+            },
+            op_id: Some(op_id.to_string()),
+            detail: serde_json::json!({ "instances": launch.instances, "errors": errors }),
+            dry_run: false,
+        })
+        .await;
+        Ok(())
+    }
+}

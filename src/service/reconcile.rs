@@ -1,0 +1,275 @@
+//! One reconcile of one pool: read, decide, and act under the lease.
+//!
+//! A reconcile that only holds writes nothing: the lease is taken (optimistically, in the same
+//! write as the operation) only when there is something to do, so duplicate notifications
+//! cost reads, never writes.
+
+use thiserror::Error;
+use tracing::{Level, info, warn};
+
+use super::Service;
+use crate::adapters::compute::InstanceState;
+use crate::adapters::{AuditEvent, ComputeError, Lease, ManagedInstance, StoreError};
+use crate::core::decide::{DecideInput, Decision, Plan, decide};
+use crate::core::model::{
+    Direction, LaunchOp, LaunchPhase, Operation, OperationKind, PoolPolicy, PoolState, Signal, Worker,
+};
+use crate::core::time::Timestamp;
+use crate::metrics::{DecisionLabels, PoolLabels, SignalLabels};
+
+/// What a reconcile ended with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReconcileOutcome {
+    /// Nothing to do now; the decision's reason label.
+    Held(&'static str),
+    /// An operation was started (and possibly finished).
+    Acted {
+        /// Its id.
+        op_id: String,
+    },
+    /// An in-flight operation was moved on.
+    Progressed,
+    /// Another holder has the pool; it will act.
+    Contended,
+    /// Decided, but `dry_run` kept it from acting.
+    DryRun,
+}
+
+/// Why a reconcile failed; it is retried at the next trigger or sweep.
+#[derive(Debug, Error)]
+pub enum ReconcileError {
+    /// The pool is not configured.
+    #[error("unknown pool {0}")]
+    UnknownPool(String),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// EC2 failed.
+    #[error(transparent)]
+    Compute(#[from] ComputeError),
+}
+
+impl ReconcileError {
+    /// Low-cardinality label for logs and metrics.
+    pub fn label(&self) -> String {
+        match self {
+            ReconcileError::UnknownPool(_) => "unknown_pool".into(),
+            ReconcileError::Store(e) => e.label().into(),
+            ReconcileError::Compute(e) => e.code(),
+        }
+    }
+}
+
+/// The pool's workers as the core sees them: every pending or running managed instance.
+pub(super) fn to_workers(instances: &[ManagedInstance]) -> Vec<Worker> {
+    instances
+        .iter()
+        .filter(|i| i.state != InstanceState::Gone)
+        .map(|i| Worker {
+            instance_id: i.instance_id.clone(),
+            az: i.az.clone(),
+            market: i.market,
+            launched_at: i.launched_at,
+            node: None,
+        })
+        .collect()
+}
+
+impl Service {
+    pub(super) fn policy(&self, pool: &str) -> Result<PoolPolicy, ReconcileError> {
+        self.inner.config.policy(pool).ok_or_else(|| ReconcileError::UnknownPool(pool.to_string()))
+    }
+
+    pub(super) fn now(&self) -> Timestamp {
+        self.inner.edges.clock.now()
+    }
+
+    /// Reconciles `pool` once: progress its in-flight operation, or decide and start one.
+    #[tracing::instrument(skip(self), fields(owner = %self.inner.owner))]
+    pub async fn reconcile(&self, pool: &str) -> Result<ReconcileOutcome, ReconcileError> {
+        let policy = self.policy(pool)?;
+        let edges = &self.inner.edges;
+        let now = self.now();
+        let record = edges.store.read_pool(pool).await?;
+        if record.state.op.is_some() {
+            if record.leased_by_other(&self.inner.owner, now) {
+                return Ok(ReconcileOutcome::Contended);
+            }
+            return self.progress(pool, &policy).await;
+        }
+        let (signals, instances) = tokio::try_join!(
+            async { Ok::<_, ReconcileError>(edges.store.active_signals(pool, now).await?) },
+            async { Ok(edges.compute.list_pool(pool).await?) },
+        )?;
+        let workers = to_workers(&instances);
+        self.observe(pool, &signals, &workers);
+        let decision = decide(DecideInput {
+            signals: &signals,
+            state: &record.state,
+            workers: &workers,
+            policy: &policy,
+            now,
+        });
+        self.log_decision(pool, &decision);
+        let requests = match decision.plan.clone() {
+            Plan::Hold => return Ok(ReconcileOutcome::Held(decision.reason.label())),
+            _ if self.inner.config.dry_run => {
+                self.audit(pool, "decision", &decision, None, true).await;
+                return Ok(ReconcileOutcome::DryRun);
+            }
+            Plan::Launch(requests) => requests,
+            Plan::Drain(drain) => {
+                warn!(pool, node = %drain.node, "scale-down needs the Kubernetes side, which is not configured");
+                return Ok(ReconcileOutcome::Held("no_cluster"));
+            }
+        };
+        let op = Operation {
+            id: new_op_id(),
+            kind: OperationKind::Launch(LaunchOp {
+                requests,
+                instances: Vec::new(),
+                phase: LaunchPhase::Requested,
+            }),
+            reason: decision.reason.to_string(),
+            started_at: now,
+            deadline: now.plus(policy.join_timeout),
+        };
+        let mut state = record.state.clone();
+        state.backoffs.retain(|b| b.until > now);
+        state.op = Some(op.clone());
+        let ttl = self.inner.config.timing.lease_ttl;
+        let lease =
+            match edges.store.begin(pool, record.fencing_token, &state, &self.inner.owner, now, ttl).await {
+                Err(StoreError::Contended { .. }) => return Ok(ReconcileOutcome::Contended),
+                other => other?,
+            };
+        let (launched, _) = tokio::join!(
+            self.run_launch(&policy, &lease, state, Fresh::Yes),
+            self.audit(pool, "decision", &decision, Some(&op.id), false),
+        );
+        launched?;
+        Ok(ReconcileOutcome::Acted { op_id: op.id })
+    }
+
+    /// Moves the in-flight operation on under the lease.
+    async fn progress(&self, pool: &str, policy: &PoolPolicy) -> Result<ReconcileOutcome, ReconcileError> {
+        let now = self.now();
+        let ttl = self.inner.config.timing.lease_ttl;
+        let (lease, record) = match self.inner.edges.store.acquire(pool, &self.inner.owner, now, ttl).await {
+            Err(StoreError::Contended { .. }) => return Ok(ReconcileOutcome::Contended),
+            other => other?,
+        };
+        let Some(op) = record.state.op.clone() else {
+            self.inner.edges.store.release(&lease).await?;
+            return Ok(ReconcileOutcome::Progressed);
+        };
+        match &op.kind {
+            OperationKind::Launch(_) => self.run_launch(policy, &lease, record.state, Fresh::No).await?,
+            OperationKind::Drain(_) => {
+                warn!(pool, op_id = %op.id, "a drain is in flight but the Kubernetes side is not configured");
+                self.inner.edges.store.release(&lease).await?;
+            }
+        }
+        Ok(ReconcileOutcome::Progressed)
+    }
+
+    fn observe(&self, pool: &str, signals: &[Signal], workers: &[Worker]) {
+        let metrics = &self.inner.metrics;
+        for direction in [Direction::Up, Direction::Down] {
+            let n = signals.iter().filter(|s| s.direction == direction).count();
+            metrics
+                .active_signals
+                .get_or_create(&SignalLabels { pool: pool.to_string(), direction: direction.as_str() })
+                .set(n as i64);
+        }
+        metrics.pool_workers.get_or_create(&PoolLabels { pool: pool.to_string() }).set(workers.len() as i64);
+    }
+
+    fn log_decision(&self, pool: &str, decision: &Decision) {
+        let action = plan_action(&decision.plan);
+        self.inner
+            .metrics
+            .decisions
+            .get_or_create(&DecisionLabels {
+                pool: pool.to_string(),
+                action,
+                reason: decision.reason.label(),
+            })
+            .inc();
+        let quiet = matches!(decision.plan, Plan::Hold)
+            && matches!(decision.reason.label(), "no_signal" | "operation_in_flight");
+        let reason = decision.reason.to_string();
+        if quiet {
+            tracing::event!(Level::DEBUG, pool, action, reason_label = decision.reason.label(), %reason, "scaling decision");
+        } else {
+            info!(pool, action, reason_label = decision.reason.label(), %reason, "scaling decision");
+        }
+    }
+
+    /// Appends a decision or outcome to the audit trail; a failure is logged, never fatal.
+    pub(super) async fn audit(
+        &self,
+        pool: &str,
+        kind: &str,
+        decision: &Decision,
+        op_id: Option<&str>,
+        dry_run: bool,
+    ) {
+        let detail = match &decision.plan {
+            Plan::Launch(requests) => serde_json::json!({ "launch": requests }),
+            Plan::Drain(drain) => serde_json::json!({ "drain": drain }),
+            Plan::Hold => serde_json::Value::Null,
+        };
+        let event = AuditEvent {
+            at: self.now(),
+            pool: pool.to_string(),
+            kind: kind.to_string(),
+            action: plan_action(&decision.plan).to_string(),
+            reason_label: decision.reason.label().to_string(),
+            reason: decision.reason.to_string(),
+            op_id: op_id.map(str::to_string),
+            detail,
+            dry_run,
+        };
+        self.record(event).await;
+    }
+
+    pub(super) async fn record(&self, event: AuditEvent) {
+        if let Err(e) = self.inner.edges.store.record_event(&event).await {
+            warn!(pool = %event.pool, error = %e, "cannot write audit event");
+        }
+    }
+
+    pub(super) async fn save_state(
+        &self,
+        lease: &Lease,
+        state: &PoolState,
+        node_count: u32,
+        action: crate::adapters::store::LeaseAction,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        let ttl = self.inner.config.timing.lease_ttl;
+        self.inner.edges.store.save(lease, state, node_count, action, now, ttl).await
+    }
+}
+
+/// Whether a launch operation was just written (no instance can exist yet) or is resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fresh {
+    /// Just written ahead: skip the search for earlier instances.
+    Yes,
+    /// Resumed after a crash or an unknown outcome: look for instances of the op first.
+    No,
+}
+
+fn plan_action(plan: &Plan) -> &'static str {
+    match plan {
+        Plan::Launch(_) => "launch",
+        Plan::Drain(_) => "drain",
+        Plan::Hold => "hold",
+    }
+}
+
+fn new_op_id() -> String {
+    format!("op-{}", uuid::Uuid::new_v4().simple())
+}

@@ -1,0 +1,45 @@
+//! Background work: one worker per pool runs reconciles when triggered, and the sweeper
+//! triggers every pool each `sweep_interval`, so in-flight operations progress and a
+//! still-active signal gets its next step without waiting for Alertmanager's repeat.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tracing::{debug, warn};
+
+use super::Service;
+
+/// Runs the reconciles of one pool, one at a time, until shutdown.
+pub(super) async fn pool_worker(service: Service, pool: String, trigger: Arc<Notify>) {
+    let mut shutdown = service.shutdown_signal();
+    loop {
+        tokio::select! {
+            _ = trigger.notified() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        match service.reconcile(&pool).await {
+            Ok(outcome) => debug!(pool, ?outcome, "reconcile done"),
+            Err(error) => {
+                warn!(pool, %error, label = %error.label(), "reconcile failed; retrying at the next sweep")
+            }
+        }
+    }
+}
+
+/// Triggers every pool now (startup recovery adopts in-flight operations) and then every
+/// `sweep_interval` until shutdown.
+pub(super) async fn sweep_loop(service: Service) {
+    let mut shutdown = service.shutdown_signal();
+    let interval = service.config().timing.sweep_interval;
+    let mut next = tokio::time::Instant::now();
+    loop {
+        for pool in service.config().pools.keys() {
+            service.trigger(pool);
+        }
+        next += interval;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}

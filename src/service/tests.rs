@@ -1,0 +1,299 @@
+//! Service behaviour on the test doubles: intake, the launch path, resume and contention.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Edges, ReconcileOutcome, Service};
+use crate::adapters::fakes::{FakeCompute, ManualClock, MemoryStore, capacity_error};
+use crate::adapters::{ComputeError, StateStore};
+use crate::config::Config;
+use crate::core::alert::{Notification, ResolvedSignal};
+use crate::core::model::{
+    Direction, LaunchOp, LaunchPhase, LaunchRequest, Market, Operation, OperationKind, Signal,
+};
+use crate::core::time::Timestamp;
+use crate::metrics::Metrics;
+
+struct Harness {
+    service: Service,
+    store: Arc<MemoryStore>,
+    compute: Arc<FakeCompute>,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+fn harness(overrides: &[(&str, &str)]) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "tok").unwrap();
+    let text = format!(
+        r#"
+cluster_id = "test"
+[auth]
+bearer_token_file = "{}"
+[aws]
+region = "us-east-1"
+table = "t"
+[pools.workers]
+min = 0
+max = 4
+launch_template = "workers-lt"
+scale_up_cooldown = "1m"
+[pools.workers.subnets]
+"us-east-1a" = "subnet-a"
+"us-east-1b" = "subnet-b"
+"#,
+        dir.path().join("token").display()
+    );
+    let env = overrides.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let config = Config::from_toml(&text, Path::new("test.toml"), env).unwrap();
+    let store = Arc::new(MemoryStore::default());
+    let compute = Arc::new(FakeCompute::default());
+    let clock = Arc::new(ManualClock::at(1_000_000_000));
+    let edges = Edges { store: store.clone(), compute: compute.clone(), clock: clock.clone() };
+    Harness {
+        service: Service::new(config, edges, Arc::new(Metrics::new())),
+        store,
+        compute,
+        clock,
+        _dir: dir,
+    }
+}
+
+fn firing(direction: Direction, fingerprint: &str, step: u32) -> Notification {
+    Notification {
+        firing: vec![Signal {
+            pool: "workers".into(),
+            direction,
+            step,
+            reason: "CPU 85%".into(),
+            fingerprint: fingerprint.into(),
+            alertname: "WorkerCpuHigh".into(),
+        }],
+        ..Notification::default()
+    }
+}
+
+impl Harness {
+    async fn reconcile(&self) -> ReconcileOutcome {
+        self.service.reconcile("workers").await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn scale_up_signal_launches_spot_in_the_emptiest_zone_and_records_everything() {
+    let h = harness(&[]);
+    h.compute.add_instance("i-existing", "us-east-1a", "workers");
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    assert!(matches!(h.reconcile().await, ReconcileOutcome::Acted { .. }));
+    let launches = h.compute.launches.lock().unwrap().clone();
+    assert_eq!(launches.len(), 1);
+    let spec = &launches[0];
+    assert_eq!(
+        (spec.az.as_str(), spec.subnet_id.as_str(), spec.market, spec.count),
+        ("us-east-1b", "subnet-b", Market::Spot, 1)
+    );
+    assert!(spec.client_token.starts_with(&spec.op_id) && spec.client_token.len() <= 64);
+    let record = h.store.record("workers");
+    assert!(record.state.op.is_none(), "op finished");
+    assert!(record.lease.is_none(), "lease released");
+    assert_eq!(record.state.last_scale.unwrap().direction, Direction::Up);
+    let kinds: Vec<(String, String)> =
+        h.store.events().iter().map(|e| (e.kind.clone(), e.reason_label.clone())).collect();
+    assert!(kinds.contains(&("decision".into(), "scale_up_signal".into())), "{kinds:?}");
+    assert!(kinds.contains(&("outcome".into(), "succeeded".into())), "{kinds:?}");
+    assert!(h.service.metrics().render().contains(
+        "k3s_autoscaler_decisions_total{pool=\"workers\",action=\"launch\",reason=\"scale_up_signal\"} 1"
+    ));
+}
+
+#[tokio::test]
+async fn cooldown_then_next_step_while_the_signal_stays() {
+    let h = harness(&[]);
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    h.reconcile().await;
+    assert_eq!(h.reconcile().await, ReconcileOutcome::Held("scale_up_cooldown"));
+    h.clock.advance(Duration::from_secs(61));
+    assert!(matches!(h.reconcile().await, ReconcileOutcome::Acted { .. }));
+    assert_eq!(h.compute.launch_count(), 2);
+}
+
+#[tokio::test]
+async fn spot_capacity_error_falls_back_to_on_demand_in_the_same_pass_and_is_remembered() {
+    let h = harness(&[]);
+    h.compute.fail_next(Market::Spot, capacity_error());
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    h.reconcile().await;
+    let markets: Vec<Market> = h.compute.launches.lock().unwrap().iter().map(|s| s.market).collect();
+    assert_eq!(markets, vec![Market::Spot, Market::OnDemand]);
+    let backoffs = h.store.record("workers").state.backoffs;
+    assert_eq!(backoffs.len(), 1);
+    assert_eq!((backoffs[0].az.as_str(), backoffs[0].market), ("us-east-1a", Market::Spot));
+    // The next launch avoids spot in that zone: the emptiest zone is b, where spot is fine.
+    h.clock.advance(Duration::from_secs(61));
+    h.reconcile().await;
+    let last = h.compute.launches.lock().unwrap().last().cloned().unwrap();
+    assert_eq!((last.az.as_str(), last.market), ("us-east-1b", Market::Spot));
+}
+
+#[tokio::test]
+async fn no_capacity_anywhere_fails_the_op_without_cooldown() {
+    let h = harness(&[]);
+    h.compute.fail_next(Market::Spot, capacity_error());
+    h.compute.fail_next(Market::OnDemand, capacity_error());
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    h.reconcile().await;
+    let record = h.store.record("workers");
+    assert!(record.state.op.is_none() && record.state.last_scale.is_none());
+    assert_eq!(record.state.backoffs.len(), 2);
+    assert!(h.store.events().iter().any(|e| e.kind == "outcome" && e.reason_label == "failed"));
+    // Next pass goes to the other zone right away.
+    h.reconcile().await;
+    assert_eq!(h.compute.launches.lock().unwrap().last().unwrap().az, "us-east-1b");
+}
+
+#[tokio::test]
+async fn rejected_launch_does_not_try_the_next_market() {
+    let h = harness(&[]);
+    let rejected = ComputeError::Rejected {
+        api: "RunInstances",
+        code: "InvalidLaunchTemplateName.NotFoundException".into(),
+        message: "no".into(),
+    };
+    h.compute.fail_next(Market::Spot, rejected);
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    h.reconcile().await;
+    assert_eq!(h.compute.launch_count(), 1);
+    assert!(h.store.record("workers").state.backoffs.is_empty());
+}
+
+#[tokio::test]
+async fn unknown_outcome_keeps_the_op_and_the_resume_adopts_instead_of_launching_again() {
+    let h = harness(&[]);
+    h.compute.lose_answers.store(true, Ordering::SeqCst);
+    h.service.accept(firing(Direction::Up, "fp", 2)).await.unwrap();
+    h.reconcile().await;
+    let record = h.store.record("workers");
+    let op = record.state.op.clone().expect("op kept while the outcome is unknown");
+    assert!(matches!(&op.kind, OperationKind::Launch(l) if l.phase == LaunchPhase::Requested));
+    let first_pass = h.compute.launch_count();
+    assert_eq!(first_pass, 2, "step 2 spreads over both zones");
+    h.compute.lose_answers.store(false, Ordering::SeqCst);
+    assert_eq!(h.reconcile().await, ReconcileOutcome::Progressed);
+    assert_eq!(h.compute.launch_count(), first_pass, "no RunInstances on resume");
+    assert_eq!(h.compute.instances.lock().unwrap().len(), 2);
+    assert!(h.store.record("workers").state.op.is_none());
+}
+
+#[tokio::test]
+async fn crashed_holder_op_is_resumed_after_its_lease_expires() {
+    let h = harness(&[]);
+    let op = Operation {
+        id: "op-crashed".into(),
+        kind: OperationKind::Launch(LaunchOp {
+            requests: vec![LaunchRequest {
+                az: "us-east-1a".into(),
+                subnet_id: "subnet-a".into(),
+                count: 1,
+                markets: vec![Market::Spot],
+            }],
+            instances: vec![],
+            phase: LaunchPhase::Requested,
+        }),
+        reason: "r".into(),
+        started_at: h.clock.now_ts(),
+        deadline: h.clock.now_ts().plus(Duration::from_secs(600)),
+    };
+    let mut record = h.store.record("workers");
+    record.state.op = Some(op);
+    record.fencing_token = 7;
+    record.lease = Some(("dead-process".into(), h.clock.now_ts().plus(Duration::from_secs(30))));
+    h.store.set_record("workers", record);
+    assert_eq!(h.reconcile().await, ReconcileOutcome::Contended);
+    assert_eq!(h.compute.launch_count(), 0);
+    h.clock.advance(Duration::from_secs(31));
+    assert_eq!(h.reconcile().await, ReconcileOutcome::Progressed);
+    let launches = h.compute.launches.lock().unwrap().clone();
+    assert_eq!(launches.len(), 1);
+    assert_eq!(launches[0].client_token, "op-crashed-0-spot");
+    assert!(h.store.record("workers").fencing_token > 7);
+}
+
+#[tokio::test]
+async fn identical_repeats_cost_no_writes_until_the_window_passes() {
+    let h = harness(&[]);
+    let n = || firing(Direction::Up, "fp", 1);
+    assert_eq!(h.service.accept(n()).await.unwrap().stored, 1);
+    let writes = h.store.writes.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        assert_eq!(h.service.accept(n()).await.unwrap().duplicates, 1);
+    }
+    assert_eq!(h.store.writes.load(Ordering::SeqCst), writes);
+    h.clock.advance(Duration::from_secs(31));
+    assert_eq!(h.service.accept(n()).await.unwrap().stored, 1, "refresh after the window");
+}
+
+#[tokio::test]
+async fn resolved_alert_removes_the_signal_and_scaling_stops() {
+    let h = harness(&[]);
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    let resolved = Notification {
+        resolved: vec![ResolvedSignal {
+            pool: "workers".into(),
+            fingerprint: "fp".into(),
+            direction: Direction::Up,
+        }],
+        ..Notification::default()
+    };
+    assert_eq!(h.service.accept(resolved).await.unwrap().removed, 1);
+    assert_eq!(h.reconcile().await, ReconcileOutcome::Held("no_signal"));
+    assert_eq!(h.compute.launch_count(), 0);
+}
+
+#[tokio::test]
+async fn expired_signal_is_not_active() {
+    let h = harness(&[("K3S_AUTOSCALER__TIMING__SIGNAL_TTL", "10m")]);
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    h.clock.advance(Duration::from_secs(601));
+    assert_eq!(h.reconcile().await, ReconcileOutcome::Held("no_signal"));
+}
+
+#[tokio::test]
+async fn store_down_fails_intake_and_changes_nothing() {
+    let h = harness(&[]);
+    h.store.set_down(true);
+    assert!(h.service.accept(firing(Direction::Up, "fp", 1)).await.is_err());
+    h.store.set_down(false);
+    assert!(h.store.active_signals("workers", Timestamp::from_millis(0)).await.unwrap().is_empty());
+    assert_eq!(h.compute.launch_count(), 0);
+}
+
+#[tokio::test]
+async fn dry_run_records_would_have_and_launches_nothing() {
+    let h = harness(&[("K3S_AUTOSCALER__DRY_RUN", "true")]);
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    assert_eq!(h.reconcile().await, ReconcileOutcome::DryRun);
+    assert_eq!(h.compute.launch_count(), 0);
+    let events = h.store.events();
+    assert!(events.iter().all(|e| e.dry_run) && !events.is_empty());
+    assert!(h.store.record("workers").state.op.is_none());
+}
+
+#[tokio::test]
+async fn max_is_respected_across_steps() {
+    let h = harness(&[("K3S_AUTOSCALER__POOLS__WORKERS__MAX", "3")]);
+    h.service.accept(firing(Direction::Up, "fp", 2)).await.unwrap();
+    for _ in 0..4 {
+        h.reconcile().await;
+        h.clock.advance(Duration::from_secs(61));
+    }
+    assert_eq!(h.compute.instances.lock().unwrap().len(), 3);
+    assert_eq!(h.reconcile().await, ReconcileOutcome::Held("at_max"));
+}
+
+impl ManualClock {
+    fn now_ts(&self) -> Timestamp {
+        crate::adapters::Clock::now(self)
+    }
+}
