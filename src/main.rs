@@ -81,7 +81,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             &config.aws.table,
             &config.cluster_id,
         )),
-        compute: Arc::new(Ec2Compute::new(aws_sdk_ec2::Client::new(&sdk), &config.cluster_id)),
+        compute: Arc::new(Ec2Compute::from_sdk(&sdk, &config.cluster_id)),
         clock: Arc::new(SystemClock),
     };
     let service = Service::new(config, edges, Arc::new(Metrics::new()));

@@ -4,7 +4,10 @@
 use async_trait::async_trait;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::http::HttpResponse;
+use aws_sdk_ec2::config::interceptors::InterceptorContext;
+use aws_sdk_ec2::config::retry::{ClassifyRetry, RetryAction};
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::operation::run_instances::RunInstancesError;
 use aws_sdk_ec2::types::{
     Filter, Instance, InstanceInterruptionBehavior, InstanceLifecycleType, InstanceMarketOptionsRequest,
     InstanceStateName, LaunchTemplateSpecification, MarketType, ResourceType, SpotInstanceType,
@@ -29,6 +32,14 @@ impl Ec2Compute {
     /// Compute for `cluster_id`.
     pub fn new(client: Client, cluster_id: impl Into<String>) -> Self {
         Self { client, cluster_id: cluster_id.into() }
+    }
+
+    /// Builds the EC2 client from the shared SDK config, without retries on capacity errors:
+    /// EC2 answers them with 5xx, which the SDK would retry with backoff, delaying the
+    /// on-demand fallback by seconds for an answer that will not change.
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, cluster_id: impl Into<String>) -> Self {
+        let config = aws_sdk_ec2::config::Builder::from(sdk).retry_classifier(NoRetryOnCapacity).build();
+        Self::new(Client::from_conf(config), cluster_id)
     }
 
     fn managed_filters(&self) -> Vec<Filter> {
@@ -227,4 +238,26 @@ where
 
 fn is_throttling(code: &str) -> bool {
     matches!(code, "RequestLimitExceeded" | "Throttling" | "ThrottlingException")
+}
+
+/// Forbids retrying RunInstances when EC2 says it has no capacity.
+#[derive(Debug)]
+struct NoRetryOnCapacity;
+
+impl ClassifyRetry for NoRetryOnCapacity {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(error)) = ctx.output_or_error() else { return RetryAction::NoActionIndicated };
+        let code = error
+            .as_operation_error()
+            .and_then(|e| e.downcast_ref::<RunInstancesError>())
+            .and_then(|e| e.code());
+        match code {
+            Some(code) if CAPACITY_ERROR_CODES.contains(&code) => RetryAction::RetryForbidden,
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "NoRetryOnCapacity"
+    }
 }

@@ -1,0 +1,64 @@
+//! Every bad input gets its status code and changes nothing in moto or the table.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::json;
+
+use crate::support::{World, payload, scale_up};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_and_change_nothing() {
+    let world = World::new("bad", |_| {}).await;
+    let service = world.service().await;
+    let good = scale_up("fp-bad").to_string().into_bytes();
+    let bearer = format!("Bearer {}", crate::support::service::TOKEN);
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("am:integration-token"));
+    let cases: Vec<(&str, Vec<u8>, Option<&str>, u16)> = vec![
+        ("no credentials", good.clone(), None, 401),
+        ("wrong token", good.clone(), Some("Bearer nope"), 401),
+        ("basic auth not configured", good.clone(), Some(&basic), 401),
+        ("malformed JSON", b"{\"version\": \"4\", \"alerts\": [".to_vec(), Some(&bearer), 400),
+        (
+            "unsupported version",
+            json!({"version": "3", "alerts": []}).to_string().into_bytes(),
+            Some(&bearer),
+            400,
+        ),
+        (
+            "bad step",
+            payload("firing", json!({"alertname": "X", "autoscaler": "scale-up", "step": "lots"}), "fp")
+                .to_string()
+                .into_bytes(),
+            Some(&bearer),
+            400,
+        ),
+        (
+            "unknown pool",
+            payload("firing", json!({"alertname": "X", "autoscaler": "scale-up", "pool": "gpu"}), "fp")
+                .to_string()
+                .into_bytes(),
+            Some(&bearer),
+            400,
+        ),
+        ("body over the limit", vec![b' '; 70_000], Some(&bearer), 413),
+    ];
+    for (what, body, auth, expected) in cases {
+        assert_eq!(service.post_raw(body, auth).await, expected, "{what}");
+    }
+    // Not ours: accepted, ignored, counted.
+    let foreign = payload("firing", json!({"alertname": "DiskFull"}), "fp-disk");
+    assert_eq!(service.post(&foreign).await, 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(world.instances().await.is_empty());
+    assert_eq!(world.items("signal#").await, 0);
+    assert_eq!(world.proxy.count("RunInstances"), 0);
+    let metrics = service.metrics().await;
+    for line in [
+        "k3s_autoscaler_webhook_requests_total{outcome=\"unauthorized\"} 3",
+        "k3s_autoscaler_webhook_requests_total{outcome=\"bad_request\"} 4",
+        "k3s_autoscaler_alerts_received_total{kind=\"ignored\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+}

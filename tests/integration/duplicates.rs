@@ -1,0 +1,58 @@
+//! The same firing payload, 20× concurrently to each of 3 replicas sharing one table: one
+//! instance. Also reports the AWS calls one notification costs.
+
+use std::time::Duration;
+
+use crate::support::{World, scale_up};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_duplicates_to_three_replicas_launch_exactly_one_instance() {
+    let world = World::new("storm", |_| {}).await;
+    let replicas = [world.service().await, world.service().await, world.service().await];
+    world.proxy.reset_calls();
+    let payload = scale_up("fp-storm");
+    let mut posts = Vec::new();
+    for replica in &replicas {
+        for _ in 0..20 {
+            let url = replica.url.clone();
+            let body = payload.to_string();
+            posts.push(tokio::spawn(async move {
+                reqwest::Client::new()
+                    .post(format!("{url}/v1/alerts"))
+                    .header("authorization", format!("Bearer {}", crate::support::service::TOKEN))
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            }));
+        }
+    }
+    for post in posts {
+        assert_eq!(post.await.unwrap().unwrap(), 200);
+    }
+    // Several sweeps (1 s each) pass while we wait: still one instance.
+    let instances = world.expect_instances(1, Duration::from_secs(4)).await;
+    assert_eq!(world.proxy.count("RunInstances"), 1, "{:?}", world.proxy.histogram());
+    println!("storm: 60 posts, instances {instances:?}, AWS calls {:?}", world.proxy.histogram());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_notification_costs_few_aws_calls() {
+    let world = World::new("calls", |c| c.extra_top = String::new()).await;
+    let service = world.service().await;
+    // Let the startup sweep finish, then count only what the notification causes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    world.proxy.reset_calls();
+    assert_eq!(service.post(&scale_up("fp-one")).await, 200);
+    world.expect_instances(1, Duration::from_millis(200)).await;
+    let calls = world.proxy.calls();
+    let until_launch: Vec<&String> = calls.iter().take_while(|c| *c != "RunInstances").collect();
+    println!(
+        "AWS calls before RunInstances: {} {:?}; all: {:?}",
+        until_launch.len(),
+        until_launch,
+        world.proxy.histogram()
+    );
+    assert!(calls.iter().any(|c| c == "RunInstances"));
+    assert!(until_launch.len() <= 6, "{until_launch:?}");
+}

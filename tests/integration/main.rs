@@ -1,0 +1,11 @@
+//! End-to-end tests of the real binary against moto's server (real aws-sdk-rust clients
+//! through an endpoint URL) and the project's fault-injecting proxy. One test binary, so the
+//! AWS SDK is linked once.
+
+mod support;
+
+mod bad_input;
+mod crash_recovery;
+mod duplicates;
+mod spot_fallback;
+mod store_outage;

@@ -1,0 +1,26 @@
+//! DynamoDB down → 503 (Alertmanager retries) and nothing launched; back up → the retry
+//! succeeds and the launch follows.
+
+use std::time::Duration;
+
+use crate::support::{World, scale_up};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_outage_answers_503_then_the_retry_succeeds() {
+    let world = World::new("outage", |_| {}).await;
+    let service = world.service().await;
+    world.proxy.dynamodb_down(true);
+    assert_eq!(service.post(&scale_up("fp-outage")).await, 503);
+    let ready = reqwest::get(format!("{}/readyz", service.url)).await.unwrap().status().as_u16();
+    assert_eq!(ready, 503, "not ready while the store is down");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(world.instances().await.is_empty(), "nothing launched while the store is down");
+    world.proxy.dynamodb_down(false);
+    assert_eq!(service.post(&scale_up("fp-outage")).await, 200, "Alertmanager's retry");
+    world.expect_instances(1, Duration::from_secs(1)).await;
+    let metrics = service.metrics().await;
+    assert!(
+        metrics.contains("k3s_autoscaler_webhook_requests_total{outcome=\"unavailable\"} 1"),
+        "{metrics}"
+    );
+}

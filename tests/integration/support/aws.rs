@@ -1,0 +1,115 @@
+//! Real aws-sdk-rust clients pointed at moto, and the fixtures a pool needs there.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_ec2::types::{Filter, InstanceLifecycleType, RequestLaunchTemplateData};
+
+/// Region used by every test.
+pub const REGION: &str = "us-east-1";
+
+/// SDK clients on moto (directly, not through the proxy, so fixtures are not counted).
+pub struct Aws {
+    pub ec2: aws_sdk_ec2::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+/// What the pool config needs from the fixtures.
+pub struct Fixtures {
+    /// (az, subnet id) for two zones.
+    pub subnets: Vec<(String, String)>,
+    /// Launch template name.
+    pub launch_template: String,
+}
+
+impl Aws {
+    pub async fn new(endpoint: &str) -> Aws {
+        let credentials = aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "tests");
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .credentials_provider(credentials)
+            .endpoint_url(endpoint)
+            .load()
+            .await;
+        Aws { ec2: aws_sdk_ec2::Client::new(&sdk), dynamodb: aws_sdk_dynamodb::Client::new(&sdk) }
+    }
+
+    /// A VPC with one subnet in each of two zones, and the workers' launch template.
+    pub async fn fixtures(&self) -> Fixtures {
+        let vpc = self.ec2.create_vpc().cidr_block("10.20.0.0/16").send().await.expect("create vpc");
+        let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_string();
+        let mut subnets = Vec::new();
+        for (i, az) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
+            let subnet = self
+                .ec2
+                .create_subnet()
+                .vpc_id(&vpc_id)
+                .cidr_block(format!("10.20.{i}.0/24"))
+                .availability_zone(*az)
+                .send()
+                .await
+                .expect("create subnet");
+            subnets.push((
+                az.to_string(),
+                subnet.subnet().and_then(|s| s.subnet_id()).expect("subnet id").to_string(),
+            ));
+        }
+        let launch_template = "k3s-workers".to_string();
+        self.ec2
+            .create_launch_template()
+            .launch_template_name(&launch_template)
+            .launch_template_data(
+                RequestLaunchTemplateData::builder()
+                    .image_id("ami-12c6146b")
+                    .instance_type(aws_sdk_ec2::types::InstanceType::T3Small)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("create launch template");
+        Fixtures { subnets, launch_template }
+    }
+
+    /// Pending or running instances tagged for `cluster`: (id, az, is_spot).
+    pub async fn instances(&self, cluster: &str) -> Vec<(String, String, bool)> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(Filter::builder().name("tag:k3s-autoscaler/cluster").values(cluster).build())
+            .filters(
+                Filter::builder().name("instance-state-name").values("pending").values("running").build(),
+            )
+            .send()
+            .await
+            .expect("describe instances");
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .map(|i| {
+                (
+                    i.instance_id().unwrap_or_default().to_string(),
+                    i.placement().and_then(|p| p.availability_zone()).unwrap_or_default().to_string(),
+                    i.instance_lifecycle() == Some(&InstanceLifecycleType::Spot),
+                )
+            })
+            .collect()
+    }
+
+    /// Every item of `cluster` in `table` whose sort key starts with `prefix`.
+    pub async fn items(
+        &self,
+        table: &str,
+        cluster: &str,
+        prefix: &str,
+    ) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+        self.dynamodb
+            .query()
+            .table_name(table)
+            .key_condition_expression("cluster_id = :c AND begins_with(sk, :p)")
+            .expression_attribute_values(":c", AttributeValue::S(cluster.into()))
+            .expression_attribute_values(":p", AttributeValue::S(prefix.into()))
+            .send()
+            .await
+            .expect("query")
+            .items
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,99 @@
+//! Test infrastructure: moto, the fault proxy, AWS fixtures and the service process.
+
+pub mod aws;
+pub mod moto;
+pub mod proxy;
+pub mod service;
+
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An Alertmanager v4 payload with one alert.
+pub fn payload(status: &str, labels: serde_json::Value, fingerprint: &str) -> serde_json::Value {
+    serde_json::json!({
+        "version": "4",
+        "status": status,
+        "receiver": "k3s-autoscaler",
+        "groupKey": "{}:{alertname=\"WorkerCpuHigh\"}",
+        "alerts": [{
+            "status": status,
+            "labels": labels,
+            "annotations": {"summary": "average worker CPU 85%"},
+            "startsAt": "2026-11-24T08:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "fingerprint": fingerprint
+        }]
+    })
+}
+
+/// A firing scale-up alert for the default pool.
+pub fn scale_up(fingerprint: &str) -> serde_json::Value {
+    payload(
+        "firing",
+        serde_json::json!({"alertname": "WorkerCpuHigh", "autoscaler": "scale-up"}),
+        fingerprint,
+    )
+}
+
+/// moto + proxy + fixtures + a prepared (table created) service config.
+pub struct World {
+    _moto: moto::Moto,
+    pub proxy: proxy::Proxy,
+    pub aws: aws::Aws,
+    pub prepared: (tempfile::TempDir, std::path::PathBuf),
+    pub config: service::ServiceConfig,
+}
+
+impl World {
+    /// Sets everything up for `cluster`; `tune` edits the service config first.
+    pub async fn new(cluster: &str, tune: impl FnOnce(&mut service::ServiceConfig)) -> World {
+        let moto = moto::Moto::start();
+        let proxy = proxy::Proxy::start(&moto.url).await;
+        let aws = aws::Aws::new(&moto.url).await;
+        let fixtures = aws.fixtures().await;
+        let mut config = service::ServiceConfig::new(cluster, &proxy.url);
+        tune(&mut config);
+        let prepared = service::prepare(&config, &fixtures);
+        World { _moto: moto, proxy, aws, prepared, config }
+    }
+
+    pub async fn service(&self) -> service::Service {
+        service::Service::start(&self.prepared).await
+    }
+
+    pub async fn instances(&self) -> Vec<(String, String, bool)> {
+        self.aws.instances(&self.config.cluster_id).await
+    }
+
+    /// Waits until exactly `n` instances exist, then checks they stay at `n` for `settle`.
+    pub async fn expect_instances(&self, n: usize, settle: Duration) -> Vec<(String, String, bool)> {
+        eventually(&format!("{n} instances"), Duration::from_secs(30), || async {
+            let found = self.instances().await;
+            (found.len() >= n).then_some(())
+        })
+        .await;
+        tokio::time::sleep(settle).await;
+        let found = self.instances().await;
+        assert_eq!(found.len(), n, "instances after settling: {found:?}");
+        found
+    }
+
+    pub async fn items(&self, prefix: &str) -> usize {
+        self.aws.items(&self.config.table, &self.config.cluster_id, prefix).await.len()
+    }
+}

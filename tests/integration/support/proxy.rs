@@ -1,0 +1,173 @@
+//! A fault-injecting HTTP proxy in front of moto: counts AWS calls by API, fails spot
+//! launches with capacity errors, takes DynamoDB "down", and can swallow the answer of a
+//! RunInstances (after moto has executed it, or before forwarding it) to simulate a crash.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Response, StatusCode, Uri};
+
+/// What happens to RunInstances calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunInstancesFault {
+    /// Forward normally.
+    None,
+    /// Forward to moto, then never answer (the crash happens after EC2 acted).
+    AnswerLost,
+    /// Never forward, never answer (the crash happens before EC2 saw it).
+    NeverArrives,
+}
+
+#[derive(Default)]
+struct Faults {
+    spot_capacity_error: AtomicBool,
+    dynamodb_down: AtomicBool,
+    run_instances: Mutex<Option<RunInstancesFault>>,
+}
+
+/// Shared proxy state.
+#[derive(Clone)]
+pub struct Proxy {
+    faults: Arc<Faults>,
+    calls: Arc<Mutex<Vec<String>>>,
+    upstream: String,
+    client: reqwest::Client,
+    /// `http://127.0.0.1:<port>` of the proxy.
+    pub url: String,
+}
+
+impl Proxy {
+    /// Starts a proxy to `upstream` on a free loopback port.
+    pub async fn start(upstream: &str) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy addr"));
+        let proxy = Proxy {
+            faults: Arc::default(),
+            calls: Arc::default(),
+            upstream: upstream.to_string(),
+            client: reqwest::Client::new(),
+            url,
+        };
+        let app = axum::Router::new().fallback(forward).with_state(proxy.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("proxy serve") });
+        proxy
+    }
+
+    /// Spot RunInstances answer InsufficientInstanceCapacity.
+    pub fn fail_spot(&self, on: bool) {
+        self.faults.spot_capacity_error.store(on, Ordering::SeqCst);
+    }
+
+    /// DynamoDB answers 503 to everything.
+    pub fn dynamodb_down(&self, down: bool) {
+        self.faults.dynamodb_down.store(down, Ordering::SeqCst);
+    }
+
+    /// Applies `fault` to RunInstances calls.
+    pub fn run_instances(&self, fault: RunInstancesFault) {
+        *self.faults.run_instances.lock().unwrap() = Some(fault);
+    }
+
+    /// Every call seen, as API names, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// How many calls of `api` were seen.
+    pub fn count(&self, api: &str) -> usize {
+        self.calls().iter().filter(|c| *c == api).count()
+    }
+
+    /// Calls by API.
+    pub fn histogram(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for call in self.calls() {
+            *counts.entry(call).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Forgets the calls seen so far.
+    pub fn reset_calls(&self) {
+        self.calls.lock().unwrap().clear();
+    }
+}
+
+fn api_name(headers: &HeaderMap, body: &[u8]) -> String {
+    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        return target.rsplit('.').next().unwrap_or(target).to_string();
+    }
+    let text = String::from_utf8_lossy(body);
+    text.split('&').find_map(|kv| kv.strip_prefix("Action=")).unwrap_or("unknown").to_string()
+}
+
+fn ec2_error(code: &str, message: &str) -> Response<Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>proxy</RequestID></Response>"
+    );
+    Response::builder().status(StatusCode::INTERNAL_SERVER_ERROR).body(Body::from(xml)).expect("response")
+}
+
+async fn forward(
+    State(proxy): State<Proxy>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let api = api_name(&headers, &body);
+    proxy.calls.lock().unwrap().push(api.clone());
+    let is_dynamodb =
+        headers.get("x-amz-target").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("DynamoDB"));
+    if is_dynamodb && proxy.faults.dynamodb_down.load(Ordering::SeqCst) {
+        return Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .body(Body::from("{\"__type\":\"ServiceUnavailable\",\"message\":\"proxy: down\"}"))
+            .expect("response");
+    }
+    let is_spot = String::from_utf8_lossy(&body).contains("InstanceMarketOptions.MarketType=spot");
+    if api == "RunInstances" && is_spot && proxy.faults.spot_capacity_error.load(Ordering::SeqCst) {
+        return ec2_error(
+            "InsufficientInstanceCapacity",
+            "We currently do not have sufficient capacity (proxy)",
+        );
+    }
+    let run_fault = if api == "RunInstances" { *proxy.faults.run_instances.lock().unwrap() } else { None };
+    if run_fault == Some(RunInstancesFault::NeverArrives) {
+        return std::future::pending().await;
+    }
+    let mut request = proxy.client.request(
+        method,
+        format!("{}{}", proxy.upstream, uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")),
+    );
+    for (name, value) in &headers {
+        if name != "host" && name != "content-length" {
+            request = request.header(name, value);
+        }
+    }
+    let upstream = match request.body(body).send().await {
+        Ok(response) => response,
+        Err(e) => {
+            return Response::builder()
+                .status(StatusCode::BAD_GATEWAY)
+                .body(Body::from(e.to_string()))
+                .expect("response");
+        }
+    };
+    let status = upstream.status();
+    let upstream_headers = upstream.headers().clone();
+    let bytes = upstream.bytes().await.unwrap_or_default();
+    if run_fault == Some(RunInstancesFault::AnswerLost) {
+        return std::future::pending().await;
+    }
+    let mut response = Response::builder().status(status.as_u16());
+    for (name, value) in &upstream_headers {
+        if name != "content-length" && name != "transfer-encoding" && name != "connection" {
+            response = response.header(name.as_str(), value.as_bytes());
+        }
+    }
+    response.body(Body::from(bytes)).expect("response")
+}

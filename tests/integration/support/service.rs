@@ -1,0 +1,174 @@
+//! The real `k3s-autoscaler` binary as a child process, configured for moto.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::aws::{Fixtures, REGION};
+
+/// The bearer token every test service accepts.
+pub const TOKEN: &str = "integration-token";
+
+/// Settings of one test service.
+pub struct ServiceConfig {
+    pub cluster_id: String,
+    pub table: String,
+    pub endpoint: String,
+    pub extra_pool: String,
+    pub extra_top: String,
+}
+
+impl ServiceConfig {
+    /// Defaults for tests: min 0, max 4, short lease and sweep, long cooldowns.
+    pub fn new(cluster_id: &str, endpoint: &str) -> Self {
+        ServiceConfig {
+            cluster_id: cluster_id.into(),
+            table: format!("autoscaler-{cluster_id}"),
+            endpoint: endpoint.into(),
+            extra_pool: String::new(),
+            extra_top: String::new(),
+        }
+    }
+
+    fn toml(&self, fixtures: &Fixtures, token_file: &std::path::Path) -> String {
+        let subnets: String =
+            fixtures.subnets.iter().map(|(az, id)| format!("\"{az}\" = \"{id}\"\n")).collect();
+        format!(
+            r#"cluster_id = "{cluster}"
+{extra_top}
+[server]
+listen = "127.0.0.1:0"
+body_limit_bytes = 65536
+[auth]
+bearer_token_file = "{token}"
+[aws]
+region = "{REGION}"
+endpoint_url = "{endpoint}"
+table = "{table}"
+call_timeout = "2s"
+[timing]
+lease_ttl = "3s"
+sweep_interval = "1s"
+[pools.workers]
+min = 0
+max = 4
+launch_template = "{template}"
+scale_up_cooldown = "10m"
+{extra_pool}
+[pools.workers.subnets]
+{subnets}"#,
+            cluster = self.cluster_id,
+            extra_top = self.extra_top,
+            token = token_file.display(),
+            endpoint = self.endpoint,
+            table = self.table,
+            template = fixtures.launch_template,
+            extra_pool = self.extra_pool,
+        )
+    }
+}
+
+/// A running service process; killed on drop.
+pub struct Service {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_k3s-autoscaler")
+}
+
+fn command(config_path: &std::path::Path) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .env("K3S_AUTOSCALER_CONFIG", config_path)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", std::env::var("TEST_SERVICE_LOG").unwrap_or_else(|_| "warn".into()));
+    command
+}
+
+/// Writes the config and creates the table with `init-table`.
+pub fn prepare(config: &ServiceConfig, fixtures: &Fixtures) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).expect("write token");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config.toml(fixtures, &token)).expect("write config");
+    let out = command(&path).arg("init-table").output().expect("run init-table");
+    assert!(out.status.success(), "init-table failed: {}", String::from_utf8_lossy(&out.stderr));
+    (dir, path)
+}
+
+impl Service {
+    /// Starts `serve` with the prepared config and waits for `/readyz`.
+    pub async fn start(prepared: &(tempfile::TempDir, PathBuf)) -> Service {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("config.toml");
+        std::fs::copy(&prepared.1, &config_path).expect("copy config");
+        let mut child = command(&config_path)
+            .args(["--log-format", "text", "serve"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn k3s-autoscaler");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let url = format!("http://{addr}");
+        let service = Service { child, url, _dir: dir };
+        let client = reqwest::Client::new();
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = client.get(format!("{}/readyz", service.url)).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "service never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        service
+    }
+
+    /// Posts a webhook payload with the right token; returns the status code.
+    pub async fn post(&self, payload: &serde_json::Value) -> u16 {
+        self.post_raw(payload.to_string().into_bytes(), Some(&format!("Bearer {TOKEN}"))).await
+    }
+
+    /// Posts raw bytes with an optional Authorization header.
+    pub async fn post_raw(&self, body: Vec<u8>, authorization: Option<&str>) -> u16 {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/v1/alerts", self.url))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(auth) = authorization {
+            request = request.header("authorization", auth);
+        }
+        request.send().await.expect("post").status().as_u16()
+    }
+
+    /// `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.url)).await.expect("metrics").text().await.expect("text")
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
