@@ -78,26 +78,25 @@ impl Service {
         self.count_alerts(&notification);
         for signal in &notification.firing {
             let key = (signal.pool.clone(), signal.fingerprint.clone());
-            let state = firing_state(signal);
-            if self.recent().is_some_and(|r| r.is_duplicate(&key, &state, now)) {
+            if !self.claim(&key, firing_state(signal), now) {
                 summary.duplicates += 1;
                 continue;
             }
-            store.put_signal(signal, expires_at).await?;
-            if let Some(mut recent) = self.recent() {
-                recent.remember(key, state, now);
+            if let Err(e) = store.put_signal(signal, expires_at).await {
+                self.unclaim(&key);
+                return Err(e.into());
             }
             summary.stored += 1;
         }
         for resolved in &notification.resolved {
             let key = (resolved.pool.clone(), resolved.fingerprint.clone());
-            if self.recent().is_some_and(|r| r.is_duplicate(&key, &SeenState::Resolved, now)) {
+            if !self.claim(&key, SeenState::Resolved, now) {
                 summary.duplicates += 1;
                 continue;
             }
-            store.delete_signal(&resolved.pool, &resolved.fingerprint).await?;
-            if let Some(mut recent) = self.recent() {
-                recent.remember(key, SeenState::Resolved, now);
+            if let Err(e) = store.delete_signal(&resolved.pool, &resolved.fingerprint).await {
+                self.unclaim(&key);
+                return Err(e.into());
             }
             summary.removed += 1;
         }
@@ -115,9 +114,23 @@ impl Service {
         Ok(summary)
     }
 
-    fn recent(&self) -> Option<std::sync::MutexGuard<'_, RecentSignals>> {
+    /// Claims the write of this alert state: false when the same state was written (or is
+    /// being written) within the window. Claiming before writing makes concurrent repeats
+    /// skip too; a failed write gives the claim back so the retry writes.
+    fn claim(&self, key: &(String, String), state: SeenState, now: Timestamp) -> bool {
         // A poisoned lock only loses the duplicate shortcut; every write still happens.
-        self.inner.recent_signals.lock().ok()
+        let Ok(mut recent) = self.inner.recent_signals.lock() else { return true };
+        if recent.is_duplicate(key, &state, now) {
+            return false;
+        }
+        recent.remember(key.clone(), state, now);
+        true
+    }
+
+    fn unclaim(&self, key: &(String, String)) {
+        if let Ok(mut recent) = self.inner.recent_signals.lock() {
+            recent.seen.remove(key);
+        }
     }
 
     fn count_alerts(&self, notification: &Notification) {

@@ -33,6 +33,8 @@ async fn twenty_concurrent_duplicates_to_three_replicas_launch_exactly_one_insta
     // Several sweeps (1 s each) pass while we wait: still one instance.
     let instances = world.expect_instances(1, Duration::from_secs(4)).await;
     assert_eq!(world.proxy.count("RunInstances"), 1, "{:?}", world.proxy.histogram());
+    // One signal write per replica plus the decision and outcome records; repeats write nothing.
+    assert!(world.proxy.count("PutItem") <= 3 + 2, "{:?}", world.proxy.histogram());
     println!("storm: 60 posts, instances {instances:?}, AWS calls {:?}", world.proxy.histogram());
 }
 
