@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what is missing, then runs the Rust unit and
+# integration tests (moto), the alerting checks (promtool, amtool) and the infra checks
+# (cfn-lint, checkov, parliament, shellcheck, CloudFormation on moto). Prints a total line.
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+mkdir -p .work
+log=.work/test-output.txt
+: >"$log"
+
+bash scripts/setup.sh || { echo "setup failed"; exit 1; }
+
+status=0
+run() {
+  echo "=== $*"
+  "$@" 2>&1 | tee -a "$log"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || { echo "FAILED: $* (exit $rc)"; status=1; }
+}
+
+run cargo test --locked --all-targets
+for check in scripts/check-alerting.sh scripts/check-infra.sh; do
+  [ -f "$check" ] && run bash "$check"
+done
+
+sum() { grep -oE "$1" "$log" | grep -oE '^[0-9]+' | awk '{ s += $1 } END { print s + 0 }'; }
+passed=$(sum '[0-9]+ passed')
+failed=$(sum '[0-9]+ failed')
+echo
+echo "total: ${passed:-0} passed, ${failed:-0} failed"
+[ "${failed:-0}" -eq 0 ] || status=1
+exit $status
