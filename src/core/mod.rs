@@ -3,6 +3,7 @@
 
 pub mod alert;
 pub mod decide;
+pub mod drainability;
 pub mod model;
 pub mod placement;
 pub mod time;

@@ -1,0 +1,249 @@
+//! Which pods keep a node from being drained, per the Cluster Autoscaler conventions users
+//! already know. Plain data in, a reason out: the adapter reduces Kubernetes objects to
+//! [`PodFacts`], and every "not a candidate" rule lives here.
+
+use std::fmt;
+
+/// Annotation that marks a pod safe (`"true"`) or unsafe (`"false"`) to evict.
+pub const SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
+/// Node annotation that excludes the node from scale-down when `"true"`.
+pub const SCALE_DOWN_DISABLED: &str = "cluster-autoscaler.kubernetes.io/scale-down-disabled";
+
+/// What drain decisions need to know about one pod.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodFacts {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Kind of the controlling owner reference (`ReplicaSet`, `DaemonSet`, …), if any.
+    pub controller_kind: Option<String>,
+    /// A static pod mirrored by the kubelet (`kubernetes.io/config.mirror` annotation).
+    pub mirror: bool,
+    /// `spec.priorityClassName`.
+    pub priority_class: Option<String>,
+    /// Uses hostPath, a disk-backed emptyDir, or a local PersistentVolume.
+    pub local_storage: bool,
+    /// The safe-to-evict annotation: `Some(true)`, `Some(false)`, or absent.
+    pub safe_to_evict: Option<bool>,
+    /// Some PodDisruptionBudget selects this pod.
+    pub has_pdb: bool,
+    /// A PodDisruptionBudget selecting it allows no disruption right now.
+    pub pdb_blocks: bool,
+    /// Phase Succeeded or Failed: nothing to move.
+    pub finished: bool,
+}
+
+impl PodFacts {
+    /// DaemonSet and mirror pods stay on the node until it goes; they are never evicted.
+    pub fn stays_with_node(&self) -> bool {
+        self.mirror || self.controller_kind.as_deref() == Some("DaemonSet")
+    }
+
+    /// Pods a drain has to evict.
+    pub fn must_move(&self) -> bool {
+        !self.stays_with_node() && !self.finished
+    }
+}
+
+/// Why a node may not be drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Blocker {
+    /// The node is annotated scale-down-disabled.
+    ScaleDownDisabled,
+    /// A pod annotated safe-to-evict "false".
+    AnnotatedNotSafe,
+    /// A system-critical pod (not a DaemonSet).
+    CriticalPriority,
+    /// A non-DaemonSet kube-system pod without a PDB.
+    KubeSystemWithoutPdb,
+    /// A pod without a controller would be lost for good.
+    NoController,
+    /// A pod with local storage would lose its data.
+    LocalStorage,
+    /// A PDB allows no disruption now.
+    PdbAllowsNoDisruption,
+}
+
+impl Blocker {
+    /// Every blocker, for exporting zeroes and for tests.
+    pub const ALL: [Blocker; 7] = [
+        Blocker::ScaleDownDisabled,
+        Blocker::AnnotatedNotSafe,
+        Blocker::CriticalPriority,
+        Blocker::KubeSystemWithoutPdb,
+        Blocker::NoController,
+        Blocker::LocalStorage,
+        Blocker::PdbAllowsNoDisruption,
+    ];
+
+    /// Stable label for `unremovable_nodes{reason}`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Blocker::ScaleDownDisabled => "scale_down_disabled",
+            Blocker::AnnotatedNotSafe => "safe_to_evict_false",
+            Blocker::CriticalPriority => "system_critical_pod",
+            Blocker::KubeSystemWithoutPdb => "kube_system_pod_without_pdb",
+            Blocker::NoController => "pod_without_controller",
+            Blocker::LocalStorage => "pod_with_local_storage",
+            Blocker::PdbAllowsNoDisruption => "pdb_allows_no_disruption",
+        }
+    }
+}
+
+impl fmt::Display for Blocker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Blocker::ScaleDownDisabled => "node annotated scale-down-disabled",
+            Blocker::AnnotatedNotSafe => "pod annotated safe-to-evict=false",
+            Blocker::CriticalPriority => "system-critical pod",
+            Blocker::KubeSystemWithoutPdb => "kube-system pod without a PodDisruptionBudget",
+            Blocker::NoController => "pod without a controller",
+            Blocker::LocalStorage => "pod with local storage",
+            Blocker::PdbAllowsNoDisruption => "PodDisruptionBudget allows no disruption",
+        })
+    }
+}
+
+/// Why this pod keeps its node, if it does. `safe-to-evict: "true"` lifts the kube-system,
+/// no-controller and local-storage rules (as in Cluster Autoscaler), never the critical
+/// priority or PDB rules.
+pub fn pod_blocker(pod: &PodFacts) -> Option<Blocker> {
+    if !pod.must_move() {
+        return None;
+    }
+    if pod.safe_to_evict == Some(false) {
+        return Some(Blocker::AnnotatedNotSafe);
+    }
+    if matches!(pod.priority_class.as_deref(), Some("system-cluster-critical" | "system-node-critical")) {
+        return Some(Blocker::CriticalPriority);
+    }
+    let vouched = pod.safe_to_evict == Some(true);
+    if !vouched && pod.namespace == "kube-system" && !pod.has_pdb {
+        return Some(Blocker::KubeSystemWithoutPdb);
+    }
+    if !vouched && pod.controller_kind.is_none() {
+        return Some(Blocker::NoController);
+    }
+    if !vouched && pod.local_storage {
+        return Some(Blocker::LocalStorage);
+    }
+    if pod.pdb_blocks {
+        return Some(Blocker::PdbAllowsNoDisruption);
+    }
+    None
+}
+
+/// Every reason the node may not be drained (deduplicated, in a stable order).
+pub fn node_blockers(scale_down_disabled: bool, pods: &[PodFacts]) -> Vec<Blocker> {
+    let mut blockers: Vec<Blocker> = pods.iter().filter_map(pod_blocker).collect();
+    if scale_down_disabled {
+        blockers.push(Blocker::ScaleDownDisabled);
+    }
+    blockers.sort();
+    blockers.dedup();
+    blockers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web() -> PodFacts {
+        PodFacts {
+            namespace: "shop".into(),
+            name: "web-1".into(),
+            controller_kind: Some("ReplicaSet".into()),
+            ..PodFacts::default()
+        }
+    }
+
+    #[test]
+    fn an_ordinary_replicated_pod_blocks_nothing() {
+        assert_eq!(pod_blocker(&web()), None);
+        assert!(web().must_move());
+    }
+
+    #[test]
+    fn daemonset_mirror_and_finished_pods_are_ignored_whatever_they_carry() {
+        for pod in [
+            PodFacts { controller_kind: Some("DaemonSet".into()), local_storage: true, ..web() },
+            PodFacts { mirror: true, controller_kind: None, namespace: "kube-system".into(), ..web() },
+            PodFacts { finished: true, controller_kind: None, ..web() },
+        ] {
+            assert_eq!(pod_blocker(&pod), None, "{pod:?}");
+            assert!(!pod.must_move());
+        }
+        let ds = PodFacts {
+            controller_kind: Some("DaemonSet".into()),
+            priority_class: Some("system-node-critical".into()),
+            ..web()
+        };
+        assert_eq!(pod_blocker(&ds), None, "critical DaemonSets stay with the node");
+    }
+
+    #[test]
+    fn each_rule_blocks_with_its_reason() {
+        let cases = [
+            (PodFacts { safe_to_evict: Some(false), ..web() }, Blocker::AnnotatedNotSafe),
+            (
+                PodFacts { priority_class: Some("system-cluster-critical".into()), ..web() },
+                Blocker::CriticalPriority,
+            ),
+            (
+                PodFacts { priority_class: Some("system-node-critical".into()), ..web() },
+                Blocker::CriticalPriority,
+            ),
+            (PodFacts { namespace: "kube-system".into(), ..web() }, Blocker::KubeSystemWithoutPdb),
+            (PodFacts { controller_kind: None, ..web() }, Blocker::NoController),
+            (PodFacts { local_storage: true, ..web() }, Blocker::LocalStorage),
+            (PodFacts { has_pdb: true, pdb_blocks: true, ..web() }, Blocker::PdbAllowsNoDisruption),
+        ];
+        for (pod, expected) in cases {
+            assert_eq!(pod_blocker(&pod), Some(expected), "{pod:?}");
+        }
+    }
+
+    #[test]
+    fn kube_system_pod_with_a_pdb_may_move() {
+        assert_eq!(pod_blocker(&PodFacts { namespace: "kube-system".into(), has_pdb: true, ..web() }), None);
+    }
+
+    #[test]
+    fn safe_to_evict_true_lifts_storage_controller_and_kube_system_rules_only() {
+        let vouched = |p: PodFacts| PodFacts { safe_to_evict: Some(true), ..p };
+        assert_eq!(pod_blocker(&vouched(PodFacts { local_storage: true, ..web() })), None);
+        assert_eq!(pod_blocker(&vouched(PodFacts { controller_kind: None, ..web() })), None);
+        assert_eq!(pod_blocker(&vouched(PodFacts { namespace: "kube-system".into(), ..web() })), None);
+        assert_eq!(
+            pod_blocker(&vouched(PodFacts {
+                priority_class: Some("system-cluster-critical".into()),
+                ..web()
+            })),
+            Some(Blocker::CriticalPriority)
+        );
+        assert_eq!(
+            pod_blocker(&vouched(PodFacts { has_pdb: true, pdb_blocks: true, ..web() })),
+            Some(Blocker::PdbAllowsNoDisruption)
+        );
+    }
+
+    #[test]
+    fn node_blockers_collects_node_and_pod_reasons_once() {
+        let pods = [
+            PodFacts { controller_kind: None, ..web() },
+            PodFacts { controller_kind: None, name: "b".into(), ..web() },
+        ];
+        assert_eq!(node_blockers(true, &pods), vec![Blocker::ScaleDownDisabled, Blocker::NoController]);
+        assert!(node_blockers(false, &[web()]).is_empty());
+    }
+
+    #[test]
+    fn labels_are_distinct_and_texts_readable() {
+        let mut labels: Vec<&str> = Blocker::ALL.iter().map(|b| b.label()).collect();
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), Blocker::ALL.len());
+        assert_eq!(Blocker::LocalStorage.to_string(), "pod with local storage");
+    }
+}
