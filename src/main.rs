@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use k3s_autoscaler::adapters::dynamodb::DynamoStore;
 use k3s_autoscaler::adapters::ec2::Ec2Compute;
+use k3s_autoscaler::adapters::kube::KubeCluster;
 use k3s_autoscaler::adapters::{SystemClock, aws};
 use k3s_autoscaler::cli::{Cli, Command, ServeArgs, StatusArgs};
 use k3s_autoscaler::config::Config;
@@ -83,6 +84,11 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         )),
         compute: Arc::new(Ec2Compute::from_sdk(&sdk, &config.cluster_id)),
         clock: Arc::new(SystemClock),
+        cluster: Some(Arc::new(
+            KubeCluster::connect(config.kubernetes.kubeconfig.as_deref()).await.context(
+                "connecting to the Kubernetes API (kubernetes.kubeconfig, KUBECONFIG or in-cluster)",
+            )?,
+        )),
     };
     let service = Service::new(config, edges, Arc::new(Metrics::new()));
     let state = AppState::new(service.clone());

@@ -62,6 +62,15 @@ pub struct PoolLabels {
     pub pool: String,
 }
 
+/// Labels of `unremovable_nodes`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnremovableLabels {
+    /// Pool name.
+    pub pool: String,
+    /// The blocker's label.
+    pub reason: &'static str,
+}
+
 /// Labels of `active_signals`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SignalLabels {
@@ -92,6 +101,10 @@ pub struct Metrics {
     pub active_signals: Family<SignalLabels, Gauge>,
     /// Managed workers per pool, as last seen by a reconcile.
     pub pool_workers: Family<PoolLabels, Gauge>,
+    /// Nodes that may not be drained, by pool and reason, as last seen by a scale-down check.
+    pub unremovable_nodes: Family<UnremovableLabels, Gauge>,
+    /// Kubernetes call errors by call and status.
+    pub kube_errors: Family<ApiErrorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -136,6 +149,18 @@ impl Metrics {
         );
         let pool_workers = Family::default();
         registry.register("pool_workers", "Managed workers by pool", pool_workers.clone());
+        let unremovable_nodes = Family::default();
+        registry.register(
+            "unremovable_nodes",
+            "Nodes that may not be drained, by pool and reason",
+            unremovable_nodes.clone(),
+        );
+        let kube_errors = Family::default();
+        registry.register(
+            "kube_errors",
+            "Kubernetes API call errors by call and status",
+            kube_errors.clone(),
+        );
         Metrics {
             registry,
             webhook_requests,
@@ -147,6 +172,8 @@ impl Metrics {
             aws_errors,
             active_signals,
             pool_workers,
+            unremovable_nodes,
+            kube_errors,
         }
     }
 

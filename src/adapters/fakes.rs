@@ -9,8 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::Clock;
+use super::cluster::{Cluster, ClusterError, EvictOutcome, NodeEvent, NodeSnapshot};
 use super::compute::{Compute, ComputeError, InstanceState, ManagedInstance, RunSpec};
 use super::store::{AuditEvent, Lease, LeaseAction, PoolRecord, StateStore, StoreError};
+use crate::core::drainability::PodFacts;
 use crate::core::model::{Market, PoolState, Signal};
 use crate::core::time::Timestamp;
 
@@ -200,6 +202,9 @@ impl FakeCompute {
     pub fn fail_next(&self, market: Market, error: ComputeError) {
         self.failures.lock().unwrap().entry(market).or_default().push(error);
     }
+    pub fn list_pool_now(&self) -> Vec<ManagedInstance> {
+        self.instances.lock().unwrap().iter().filter(|i| i.state != InstanceState::Gone).cloned().collect()
+    }
     pub fn launch_count(&self) -> usize {
         self.launches.lock().unwrap().len()
     }
@@ -278,5 +283,88 @@ impl Compute for FakeCompute {
             instance.state = InstanceState::Gone;
         }
         Ok(())
+    }
+}
+
+/// Scriptable [`Cluster`]: nodes and pods in memory; evicting a pod removes it unless a PDB
+/// blocks it; every write is recorded.
+#[derive(Default)]
+pub struct FakeCluster {
+    pub nodes: Mutex<Vec<NodeSnapshot>>,
+    pub pods: Mutex<HashMap<String, Vec<PodFacts>>>,
+    pub evictions: Mutex<Vec<String>>,
+    pub deleted_nodes: Mutex<Vec<String>>,
+    pub events: Mutex<Vec<(String, &'static str)>>,
+    /// Evictions PDB-covered pods may still have; `None` is unlimited.
+    pub pdb_budget: Mutex<Option<usize>>,
+}
+
+impl FakeCluster {
+    pub fn add_node(&self, name: &str, az: &str, instance_id: &str, ready: bool) {
+        self.nodes.lock().unwrap().push(NodeSnapshot {
+            name: name.into(),
+            provider_id: Some(format!("aws:///{az}/{instance_id}")),
+            ready,
+            ..NodeSnapshot::default()
+        });
+    }
+    pub fn add_pod(&self, node: &str, pod: PodFacts) {
+        self.pods.lock().unwrap().entry(node.into()).or_default().push(pod);
+    }
+    pub fn node(&self, name: &str) -> Option<NodeSnapshot> {
+        self.nodes.lock().unwrap().iter().find(|n| n.name == name).cloned()
+    }
+    pub fn event_reasons(&self) -> Vec<&'static str> {
+        self.events.lock().unwrap().iter().map(|(_, r)| *r).collect()
+    }
+}
+
+#[async_trait]
+impl Cluster for FakeCluster {
+    async fn pool_nodes(&self, _pool: &str) -> Result<Vec<NodeSnapshot>, ClusterError> {
+        Ok(self.nodes.lock().unwrap().clone())
+    }
+    async fn pods_by_node(&self) -> Result<HashMap<String, Vec<PodFacts>>, ClusterError> {
+        Ok(self.pods.lock().unwrap().clone())
+    }
+    async fn set_unschedulable(&self, node: &str, unschedulable: bool) -> Result<(), ClusterError> {
+        let mut nodes = self.nodes.lock().unwrap();
+        let n = nodes.iter_mut().find(|n| n.name == node).ok_or_else(|| ClusterError::Api {
+            call: "patch node",
+            code: 404,
+            reason: "NotFound".into(),
+            message: format!("nodes \"{node}\" not found"),
+        })?;
+        n.unschedulable = unschedulable;
+        Ok(())
+    }
+    async fn evict(&self, namespace: &str, pod: &str) -> Result<EvictOutcome, ClusterError> {
+        self.evictions.lock().unwrap().push(format!("{namespace}/{pod}"));
+        let mut pods = self.pods.lock().unwrap();
+        for list in pods.values_mut() {
+            if let Some(index) = list.iter().position(|p| p.namespace == namespace && p.name == pod) {
+                let mut budget = self.pdb_budget.lock().unwrap();
+                let exhausted = list[index].has_pdb && *budget == Some(0);
+                if list[index].pdb_blocks || exhausted {
+                    return Ok(EvictOutcome::Blocked(
+                        "Cannot evict pod as it would violate the pod's disruption budget.".into(),
+                    ));
+                }
+                if list[index].has_pdb {
+                    *budget = budget.map(|b| b - 1);
+                }
+                list.remove(index);
+                return Ok(EvictOutcome::Evicted);
+            }
+        }
+        Ok(EvictOutcome::Gone)
+    }
+    async fn delete_node(&self, node: &str) -> Result<(), ClusterError> {
+        self.nodes.lock().unwrap().retain(|n| n.name != node);
+        self.deleted_nodes.lock().unwrap().push(node.into());
+        Ok(())
+    }
+    async fn node_event(&self, node: &str, event: NodeEvent, _message: &str) {
+        self.events.lock().unwrap().push((node.into(), event.reason()));
     }
 }

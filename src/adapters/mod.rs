@@ -2,9 +2,11 @@
 //! (DynamoDB) and [`Clock`]. Real adapters live beside the traits; test doubles in `fakes`.
 
 pub mod aws;
+pub mod cluster;
 pub mod compute;
 pub mod dynamodb;
 pub mod ec2;
+pub mod kube;
 pub mod store;
 
 #[cfg(test)]

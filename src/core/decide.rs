@@ -394,6 +394,7 @@ mod tests {
                     instance_id: "i-0".into(),
                     node: "n".into(),
                     az: "a".into(),
+                    phase: Default::default(),
                 }),
                 reason: "r".into(),
                 started_at: NOW,

@@ -199,6 +199,22 @@ pub struct DrainOp {
     pub node: String,
     /// Availability zone, for balance accounting.
     pub az: String,
+    /// How far the drain has come.
+    #[serde(default)]
+    pub phase: DrainPhase,
+}
+
+/// Where a drain stands; each step is idempotent, so a resumed drain repeats the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DrainPhase {
+    /// Chosen; the node is not cordoned yet.
+    #[default]
+    Started,
+    /// Cordoned; evicting until only DaemonSet and mirror pods remain.
+    Evicting,
+    /// The instance is terminated; the Node object is deleted next.
+    Terminated,
 }
 
 /// A (zone, market) that recently failed for lack of capacity and is skipped until `until`.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{CapacityBackoff, DrainOp, LaunchRequest, Market, PoolPolicy, Worker};
+use super::model::{CapacityBackoff, DrainOp, DrainPhase, LaunchRequest, Market, PoolPolicy, Worker};
 use super::time::Timestamp;
 
 /// Splits `count` new nodes over the pool's zones, one at a time to the zone with the fewest
@@ -111,6 +111,7 @@ pub fn choose_drain_candidate(workers: &[Worker]) -> Result<DrainOp, NoCandidate
             instance_id: w.instance_id.clone(),
             node: w.node.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
             az: w.az.clone(),
+            phase: DrainPhase::Started,
         })
         .ok_or(NoCandidate { passed_over })
 }
@@ -256,6 +257,12 @@ mod tests {
             ]
         );
         let picked = choose_drain_candidate(&[worker("i-5").in_az("a").node().build()]).unwrap();
-        assert_eq!(picked, DrainOp { instance_id: "i-5".into(), node: "node-i-5".into(), az: "a".into() });
+        let expected = DrainOp {
+            instance_id: "i-5".into(),
+            node: "node-i-5".into(),
+            az: "a".into(),
+            phase: DrainPhase::Started,
+        };
+        assert_eq!(picked, expected);
     }
 }

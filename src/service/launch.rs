@@ -1,14 +1,18 @@
 //! Executing a launch operation: spot first, on-demand fallback in the same pass, capacity
 //! failures remembered per (zone, market), and a resume path that never launches twice.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 use tracing::{info, warn};
 
 use super::Service;
 use super::reconcile::{Fresh, ReconcileError};
+use crate::adapters::cluster::{NodeEvent, NodeSnapshot};
 use crate::adapters::store::LeaseAction;
 use crate::adapters::{AuditEvent, ComputeError, Lease, RunSpec};
 use crate::core::model::{
-    CapacityBackoff, Direction, LastScale, LaunchOp, LaunchPhase, LaunchedInstance, OperationKind,
+    CapacityBackoff, Direction, LastScale, LaunchOp, LaunchPhase, LaunchedInstance, Operation, OperationKind,
     PoolPolicy, PoolState,
 };
 use crate::metrics::OperationLabels;
@@ -102,13 +106,94 @@ impl Service {
             }
             launch.phase = LaunchPhase::Launched;
             if launch.instances.is_empty() {
-                return self.finish_launch(pool, lease, state, &op.id, launch, "failed", errors).await;
+                let reason = format!("launch failed: {}", errors.join("; "));
+                return self.finish_launch(pool, lease, state, &op.id, launch, "failed", reason).await;
             }
             op.kind = OperationKind::Launch(launch.clone());
             state.op = Some(op.clone());
+            if self.inner.edges.cluster.is_some() {
+                // Done only when the nodes are Ready: the sweeper comes back for them.
+                self.save_state(lease, &state, 0, LeaseAction::Release).await?;
+                return Ok(());
+            }
         }
-        // Until the Kubernetes side watches readiness, a launch is done once EC2 accepted it.
-        self.finish_launch(pool, lease, state, &op.id, launch, "succeeded", Vec::new()).await
+        if self.inner.edges.cluster.is_none() {
+            // Without the Kubernetes side, a launch is done once EC2 accepted it.
+            let reason = format!("launched {}", ids(&launch).join(", "));
+            return self.finish_launch(pool, lease, state, &op.id, launch, "succeeded", reason).await;
+        }
+        self.await_join(policy, lease, state, op, launch).await
+    }
+
+    /// Finishes the launch once every instance is a Ready node; past the deadline, terminates
+    /// the instances that did not join and backs off their (zone, market).
+    async fn await_join(
+        &self,
+        policy: &PoolPolicy,
+        lease: &Lease,
+        mut state: PoolState,
+        op: Operation,
+        launch: LaunchOp,
+    ) -> Result<(), ReconcileError> {
+        let pool = policy.name.as_str();
+        let Some(cluster) = self.inner.edges.cluster.clone() else { return Ok(()) };
+        let nodes: HashMap<String, NodeSnapshot> = cluster
+            .pool_nodes(pool)
+            .await?
+            .into_iter()
+            .filter_map(|n| n.instance_id().map(|id| (id.to_string(), n.clone())))
+            .collect();
+        let now = self.now();
+        let ready = |i: &LaunchedInstance| nodes.get(&i.instance_id).is_some_and(|n| n.ready);
+        let (joined, waiting): (Vec<&LaunchedInstance>, Vec<&LaunchedInstance>) =
+            launch.instances.iter().partition(|i| ready(i));
+        if !waiting.is_empty() && now < op.deadline {
+            self.save_state(lease, &state, 0, LeaseAction::Release).await?;
+            return Ok(());
+        }
+        let took = humantime::format_duration(Duration::from_secs(now.since(op.started_at).as_secs()));
+        for instance in &joined {
+            let node = &nodes[&instance.instance_id].name;
+            let launched = format!(
+                "instance {} ({}, {}) launched by {}: {}",
+                instance.instance_id, instance.az, instance.market, op.id, op.reason
+            );
+            cluster.node_event(node, NodeEvent::ScaleUpLaunched, &launched).await;
+            cluster.node_event(node, NodeEvent::NodeJoined, &format!("Ready {took} after launch")).await;
+        }
+        if waiting.is_empty() {
+            let reason = format!("{} Ready {took} after launch", ids(&launch).join(", "));
+            return self.finish_launch(pool, lease, state, &op.id, launch, "succeeded", reason).await;
+        }
+        let unjoined: Vec<String> = waiting.iter().map(|i| i.instance_id.clone()).collect();
+        if let Err(error) = self.inner.edges.compute.terminate(&unjoined).await {
+            self.inner.metrics.aws_error("TerminateInstances", error.code());
+            warn!(pool, op_id = %op.id, %error, "cannot terminate instances that did not join; retrying");
+            self.save_state(lease, &state, 0, LeaseAction::Release).await?;
+            return Ok(());
+        }
+        let backoff = self.inner.config.pools[pool].capacity_backoff;
+        for instance in &waiting {
+            state.backoffs.push(CapacityBackoff {
+                az: instance.az.clone(),
+                market: instance.market,
+                until: now.plus(backoff),
+            });
+            if let Some(node) = nodes.get(&instance.instance_id) {
+                let message = format!(
+                    "not Ready within {}; instance {} terminated",
+                    humantime::format_duration(policy.join_timeout),
+                    instance.instance_id
+                );
+                cluster.node_event(&node.name, NodeEvent::NodeJoinTimeout, &message).await;
+            }
+        }
+        let reason = format!(
+            "{} did not become Ready within {}; terminated",
+            unjoined.join(", "),
+            humantime::format_duration(policy.join_timeout)
+        );
+        self.finish_launch(pool, lease, state, &op.id, launch, "join_timeout", reason).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -120,12 +205,12 @@ impl Service {
         op_id: &str,
         launch: LaunchOp,
         outcome: &'static str,
-        errors: Vec<String>,
+        reason: String,
     ) -> Result<(), ReconcileError> {
         let now = self.now();
         let started_at = state.op.as_ref().map(|op| op.started_at).unwrap_or(now);
         state.op = None;
-        if !launch.instances.is_empty() {
+        if outcome != "failed" {
             state.last_scale = Some(LastScale { at: now, direction: Direction::Up });
         }
         let workers = self.inner.edges.compute.list_pool(pool).await.map(|w| w.len()).unwrap_or(0);
@@ -137,24 +222,23 @@ impl Service {
             .operation_duration
             .get_or_create(&labels)
             .observe(now.since(started_at).as_secs_f64());
-        let ids: Vec<&str> = launch.instances.iter().map(|i| i.instance_id.as_str()).collect();
-        info!(pool, op_id, outcome, instances = ?ids, errors = ?errors, "launch finished");
+        info!(pool, op_id, outcome, instances = ?ids(&launch), %reason, "launch finished");
         self.record(AuditEvent {
             at: now,
             pool: pool.to_string(),
             kind: "outcome".into(),
             action: "launch".into(),
             reason_label: outcome.into(),
-            reason: if errors.is_empty() {
-                format!("launched {}", ids.join(", "))
-            } else {
-                format!("launch failed: {}", errors.join("; "))
-            },
+            reason,
             op_id: Some(op_id.to_string()),
-            detail: serde_json::json!({ "instances": launch.instances, "errors": errors }),
+            detail: serde_json::json!({ "instances": launch.instances }),
             dry_run: false,
         })
         .await;
         Ok(())
     }
+}
+
+fn ids(launch: &LaunchOp) -> Vec<String> {
+    launch.instances.iter().map(|i| i.instance_id.clone()).collect()
 }

@@ -1,9 +1,11 @@
 //! Orchestration: the webhook's intake, the per-pool reconcile under the DynamoDB lease, and
 //! the sweeper that keeps in-flight operations moving.
 
+mod drain;
 mod intake;
 mod launch;
 mod reconcile;
+mod snapshot;
 mod sweeper;
 
 use std::collections::HashMap;
@@ -11,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
 
+use crate::adapters::cluster::Cluster;
 use crate::adapters::{Clock, Compute, StateStore};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -27,6 +30,8 @@ pub struct Edges {
     pub compute: Arc<dyn Compute>,
     /// Clock.
     pub clock: Arc<dyn Clock>,
+    /// Kubernetes; without it launches finish when EC2 accepts them and nothing is drained.
+    pub cluster: Option<Arc<dyn Cluster>>,
 }
 
 /// The running autoscaler: shared by the HTTP handlers, the pool workers and the sweeper.
@@ -126,3 +131,5 @@ fn hostname() -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_kube;

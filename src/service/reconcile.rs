@@ -8,8 +8,9 @@ use thiserror::Error;
 use tracing::{Level, info, warn};
 
 use super::Service;
-use crate::adapters::compute::InstanceState;
-use crate::adapters::{AuditEvent, ComputeError, Lease, ManagedInstance, StoreError};
+use super::snapshot::PoolSnapshot;
+use crate::adapters::cluster::ClusterError;
+use crate::adapters::{AuditEvent, ComputeError, Lease, StoreError};
 use crate::core::decide::{DecideInput, Decision, Plan, decide};
 use crate::core::model::{
     Direction, LaunchOp, LaunchPhase, Operation, OperationKind, PoolPolicy, PoolState, Signal, Worker,
@@ -47,6 +48,9 @@ pub enum ReconcileError {
     /// EC2 failed.
     #[error(transparent)]
     Compute(#[from] ComputeError),
+    /// Kubernetes failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 impl ReconcileError {
@@ -56,23 +60,9 @@ impl ReconcileError {
             ReconcileError::UnknownPool(_) => "unknown_pool".into(),
             ReconcileError::Store(e) => e.label().into(),
             ReconcileError::Compute(e) => e.code(),
+            ReconcileError::Cluster(e) => e.label(),
         }
     }
-}
-
-/// The pool's workers as the core sees them: every pending or running managed instance.
-pub(super) fn to_workers(instances: &[ManagedInstance]) -> Vec<Worker> {
-    instances
-        .iter()
-        .filter(|i| i.state != InstanceState::Gone)
-        .map(|i| Worker {
-            instance_id: i.instance_id.clone(),
-            az: i.az.clone(),
-            market: i.market,
-            launched_at: i.launched_at,
-            node: None,
-        })
-        .collect()
 }
 
 impl Service {
@@ -97,42 +87,42 @@ impl Service {
             }
             return self.progress(pool, &policy).await;
         }
-        let (signals, instances) = tokio::try_join!(
-            async { Ok::<_, ReconcileError>(edges.store.active_signals(pool, now).await?) },
-            async { Ok(edges.compute.list_pool(pool).await?) },
-        )?;
-        let workers = to_workers(&instances);
-        self.observe(pool, &signals, &workers);
+        let signals = edges.store.active_signals(pool, now).await?;
+        let considering_scale_down = signals.iter().any(|s| s.direction == Direction::Down)
+            && !signals.iter().any(|s| s.direction == Direction::Up);
+        let snapshot = self.snapshot(pool, considering_scale_down).await?;
+        self.clean_up_never_joined(&policy, &snapshot).await;
+        self.observe(pool, &signals, &snapshot.workers);
         let decision = decide(DecideInput {
             signals: &signals,
             state: &record.state,
-            workers: &workers,
+            workers: &snapshot.workers,
             policy: &policy,
             now,
         });
         self.log_decision(pool, &decision);
-        let requests = match decision.plan.clone() {
+        let (kind, deadline) = match decision.plan.clone() {
             Plan::Hold => return Ok(ReconcileOutcome::Held(decision.reason.label())),
             _ if self.inner.config.dry_run => {
                 self.audit(pool, "decision", &decision, None, true).await;
                 return Ok(ReconcileOutcome::DryRun);
             }
-            Plan::Launch(requests) => requests,
-            Plan::Drain(drain) => {
-                warn!(pool, node = %drain.node, "scale-down needs the Kubernetes side, which is not configured");
-                return Ok(ReconcileOutcome::Held("no_cluster"));
-            }
+            Plan::Launch(requests) => (
+                OperationKind::Launch(LaunchOp {
+                    requests,
+                    instances: Vec::new(),
+                    phase: LaunchPhase::Requested,
+                }),
+                now.plus(policy.join_timeout),
+            ),
+            Plan::Drain(drain) => (OperationKind::Drain(drain), now.plus(policy.drain_timeout)),
         };
         let op = Operation {
             id: new_op_id(),
-            kind: OperationKind::Launch(LaunchOp {
-                requests,
-                instances: Vec::new(),
-                phase: LaunchPhase::Requested,
-            }),
+            kind,
             reason: decision.reason.to_string(),
             started_at: now,
-            deadline: now.plus(policy.join_timeout),
+            deadline,
         };
         let mut state = record.state.clone();
         state.backoffs.retain(|b| b.until > now);
@@ -143,11 +133,11 @@ impl Service {
                 Err(StoreError::Contended { .. }) => return Ok(ReconcileOutcome::Contended),
                 other => other?,
             };
-        let (launched, _) = tokio::join!(
-            self.run_launch(&policy, &lease, state, Fresh::Yes),
+        let (acted, _) = tokio::join!(
+            self.run_op(&policy, &lease, state, Fresh::Yes),
             self.audit(pool, "decision", &decision, Some(&op.id), false),
         );
-        launched?;
+        acted?;
         Ok(ReconcileOutcome::Acted { op_id: op.id })
     }
 
@@ -159,18 +149,70 @@ impl Service {
             Err(StoreError::Contended { .. }) => return Ok(ReconcileOutcome::Contended),
             other => other?,
         };
-        let Some(op) = record.state.op.clone() else {
+        if record.state.op.is_none() {
             self.inner.edges.store.release(&lease).await?;
             return Ok(ReconcileOutcome::Progressed);
-        };
-        match &op.kind {
-            OperationKind::Launch(_) => self.run_launch(policy, &lease, record.state, Fresh::No).await?,
-            OperationKind::Drain(_) => {
-                warn!(pool, op_id = %op.id, "a drain is in flight but the Kubernetes side is not configured");
-                self.inner.edges.store.release(&lease).await?;
+        }
+        self.run_op(policy, &lease, record.state, Fresh::No).await?;
+        Ok(ReconcileOutcome::Progressed)
+    }
+
+    async fn run_op(
+        &self,
+        policy: &PoolPolicy,
+        lease: &Lease,
+        state: PoolState,
+        fresh: Fresh,
+    ) -> Result<(), ReconcileError> {
+        match state.op.as_ref().map(|op| &op.kind) {
+            Some(OperationKind::Launch(_)) => self.run_launch(policy, lease, state, fresh).await,
+            Some(OperationKind::Drain(_)) => self.run_drain(policy, lease, state).await,
+            None => Ok(self.inner.edges.store.release(lease).await?),
+        }
+    }
+
+    /// Terminates managed instances that never became nodes within `join_timeout` (left by
+    /// an operation whose record was lost). Only when Kubernetes answered, so an unreachable
+    /// API never looks like a pool of orphans.
+    async fn clean_up_never_joined(&self, policy: &PoolPolicy, snapshot: &PoolSnapshot) {
+        if !snapshot.cluster_seen || self.inner.config.dry_run {
+            return;
+        }
+        let now = self.now();
+        let orphans: Vec<String> = snapshot
+            .instances
+            .iter()
+            .filter(|i| !snapshot.nodes.contains_key(&i.instance_id))
+            .filter(|i| now.since(i.launched_at) > policy.join_timeout)
+            .map(|i| i.instance_id.clone())
+            .collect();
+        if orphans.is_empty() {
+            return;
+        }
+        match self.inner.edges.compute.terminate(&orphans).await {
+            Ok(()) => {
+                warn!(pool = %policy.name, instances = ?orphans, "terminated instances that never joined within join_timeout");
+                self.record(AuditEvent {
+                    at: now,
+                    pool: policy.name.clone(),
+                    kind: "outcome".into(),
+                    action: "terminate".into(),
+                    reason_label: "never_joined".into(),
+                    reason: format!(
+                        "instances never joined within {}",
+                        humantime::format_duration(policy.join_timeout)
+                    ),
+                    op_id: None,
+                    detail: serde_json::json!({ "instances": orphans }),
+                    dry_run: false,
+                })
+                .await;
+            }
+            Err(error) => {
+                self.inner.metrics.aws_error("TerminateInstances", error.code());
+                warn!(pool = %policy.name, %error, "cannot terminate instances that never joined");
             }
         }
-        Ok(ReconcileOutcome::Progressed)
     }
 
     fn observe(&self, pool: &str, signals: &[Signal], workers: &[Worker]) {

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Edges, ReconcileOutcome, Service};
-use crate::adapters::fakes::{FakeCompute, ManualClock, MemoryStore, capacity_error};
+use crate::adapters::fakes::{FakeCluster, FakeCompute, ManualClock, MemoryStore, capacity_error};
 use crate::adapters::{ComputeError, StateStore};
 use crate::config::Config;
 use crate::core::alert::{Notification, ResolvedSignal};
@@ -16,15 +16,25 @@ use crate::core::model::{
 use crate::core::time::Timestamp;
 use crate::metrics::Metrics;
 
-struct Harness {
-    service: Service,
-    store: Arc<MemoryStore>,
-    compute: Arc<FakeCompute>,
-    clock: Arc<ManualClock>,
+pub(super) struct Harness {
+    pub service: Service,
+    pub store: Arc<MemoryStore>,
+    pub compute: Arc<FakeCompute>,
+    pub clock: Arc<ManualClock>,
     _dir: tempfile::TempDir,
 }
 
 fn harness(overrides: &[(&str, &str)]) -> Harness {
+    build(overrides, None)
+}
+
+/// A harness with the Kubernetes side on a [`FakeCluster`].
+pub(super) fn harness_with(overrides: &[(&str, &str)]) -> (Harness, Arc<FakeCluster>) {
+    let cluster = Arc::new(FakeCluster::default());
+    (build(overrides, Some(cluster.clone())), cluster)
+}
+
+fn build(overrides: &[(&str, &str)], cluster: Option<Arc<FakeCluster>>) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), "tok").unwrap();
     let text = format!(
@@ -51,7 +61,12 @@ scale_up_cooldown = "1m"
     let store = Arc::new(MemoryStore::default());
     let compute = Arc::new(FakeCompute::default());
     let clock = Arc::new(ManualClock::at(1_000_000_000));
-    let edges = Edges { store: store.clone(), compute: compute.clone(), clock: clock.clone() };
+    let edges = Edges {
+        store: store.clone(),
+        compute: compute.clone(),
+        clock: clock.clone(),
+        cluster: cluster.map(|c| c as Arc<dyn crate::adapters::cluster::Cluster>),
+    };
     Harness {
         service: Service::new(config, edges, Arc::new(Metrics::new())),
         store,
@@ -61,7 +76,7 @@ scale_up_cooldown = "1m"
     }
 }
 
-fn firing(direction: Direction, fingerprint: &str, step: u32) -> Notification {
+pub(super) fn firing(direction: Direction, fingerprint: &str, step: u32) -> Notification {
     Notification {
         firing: vec![Signal {
             pool: "workers".into(),
@@ -76,7 +91,7 @@ fn firing(direction: Direction, fingerprint: &str, step: u32) -> Notification {
 }
 
 impl Harness {
-    async fn reconcile(&self) -> ReconcileOutcome {
+    pub async fn reconcile(&self) -> ReconcileOutcome {
         self.service.reconcile("workers").await.unwrap()
     }
 }

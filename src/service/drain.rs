@@ -1,0 +1,146 @@
+//! Executing a drain: cordon, evict through the Eviction API until only DaemonSet and mirror
+//! pods remain, terminate the instance, delete the Node. Each pass does one step and returns;
+//! the sweeper comes back. Past the deadline the node is uncordoned and nothing is terminated.
+
+use tracing::{info, warn};
+
+use super::Service;
+use super::reconcile::ReconcileError;
+use crate::adapters::cluster::{Cluster, EvictOutcome, NodeEvent};
+use crate::adapters::store::LeaseAction;
+use crate::adapters::{AuditEvent, Lease};
+use crate::core::drainability::{Blocker, pod_blocker};
+use crate::core::model::{
+    Direction, DrainOp, DrainPhase, LastScale, Operation, OperationKind, PoolPolicy, PoolState,
+};
+use crate::metrics::OperationLabels;
+
+impl Service {
+    /// One step of the drain in `state.op`.
+    pub(super) async fn run_drain(
+        &self,
+        policy: &PoolPolicy,
+        lease: &Lease,
+        mut state: PoolState,
+    ) -> Result<(), ReconcileError> {
+        let Some(op) = state.op.clone() else { return Ok(()) };
+        let OperationKind::Drain(mut drain) = op.kind.clone() else { return Ok(()) };
+        let Some(cluster) = self.inner.edges.cluster.clone() else {
+            warn!(pool = %policy.name, op_id = %op.id, "a drain is in flight but Kubernetes is not configured");
+            self.inner.edges.store.release(lease).await?;
+            return Ok(());
+        };
+        let now = self.now();
+        if drain.phase != DrainPhase::Terminated && now >= op.deadline {
+            let why = format!("not empty after {}", humantime::format_duration(policy.drain_timeout));
+            return self.abort_drain(policy, lease, state, &op, &drain, cluster.as_ref(), why).await;
+        }
+        if drain.phase == DrainPhase::Started {
+            cluster.set_unschedulable(&drain.node, true).await?;
+            cluster
+                .node_event(
+                    &drain.node,
+                    NodeEvent::DrainStarted,
+                    &format!("cordoned by {}: {}", op.id, op.reason),
+                )
+                .await;
+            info!(pool = %policy.name, op_id = %op.id, node = %drain.node, "drain started: node cordoned");
+            drain.phase = DrainPhase::Evicting;
+        }
+        if drain.phase == DrainPhase::Evicting {
+            let pods = cluster.pods_by_node().await?.remove(&drain.node).unwrap_or_default();
+            let to_move: Vec<_> = pods.iter().filter(|p| p.must_move()).collect();
+            // A pod that must not be evicted may have arrived since the decision: give up
+            // rather than lose it. PDB refusals are waited out instead.
+            if let Some((pod, blocker)) = to_move
+                .iter()
+                .filter_map(|p| pod_blocker(p).map(|b| (p, b)))
+                .find(|(_, b)| *b != Blocker::PdbAllowsNoDisruption)
+            {
+                let why = format!("{}/{}: {blocker}", pod.namespace, pod.name);
+                return self.abort_drain(policy, lease, state, &op, &drain, cluster.as_ref(), why).await;
+            }
+            if !to_move.is_empty() {
+                let mut blocked = Vec::new();
+                for pod in &to_move {
+                    if let EvictOutcome::Blocked(message) = cluster.evict(&pod.namespace, &pod.name).await? {
+                        blocked.push(format!("{}/{}: {message}", pod.namespace, pod.name));
+                    }
+                }
+                info!(pool = %policy.name, op_id = %op.id, node = %drain.node, remaining = to_move.len(), blocked = ?blocked, "evicting");
+                state.op = Some(Operation { kind: OperationKind::Drain(drain), ..op });
+                self.save_state(lease, &state, 0, LeaseAction::Release).await?;
+                return Ok(());
+            }
+            cluster
+                .node_event(&drain.node, NodeEvent::DrainCompleted, "only DaemonSet and mirror pods remain")
+                .await;
+            self.inner.edges.compute.terminate(std::slice::from_ref(&drain.instance_id)).await?;
+            info!(pool = %policy.name, op_id = %op.id, node = %drain.node, instance = %drain.instance_id, "instance terminated");
+            drain.phase = DrainPhase::Terminated;
+            state.op = Some(Operation { kind: OperationKind::Drain(drain.clone()), ..op.clone() });
+            self.save_state(lease, &state, 0, LeaseAction::Extend).await?;
+        }
+        let message = format!("instance {} terminated; node deleted", drain.instance_id);
+        cluster.node_event(&drain.node, NodeEvent::NodeRemoved, &message).await;
+        cluster.delete_node(&drain.node).await?;
+        let reason = format!("node {} drained, {}", drain.node, message);
+        self.finish_drain(policy, lease, state, &op, "succeeded", reason).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn abort_drain(
+        &self,
+        policy: &PoolPolicy,
+        lease: &Lease,
+        state: PoolState,
+        op: &Operation,
+        drain: &DrainOp,
+        cluster: &dyn Cluster,
+        why: String,
+    ) -> Result<(), ReconcileError> {
+        cluster.set_unschedulable(&drain.node, false).await?;
+        let reason = format!("drain of {} aborted, node uncordoned, nothing terminated: {why}", drain.node);
+        cluster.node_event(&drain.node, NodeEvent::DrainAborted, &reason).await;
+        warn!(pool = %policy.name, op_id = %op.id, node = %drain.node, %why, "drain aborted");
+        self.finish_drain(policy, lease, state, op, "aborted", reason).await
+    }
+
+    /// Clears the op and records the outcome. An aborted drain also starts the scale-down
+    /// cooldown, so the same node is not retried at once.
+    async fn finish_drain(
+        &self,
+        policy: &PoolPolicy,
+        lease: &Lease,
+        mut state: PoolState,
+        op: &Operation,
+        outcome: &'static str,
+        reason: String,
+    ) -> Result<(), ReconcileError> {
+        let now = self.now();
+        state.op = None;
+        state.last_scale = Some(LastScale { at: now, direction: Direction::Down });
+        self.save_state(lease, &state, 0, LeaseAction::Release).await?;
+        let labels = OperationLabels { pool: policy.name.clone(), kind: "drain", outcome };
+        self.inner.metrics.operations.get_or_create(&labels).inc();
+        self.inner
+            .metrics
+            .operation_duration
+            .get_or_create(&labels)
+            .observe(now.since(op.started_at).as_secs_f64());
+        info!(pool = %policy.name, op_id = %op.id, outcome, %reason, "drain finished");
+        self.record(AuditEvent {
+            at: now,
+            pool: policy.name.clone(),
+            kind: "outcome".into(),
+            action: "drain".into(),
+            reason_label: outcome.into(),
+            reason,
+            op_id: Some(op.id.clone()),
+            detail: serde_json::json!({ "drain": op.kind }),
+            dry_run: false,
+        })
+        .await;
+        Ok(())
+    }
+}

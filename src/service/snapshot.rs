@@ -1,0 +1,89 @@
+//! The pool as the core sees it: managed instances joined with their Nodes by providerID,
+//! with drain facts when a scale-down is being considered.
+
+use std::collections::HashMap;
+
+use super::Service;
+use super::reconcile::ReconcileError;
+use crate::adapters::ManagedInstance;
+use crate::adapters::cluster::NodeSnapshot;
+use crate::adapters::compute::InstanceState;
+use crate::core::drainability::{Blocker, node_blockers};
+use crate::core::model::{NodeView, Worker};
+use crate::metrics::UnremovableLabels;
+
+/// Instances, their nodes, and the workers built from both.
+pub(super) struct PoolSnapshot {
+    /// Pending or running managed instances.
+    pub instances: Vec<ManagedInstance>,
+    /// Nodes of the pool by instance id (only nodes that map to a managed instance).
+    pub nodes: HashMap<String, NodeSnapshot>,
+    /// What `decide` reasons about.
+    pub workers: Vec<Worker>,
+    /// Whether the Kubernetes side answered (false when it is not configured).
+    pub cluster_seen: bool,
+}
+
+impl Service {
+    /// Reads the pool; `with_pods` adds drain facts (one pod list, one PDB list).
+    pub(super) async fn snapshot(&self, pool: &str, with_pods: bool) -> Result<PoolSnapshot, ReconcileError> {
+        let edges = &self.inner.edges;
+        let instances: Vec<ManagedInstance> = edges
+            .compute
+            .list_pool(pool)
+            .await?
+            .into_iter()
+            .filter(|i| i.state != InstanceState::Gone)
+            .collect();
+        let Some(cluster) = &edges.cluster else {
+            let workers = instances.iter().map(|i| worker(i, None)).collect();
+            return Ok(PoolSnapshot { instances, nodes: HashMap::new(), workers, cluster_seen: false });
+        };
+        let nodes: HashMap<String, NodeSnapshot> = cluster
+            .pool_nodes(pool)
+            .await?
+            .into_iter()
+            .filter_map(|n| n.instance_id().map(|id| (id.to_string(), n.clone())))
+            .filter(|(id, _)| instances.iter().any(|i| &i.instance_id == id))
+            .collect();
+        let pods = if with_pods { cluster.pods_by_node().await? } else { HashMap::new() };
+        let mut unremovable: HashMap<Blocker, i64> = Blocker::ALL.iter().map(|b| (*b, 0)).collect();
+        let workers = instances
+            .iter()
+            .map(|instance| {
+                let view = nodes.get(&instance.instance_id).map(|node| {
+                    let node_pods = pods.get(&node.name).map(Vec::as_slice).unwrap_or_default();
+                    let blockers = node_blockers(node.scale_down_disabled, node_pods);
+                    for blocker in &blockers {
+                        *unremovable.entry(*blocker).or_default() += 1;
+                    }
+                    NodeView {
+                        name: node.name.clone(),
+                        ready: node.ready,
+                        cordoned: node.unschedulable,
+                        evictable_pods: node_pods.iter().filter(|p| p.must_move()).count(),
+                        blockers: blockers.iter().map(ToString::to_string).collect(),
+                    }
+                });
+                worker(instance, view)
+            })
+            .collect();
+        if with_pods {
+            for (blocker, count) in unremovable {
+                let labels = UnremovableLabels { pool: pool.to_string(), reason: blocker.label() };
+                self.inner.metrics.unremovable_nodes.get_or_create(&labels).set(count);
+            }
+        }
+        Ok(PoolSnapshot { instances, nodes, workers, cluster_seen: true })
+    }
+}
+
+fn worker(instance: &ManagedInstance, node: Option<NodeView>) -> Worker {
+    Worker {
+        instance_id: instance.instance_id.clone(),
+        az: instance.az.clone(),
+        market: instance.market,
+        launched_at: instance.launched_at,
+        node,
+    }
+}

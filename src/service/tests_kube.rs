@@ -1,0 +1,197 @@
+//! Service behaviour with the Kubernetes side (on the FakeCluster double): readiness before a
+//! launch is done, join timeout, drain to termination, aborts, never-joined cleanup.
+
+use std::time::Duration;
+
+use super::ReconcileOutcome;
+use super::tests::{Harness, firing, harness_with};
+use crate::adapters::fakes::FakeCluster;
+use crate::core::drainability::PodFacts;
+use crate::core::model::{Direction, LaunchPhase, Market, OperationKind};
+
+fn web(name: &str) -> PodFacts {
+    PodFacts {
+        namespace: "shop".into(),
+        name: name.into(),
+        controller_kind: Some("ReplicaSet".into()),
+        ..PodFacts::default()
+    }
+}
+
+fn daemon(name: &str) -> PodFacts {
+    PodFacts {
+        namespace: "kube-system".into(),
+        name: name.into(),
+        controller_kind: Some("DaemonSet".into()),
+        ..PodFacts::default()
+    }
+}
+
+/// Three Ready workers: i-a1 (a), i-b1 and i-b2 (b), each with a DaemonSet pod.
+fn three_workers(h: &Harness, cluster: &FakeCluster) {
+    for (id, az) in [("i-a1", "us-east-1a"), ("i-b1", "us-east-1b"), ("i-b2", "us-east-1b")] {
+        h.compute.add_instance(id, az, "workers");
+        cluster.add_node(&format!("node-{id}"), az, id, true);
+        cluster.add_pod(&format!("node-{id}"), daemon(&format!("flannel-{id}")));
+    }
+}
+
+/// Two pods under one budget that allows a single disruption on every node: the first
+/// eviction uses the budget up, so the drain stays in its evicting phase.
+fn budgeted_pairs(cluster: &FakeCluster) {
+    for node in ["node-i-a1", "node-i-b1", "node-i-b2"] {
+        for i in 0..2 {
+            cluster.add_pod(node, PodFacts { has_pdb: true, ..web(&format!("db-{i}-{node}")) });
+        }
+    }
+    *cluster.pdb_budget.lock().unwrap() = Some(1);
+}
+
+fn cordoned(cluster: &FakeCluster) -> String {
+    cluster
+        .nodes
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|n| n.unschedulable)
+        .map(|n| n.name.clone())
+        .expect("a cordoned node")
+}
+
+#[tokio::test]
+async fn launch_is_in_flight_until_the_node_is_ready() {
+    let (h, cluster) = harness_with(&[]);
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    h.reconcile().await;
+    let op = h.store.record("workers").state.op.expect("still in flight");
+    let OperationKind::Launch(launch) = &op.kind else { panic!() };
+    assert_eq!(launch.phase, LaunchPhase::Launched);
+    let instance = launch.instances[0].clone();
+    assert_eq!(h.reconcile().await, ReconcileOutcome::Progressed, "not Ready yet: keeps waiting");
+    assert!(h.store.record("workers").state.op.is_some());
+    cluster.add_node("node-new", &instance.az, &instance.instance_id, false);
+    h.reconcile().await;
+    assert!(h.store.record("workers").state.op.is_some(), "registered but NotReady");
+    cluster.nodes.lock().unwrap()[0].ready = true;
+    h.reconcile().await;
+    let record = h.store.record("workers");
+    assert!(record.state.op.is_none());
+    assert_eq!(record.state.last_scale.unwrap().direction, Direction::Up);
+    assert_eq!(cluster.event_reasons(), vec!["ScaleUpLaunched", "NodeJoined"]);
+    assert_eq!(h.compute.launch_count(), 1);
+}
+
+#[tokio::test]
+async fn node_that_never_joins_is_terminated_at_the_join_timeout_and_its_market_backed_off() {
+    let (h, cluster) = harness_with(&[("K3S_AUTOSCALER__POOLS__WORKERS__JOIN_TIMEOUT", "2m")]);
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    h.reconcile().await;
+    h.clock.advance(Duration::from_secs(119));
+    h.reconcile().await;
+    assert!(h.store.record("workers").state.op.is_some());
+    h.clock.advance(Duration::from_secs(2));
+    h.reconcile().await;
+    let record = h.store.record("workers");
+    assert!(record.state.op.is_none());
+    assert!(h.compute.list_pool_now().is_empty(), "the instance was terminated");
+    assert_eq!(
+        (record.state.backoffs[0].az.as_str(), record.state.backoffs[0].market),
+        ("us-east-1a", Market::Spot)
+    );
+    assert!(h.store.events().iter().any(|e| e.reason_label == "join_timeout"));
+    assert!(cluster.event_reasons().is_empty(), "no node registered, so no node to put events on");
+}
+
+#[tokio::test]
+async fn scale_down_drains_the_node_then_terminates_and_deletes_it() {
+    let (h, cluster) = harness_with(&[]);
+    three_workers(&h, &cluster);
+    cluster.add_pod("node-i-b2", web("web-1"));
+    cluster.add_pod("node-i-b2", web("web-2"));
+    cluster.add_pod("node-i-b1", web("web-3"));
+    cluster.add_pod("node-i-b1", web("web-4"));
+    cluster.add_pod("node-i-b1", web("web-5"));
+    h.service.accept(firing(Direction::Down, "fp-down", 1)).await.unwrap();
+    assert!(matches!(h.reconcile().await, ReconcileOutcome::Acted { .. }));
+    // Zone b has most workers; i-b2 has fewer pods.
+    assert!(cluster.node("node-i-b2").unwrap().unschedulable, "cordoned");
+    assert_eq!(cluster.evictions.lock().unwrap().clone(), vec!["shop/web-1", "shop/web-2"]);
+    assert_eq!(h.compute.list_pool_now().len(), 3, "nothing terminated while pods were there");
+    h.reconcile().await;
+    assert!(h.store.record("workers").state.op.is_none());
+    assert!(!h.compute.list_pool_now().iter().any(|i| i.instance_id == "i-b2"), "instance terminated");
+    assert_eq!(cluster.deleted_nodes.lock().unwrap().clone(), vec!["node-i-b2"]);
+    assert!(
+        !cluster.evictions.lock().unwrap().iter().any(|e| e.contains("flannel")),
+        "DaemonSet pods untouched"
+    );
+    assert_eq!(cluster.event_reasons(), vec!["DrainStarted", "DrainCompleted", "NodeRemoved"]);
+    assert!(h.store.events().iter().any(|e| e.action == "drain" && e.reason_label == "succeeded"));
+}
+
+#[tokio::test]
+async fn pdb_that_never_allows_disruption_aborts_at_the_timeout_and_terminates_nothing() {
+    let (h, cluster) = harness_with(&[("K3S_AUTOSCALER__POOLS__WORKERS__DRAIN_TIMEOUT", "1m")]);
+    three_workers(&h, &cluster);
+    budgeted_pairs(&cluster);
+    h.service.accept(firing(Direction::Down, "fp-down", 1)).await.unwrap();
+    h.reconcile().await;
+    let chosen = cordoned(&cluster);
+    h.clock.advance(Duration::from_secs(30));
+    h.reconcile().await;
+    assert!(cluster.node(&chosen).unwrap().unschedulable, "still draining before the timeout");
+    h.clock.advance(Duration::from_secs(31));
+    h.reconcile().await;
+    assert!(!cluster.node(&chosen).unwrap().unschedulable, "uncordoned");
+    assert_eq!(h.compute.list_pool_now().len(), 3, "nothing terminated");
+    assert_eq!(cluster.pods.lock().unwrap()[&chosen].len(), 2, "the DaemonSet pod and the refused pod stay");
+    assert!(cluster.event_reasons().contains(&"DrainAborted"));
+    assert!(h.store.events().iter().any(|e| e.action == "drain" && e.reason_label == "aborted"));
+    assert!(h.store.record("workers").state.op.is_none());
+}
+
+#[tokio::test]
+async fn a_pod_that_must_not_be_evicted_arriving_mid_drain_aborts_it() {
+    let (h, cluster) = harness_with(&[]);
+    three_workers(&h, &cluster);
+    budgeted_pairs(&cluster);
+    h.service.accept(firing(Direction::Down, "fp-down", 1)).await.unwrap();
+    h.reconcile().await;
+    let chosen = cordoned(&cluster);
+    cluster.add_pod(&chosen, PodFacts { controller_kind: None, ..web("bare") });
+    h.reconcile().await;
+    assert!(!cluster.evictions.lock().unwrap().iter().any(|e| e.ends_with("/bare")));
+    assert!(!cluster.node(&chosen).unwrap().unschedulable);
+    assert_eq!(h.compute.list_pool_now().len(), 3);
+}
+
+#[tokio::test]
+async fn nodes_with_blockers_are_kept_and_reported() {
+    let (h, cluster) = harness_with(&[]);
+    three_workers(&h, &cluster);
+    for node in ["node-i-a1", "node-i-b1", "node-i-b2"] {
+        cluster.add_pod(node, PodFacts { local_storage: true, ..web(&format!("cache-{node}")) });
+    }
+    h.service.accept(firing(Direction::Down, "fp-down", 1)).await.unwrap();
+    assert_eq!(h.reconcile().await, ReconcileOutcome::Held("no_drain_candidate"));
+    assert!(cluster.evictions.lock().unwrap().is_empty());
+    let metrics = h.service.metrics().render();
+    assert!(
+        metrics.contains(
+            "k3s_autoscaler_unremovable_nodes{pool=\"workers\",reason=\"pod_with_local_storage\"} 3"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn instances_that_never_joined_are_cleaned_up_after_the_join_timeout() {
+    let (h, cluster) = harness_with(&[("K3S_AUTOSCALER__POOLS__WORKERS__JOIN_TIMEOUT", "5m")]);
+    three_workers(&h, &cluster);
+    h.compute.add_instance("i-orphan", "us-east-1a", "workers");
+    // add_instance launches at t=0; the harness clock is far past 5 minutes.
+    h.reconcile().await;
+    let ids: Vec<String> = h.compute.list_pool_now().into_iter().map(|i| i.instance_id).collect();
+    assert_eq!(ids, vec!["i-a1", "i-b1", "i-b2"]);
+    assert!(h.store.events().iter().any(|e| e.reason_label == "never_joined"));
+}
