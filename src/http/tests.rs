@@ -1,0 +1,119 @@
+//! The router without a socket (`oneshot`): status codes, readiness and metrics.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use super::{AppState, router};
+use crate::adapters::fakes::{FakeCompute, ManualClock, MemoryStore};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::service::{Edges, Service};
+
+struct Fixture {
+    state: AppState,
+    store: Arc<MemoryStore>,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "tok\n").unwrap();
+    let text = format!(
+        "cluster_id = \"t\"\n[server]\nbody_limit_bytes = 2048\n[auth]\nbearer_token_file = \"{}\"\n[aws]\nregion = \"us-east-1\"\ntable = \"t\"\n[pools.workers]\nmin = 0\nmax = 2\nlaunch_template = \"lt\"\n[pools.workers.subnets]\n\"a\" = \"subnet-a\"\n",
+        dir.path().join("token").display()
+    );
+    let config = Config::from_toml(&text, std::path::Path::new("t.toml"), Vec::new()).unwrap();
+    let store = Arc::new(MemoryStore::default());
+    let edges = Edges {
+        store: store.clone(),
+        compute: Arc::new(FakeCompute::default()),
+        clock: Arc::new(ManualClock::at(1_000_000)),
+        cluster: None,
+    };
+    let service = Service::new(config, edges, Arc::new(Metrics::new()));
+    Fixture { state: AppState::new(service), store, _dir: dir }
+}
+
+async fn call(state: &AppState, request: Request<Body>) -> (StatusCode, String) {
+    let response = router(state.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn post(body: &str, auth: Option<&str>) -> Request<Body> {
+    let mut builder = Request::post("/v1/alerts").header("content-type", "application/json");
+    if let Some(auth) = auth {
+        builder = builder.header("authorization", auth);
+    }
+    builder.body(Body::from(body.to_string())).unwrap()
+}
+
+const FIRING: &str = r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"Cpu","autoscaler":"scale-up"},"annotations":{"summary":"cpu 90%"},"fingerprint":"f1"}]}"#;
+
+#[tokio::test]
+async fn accepted_notification_answers_what_it_stored() {
+    let f = fixture();
+    let (status, body) = call(&f.state, post(FIRING, Some("Bearer tok"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, r#"{"stored":1,"removed":0,"duplicates":0,"ignored":0}"#);
+}
+
+#[tokio::test]
+async fn each_bad_input_has_its_status_and_a_clear_message() {
+    let f = fixture();
+    let (status, body) = call(&f.state, post(FIRING, None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("missing or invalid credentials"));
+    let (status, body) = call(&f.state, post("{", Some("Bearer tok"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("malformed webhook body"), "{body}");
+    let (status, body) = call(&f.state, post(r#"{"version":"3","alerts":[]}"#, Some("Bearer tok"))).await;
+    assert_eq!(
+        (status, body.contains("unsupported webhook payload version")),
+        (StatusCode::BAD_REQUEST, true)
+    );
+    let (status, _) = call(&f.state, post(&" ".repeat(4096), Some("Bearer tok"))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(f.store.writes.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing was written");
+}
+
+#[tokio::test]
+async fn store_down_is_503_for_the_webhook_and_readiness_but_not_liveness() {
+    let f = fixture();
+    f.store.set_down(true);
+    let (status, body) = call(&f.state, post(FIRING, Some("Bearer tok"))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!body.contains("connection refused"), "internals are not leaked: {body}");
+    assert_eq!(
+        call(&f.state, Request::get("/readyz").body(Body::empty()).unwrap()).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(call(&f.state, Request::get("/healthz").body(Body::empty()).unwrap()).await.0, StatusCode::OK);
+    f.store.set_down(false);
+    assert_eq!(call(&f.state, Request::get("/readyz").body(Body::empty()).unwrap()).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn readiness_goes_false_on_shutdown() {
+    let f = fixture();
+    f.state.set_shutting_down();
+    let (status, body) = call(&f.state, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_outcome() {
+    let f = fixture();
+    call(&f.state, post(FIRING, Some("Bearer tok"))).await;
+    call(&f.state, post(FIRING, Some("Bearer nope"))).await;
+    let (status, body) = call(&f.state, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("k3s_autoscaler_webhook_requests_total{outcome=\"accepted\"} 1"), "{body}");
+    assert!(body.contains("k3s_autoscaler_webhook_requests_total{outcome=\"unauthorized\"} 1"), "{body}");
+    assert!(body.contains("k3s_autoscaler_alerts_received_total{kind=\"scale_up\"} 1"), "{body}");
+}
