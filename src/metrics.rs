@@ -177,6 +177,25 @@ impl Metrics {
         }
     }
 
+    /// Creates the counters the health alerts watch at zero, so their first increment is an
+    /// increase Prometheus can see rather than the birth of a series.
+    pub fn zero_pool_series<'a>(&self, pools: impl IntoIterator<Item = &'a String>) {
+        for pool in pools {
+            for (kind, outcomes) in [
+                ("launch", &["succeeded", "failed", "join_timeout"][..]),
+                ("drain", &["succeeded", "aborted"][..]),
+            ] {
+                for outcome in outcomes {
+                    let _ =
+                        self.operations.get_or_create(&OperationLabels { pool: pool.clone(), kind, outcome });
+                }
+            }
+        }
+        for outcome in ["accepted", "unauthorized", "bad_request", "unavailable"] {
+            let _ = self.webhook_requests.get_or_create(&OutcomeLabels { outcome });
+        }
+    }
+
     /// Counts a webhook request.
     pub fn webhook_request(&self, outcome: &'static str) {
         self.webhook_requests.get_or_create(&OutcomeLabels { outcome }).inc();

@@ -57,6 +57,7 @@ impl Service {
         let triggers = config.pools.keys().map(|pool| (pool.clone(), Arc::new(Notify::new()))).collect();
         let owner = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
         let (shutdown, _) = watch::channel(false);
+        metrics.zero_pool_series(config.pools.keys());
         Service {
             inner: Arc::new(Inner {
                 config,
