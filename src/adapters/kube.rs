@@ -33,8 +33,11 @@ impl KubeCluster {
     }
 
     /// A client from the kubeconfig at `path`, else in-cluster config or `KUBECONFIG`.
+    ///
+    /// kube's built-in retry is turned off: it would retry an eviction's 429 (a PDB saying
+    /// "not now") for minutes inside one call; the sweeper retries at its own pace instead.
     pub async fn connect(path: Option<&std::path::Path>) -> Result<Self, kube::Error> {
-        let config = match path {
+        let mut config = match path {
             Some(path) => {
                 let kubeconfig =
                     kube::config::Kubeconfig::read_from(path).map_err(kube::Error::InferKubeconfig)?;
@@ -44,6 +47,7 @@ impl KubeCluster {
             }
             None => kube::Config::infer().await.map_err(kube::Error::InferConfig)?,
         };
+        config.default_retry = false;
         Ok(Self::new(Client::try_from(config)?))
     }
 }

@@ -21,11 +21,12 @@ async fn crash_during_launch(cluster: &str, fault: RunInstancesFault) -> World {
     let _second = world.service().await;
     let instances = world.expect_instances(1, Duration::from_secs(3)).await;
     println!("{cluster}: instances after restart {instances:?}, calls {:?}", world.proxy.histogram());
-    eventually("op finished", Duration::from_secs(20), || async {
+    eventually("op finished with the node Ready", Duration::from_secs(20), || async {
         let state = world.aws.items(&world.config.table, cluster, "state#workers").await;
         (!state[0].contains_key("op") && state[0].contains_key("last_scale_time")).then_some(())
     })
     .await;
+    assert_eq!(world.kube.nodes().len(), 1);
     world
 }
 

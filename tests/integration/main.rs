@@ -7,5 +7,6 @@ mod support;
 mod bad_input;
 mod crash_recovery;
 mod duplicates;
+mod kube_api_semantics;
 mod spot_fallback;
 mod store_outage;

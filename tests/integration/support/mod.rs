@@ -1,6 +1,8 @@
 //! Test infrastructure: moto, the fault proxy, AWS fixtures and the service process.
 
 pub mod aws;
+pub mod joiner;
+pub mod kube_api;
 pub mod moto;
 pub mod proxy;
 pub mod service;
@@ -50,11 +52,15 @@ pub fn scale_up(fingerprint: &str) -> serde_json::Value {
     )
 }
 
-/// moto + proxy + fixtures + a prepared (table created) service config.
+/// moto + proxy + the fake Kubernetes API (with a joiner playing the kubelets) + fixtures +
+/// a prepared (table created) service config.
 pub struct World {
     _moto: moto::Moto,
     pub proxy: proxy::Proxy,
-    pub aws: aws::Aws,
+    pub aws: std::sync::Arc<aws::Aws>,
+    pub kube: std::sync::Arc<kube_api::FakeKube>,
+    pub joiner: joiner::Joiner,
+    pub fixtures: aws::Fixtures,
     pub prepared: (tempfile::TempDir, std::path::PathBuf),
     pub config: service::ServiceConfig,
 }
@@ -64,12 +70,14 @@ impl World {
     pub async fn new(cluster: &str, tune: impl FnOnce(&mut service::ServiceConfig)) -> World {
         let moto = moto::Moto::start();
         let proxy = proxy::Proxy::start(&moto.url).await;
-        let aws = aws::Aws::new(&moto.url).await;
+        let aws = std::sync::Arc::new(aws::Aws::new(&moto.url).await);
         let fixtures = aws.fixtures().await;
+        let kube = std::sync::Arc::new(kube_api::FakeKube::start().await);
+        let joiner = joiner::Joiner::start(aws.clone(), kube.clone(), cluster, Duration::from_millis(300));
         let mut config = service::ServiceConfig::new(cluster, &proxy.url);
         tune(&mut config);
-        let prepared = service::prepare(&config, &fixtures);
-        World { _moto: moto, proxy, aws, prepared, config }
+        let prepared = service::prepare(&config, &fixtures, &kube);
+        World { _moto: moto, proxy, aws, kube, joiner, fixtures, prepared, config }
     }
 
     pub async fn service(&self) -> service::Service {
@@ -84,7 +92,7 @@ impl World {
     pub async fn expect_instances(&self, n: usize, settle: Duration) -> Vec<(String, String, bool)> {
         eventually(&format!("{n} instances"), Duration::from_secs(30), || async {
             let found = self.instances().await;
-            (found.len() >= n).then_some(())
+            (found.len() == n).then_some(())
         })
         .await;
         tokio::time::sleep(settle).await;
@@ -95,5 +103,11 @@ impl World {
 
     pub async fn items(&self, prefix: &str) -> usize {
         self.aws.items(&self.config.table, &self.config.cluster_id, prefix).await.len()
+    }
+
+    /// The pool's state item has no operation in flight.
+    pub async fn op_finished(&self) -> bool {
+        let state = self.aws.items(&self.config.table, &self.config.cluster_id, "state#workers").await;
+        state.first().is_some_and(|s| !s.contains_key("op"))
     }
 }

@@ -31,7 +31,12 @@ impl ServiceConfig {
         }
     }
 
-    fn toml(&self, fixtures: &Fixtures, token_file: &std::path::Path) -> String {
+    fn toml(
+        &self,
+        fixtures: &Fixtures,
+        token_file: &std::path::Path,
+        kubeconfig: &std::path::Path,
+    ) -> String {
         let subnets: String =
             fixtures.subnets.iter().map(|(az, id)| format!("\"{az}\" = \"{id}\"\n")).collect();
         format!(
@@ -47,6 +52,8 @@ region = "{REGION}"
 endpoint_url = "{endpoint}"
 table = "{table}"
 call_timeout = "2s"
+[kubernetes]
+kubeconfig = "{kubeconfig}"
 [timing]
 lease_ttl = "3s"
 sweep_interval = "1s"
@@ -65,6 +72,7 @@ scale_up_cooldown = "10m"
             table = self.table,
             template = fixtures.launch_template,
             extra_pool = self.extra_pool,
+            kubeconfig = kubeconfig.display(),
         )
     }
 }
@@ -92,12 +100,17 @@ fn command(config_path: &std::path::Path) -> Command {
 }
 
 /// Writes the config and creates the table with `init-table`.
-pub fn prepare(config: &ServiceConfig, fixtures: &Fixtures) -> (tempfile::TempDir, PathBuf) {
+pub fn prepare(
+    config: &ServiceConfig,
+    fixtures: &Fixtures,
+    kube: &super::kube_api::FakeKube,
+) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = dir.path().join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).expect("write token");
+    let kubeconfig = kube.kubeconfig(dir.path());
     let path = dir.path().join("config.toml");
-    std::fs::write(&path, config.toml(fixtures, &token)).expect("write config");
+    std::fs::write(&path, config.toml(fixtures, &token, &kubeconfig)).expect("write config");
     let out = command(&path).arg("init-table").output().expect("run init-table");
     assert!(out.status.success(), "init-table failed: {}", String::from_utf8_lossy(&out.stderr));
     (dir, path)
