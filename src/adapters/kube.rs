@@ -139,6 +139,7 @@ fn pod_facts(pod: &Pod, pdbs: &[PodDisruptionBudget]) -> PodFacts {
         has_pdb: !covering.is_empty(),
         pdb_blocks: covering.iter().any(|p| p.status.as_ref().is_some_and(|s| s.disruptions_allowed <= 0)),
         finished: matches!(phase, Some("Succeeded" | "Failed")),
+        terminating: pod.metadata.deletion_timestamp.is_some(),
     }
 }
 

@@ -32,6 +32,8 @@ pub struct PodFacts {
     pub pdb_blocks: bool,
     /// Phase Succeeded or Failed: nothing to move.
     pub finished: bool,
+    /// Already evicted and inside its grace period: wait for it, do not evict it again.
+    pub terminating: bool,
 }
 
 impl PodFacts {

@@ -62,7 +62,7 @@ impl Service {
             }
             if !to_move.is_empty() {
                 let mut blocked = Vec::new();
-                for pod in &to_move {
+                for pod in to_move.iter().filter(|p| !p.terminating) {
                     if let EvictOutcome::Blocked(message) = cluster.evict(&pod.namespace, &pod.name).await? {
                         blocked.push(format!("{}/{}: {message}", pod.namespace, pod.name));
                     }

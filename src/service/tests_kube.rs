@@ -130,6 +130,20 @@ async fn scale_down_drains_the_node_then_terminates_and_deletes_it() {
 }
 
 #[tokio::test]
+async fn pods_inside_their_grace_period_are_not_evicted_again() {
+    let (h, cluster) = harness_with(&[]);
+    three_workers(&h, &cluster);
+    for node in ["node-i-a1", "node-i-b1", "node-i-b2"] {
+        cluster.add_pod(node, PodFacts { terminating: true, ..web(&format!("leaving-{node}")) });
+    }
+    h.service.accept(firing(Direction::Down, "fp-down", 1)).await.unwrap();
+    h.reconcile().await;
+    h.reconcile().await;
+    assert!(cluster.evictions.lock().unwrap().is_empty(), "waiting out the grace period");
+    assert_eq!(h.compute.list_pool_now().len(), 3, "not empty yet: nothing terminated");
+}
+
+#[tokio::test]
 async fn pdb_that_never_allows_disruption_aborts_at_the_timeout_and_terminates_nothing() {
     let (h, cluster) = harness_with(&[("K3S_AUTOSCALER__POOLS__WORKERS__DRAIN_TIMEOUT", "1m")]);
     three_workers(&h, &cluster);

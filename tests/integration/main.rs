@@ -6,7 +6,9 @@ mod support;
 
 mod bad_input;
 mod crash_recovery;
+mod drain;
 mod duplicates;
+mod join;
 mod kube_api_semantics;
 mod spot_fallback;
 mod store_outage;

@@ -68,6 +68,51 @@ impl Aws {
         Fixtures { subnets, launch_template }
     }
 
+    /// Launches an instance in `subnet` tagged as a managed worker of `cluster` (as if an
+    /// earlier scale-up had made it), or untagged when `managed` is false.
+    pub async fn seed_instance(&self, cluster: &str, subnet: &str, managed: bool) -> String {
+        let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+        let mut tags = vec![tag("Name", "seeded")];
+        if managed {
+            tags.extend([
+                tag("k3s-autoscaler/managed-by", "k3s-autoscaler"),
+                tag("k3s-autoscaler/cluster", cluster),
+                tag("k3s-autoscaler/pool", "workers"),
+            ]);
+        }
+        let out = self
+            .ec2
+            .run_instances()
+            .image_id("ami-12c6146b")
+            .subnet_id(subnet)
+            .min_count(1)
+            .max_count(1)
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                    .set_tags(Some(tags))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("seed instance");
+        out.instances()[0].instance_id().expect("instance id").to_string()
+    }
+
+    /// Whether the instance is pending or running.
+    pub async fn is_live(&self, instance_id: &str) -> bool {
+        let out = self.ec2.describe_instances().instance_ids(instance_id).send().await.expect("describe");
+        out.reservations().iter().flat_map(|r| r.instances()).any(|i| {
+            matches!(
+                i.state().and_then(|s| s.name()),
+                Some(
+                    aws_sdk_ec2::types::InstanceStateName::Pending
+                        | aws_sdk_ec2::types::InstanceStateName::Running
+                )
+            )
+        })
+    }
+
     /// Pending or running instances tagged for `cluster`: (id, az, is_spot).
     pub async fn instances(&self, cluster: &str) -> Vec<(String, String, bool)> {
         let out = self

@@ -17,6 +17,8 @@ pub struct ServiceConfig {
     pub endpoint: String,
     pub extra_pool: String,
     pub extra_top: String,
+    pub min: u32,
+    pub max: u32,
 }
 
 impl ServiceConfig {
@@ -28,6 +30,8 @@ impl ServiceConfig {
             endpoint: endpoint.into(),
             extra_pool: String::new(),
             extra_top: String::new(),
+            min: 0,
+            max: 4,
         }
     }
 
@@ -58,8 +62,8 @@ kubeconfig = "{kubeconfig}"
 lease_ttl = "3s"
 sweep_interval = "1s"
 [pools.workers]
-min = 0
-max = 4
+min = {min}
+max = {max}
 launch_template = "{template}"
 scale_up_cooldown = "10m"
 {extra_pool}
@@ -73,6 +77,8 @@ scale_up_cooldown = "10m"
             template = fixtures.launch_template,
             extra_pool = self.extra_pool,
             kubeconfig = kubeconfig.display(),
+            min = self.min,
+            max = self.max,
         )
     }
 }
