@@ -51,7 +51,7 @@ pub struct OperationLabels {
 pub struct ApiErrorLabels {
     /// API call, e.g. RunInstances.
     pub api: &'static str,
-    /// Error code, e.g. InsufficientInstanceCapacity, or `timeout` / `dispatch`.
+    /// Error code, e.g. InsufficientInstanceCapacity, an HTTP status, or `unavailable`.
     pub code: String,
 }
 

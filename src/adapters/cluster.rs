@@ -113,6 +113,13 @@ pub enum ClusterError {
 }
 
 impl ClusterError {
+    /// The call that failed.
+    pub fn call(&self) -> &'static str {
+        match self {
+            ClusterError::Api { call, .. } | ClusterError::Unavailable { call, .. } => call,
+        }
+    }
+
     /// Low-cardinality label for metrics.
     pub fn label(&self) -> String {
         match self {

@@ -114,6 +114,16 @@ pub enum ComputeError {
 }
 
 impl ComputeError {
+    /// The API call that failed.
+    pub fn api(&self) -> &'static str {
+        match self {
+            ComputeError::Capacity { api, .. }
+            | ComputeError::Rejected { api, .. }
+            | ComputeError::Unavailable { api, .. } => api,
+            ComputeError::NotManaged(_) => "TerminateInstances",
+        }
+    }
+
     /// Low-cardinality label for metrics.
     pub fn code(&self) -> String {
         match self {

@@ -297,19 +297,15 @@ impl StateStore for DynamoStore {
         &self,
         lease: &Lease,
         state: &PoolState,
-        node_count: u32,
+        node_count: Option<u32>,
         lease_action: LeaseAction,
         now: Timestamp,
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let key = state_key(&lease.pool);
         let live: Vec<&CapacityBackoff> = state.live_backoffs(now).collect();
-        let mut set = vec![
-            "node_count = :count",
-            "scaling_in_progress = :busy",
-            "capacity_backoffs = :backoffs",
-            "updated_at = :now_text",
-        ];
+        let mut set =
+            vec!["scaling_in_progress = :busy", "capacity_backoffs = :backoffs", "updated_at = :now_text"];
         let mut remove = Vec::new();
         let mut request = self
             .client
@@ -319,7 +315,6 @@ impl StateStore for DynamoStore {
             .condition_expression("fencing_token = :token AND lease_owner = :owner")
             .expression_attribute_values(":token", n(lease.fencing_token))
             .expression_attribute_values(":owner", s(&lease.owner))
-            .expression_attribute_values(":count", n(node_count))
             .expression_attribute_values(":busy", AttributeValue::Bool(state.op.is_some()))
             .expression_attribute_values(":backoffs", encode_json(&live, &key)?)
             .expression_attribute_values(":now_text", s(&now.to_rfc3339()));
@@ -334,6 +329,10 @@ impl StateStore for DynamoStore {
                 remove.push("#op");
                 request = request.expression_attribute_names("#op", "op");
             }
+        }
+        if let Some(count) = node_count {
+            set.push("node_count = :count");
+            request = request.expression_attribute_values(":count", n(count));
         }
         if let Some(last) = state.last_scale {
             set.push("last_scale_time = :last_time");

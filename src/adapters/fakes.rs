@@ -147,7 +147,7 @@ impl StateStore for MemoryStore {
         &self,
         lease: &Lease,
         state: &PoolState,
-        node_count: u32,
+        node_count: Option<u32>,
         lease_action: LeaseAction,
         now: Timestamp,
         ttl: Duration,
@@ -160,7 +160,9 @@ impl StateStore for MemoryStore {
             return Err(StoreError::LeaseLost { pool: lease.pool.clone(), token: lease.fencing_token });
         }
         record.state = PoolState { backoffs: state.live_backoffs(now).cloned().collect(), ..state.clone() };
-        record.node_count = node_count;
+        if let Some(count) = node_count {
+            record.node_count = count;
+        }
         record.lease = match lease_action {
             LeaseAction::Extend => Some((lease.owner.clone(), now.plus(ttl))),
             LeaseAction::Release => None,

@@ -1,10 +1,10 @@
 //! [`Cluster`] on the Kubernetes API through kube-rs. Lists are label/field-selected; pods
 //! and PDBs are listed once per call and grouped, so API requests do not grow with nodes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams};
@@ -109,7 +109,8 @@ fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool 
     labels_match && expressions_match
 }
 
-fn pod_facts(pod: &Pod, pdbs: &[PodDisruptionBudget]) -> PodFacts {
+/// `local_claims`: (namespace, claim) pairs bound to a `local` PersistentVolume.
+fn pod_facts(pod: &Pod, pdbs: &[PodDisruptionBudget], local_claims: &HashSet<(String, String)>) -> PodFacts {
     let namespace = pod.namespace().unwrap_or_default();
     let controller_kind =
         pod.owner_references().iter().find(|o| o.controller == Some(true)).map(|o| o.kind.clone());
@@ -118,6 +119,9 @@ fn pod_facts(pod: &Pod, pdbs: &[PodDisruptionBudget]) -> PodFacts {
         volumes.iter().any(|v| {
             v.host_path.is_some()
                 || v.empty_dir.as_ref().is_some_and(|e| e.medium.as_deref() != Some("Memory"))
+                || v.persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|c| local_claims.contains(&(namespace.clone(), c.claim_name.clone())))
         })
     });
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -157,14 +161,36 @@ impl Cluster for KubeCluster {
     async fn pods_by_node(&self) -> Result<HashMap<String, Vec<PodFacts>>, ClusterError> {
         let pods: Api<Pod> = Api::all(self.client.clone());
         let pdbs: Api<PodDisruptionBudget> = Api::all(self.client.clone());
-        let (pods, pdbs) = tokio::try_join!(
-            async { pods.list(&ListParams::default()).await.map_err(api_error("list pods")) },
-            async { pdbs.list(&ListParams::default()).await.map_err(api_error("list poddisruptionbudgets")) },
+        let claims: Api<PersistentVolumeClaim> = Api::all(self.client.clone());
+        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+        let all = ListParams::default();
+        let (pods, pdbs, claims, volumes) = tokio::try_join!(
+            async { pods.list(&all).await.map_err(api_error("list pods")) },
+            async { pdbs.list(&all).await.map_err(api_error("list poddisruptionbudgets")) },
+            async { claims.list(&all).await.map_err(api_error("list persistentvolumeclaims")) },
+            async { volumes.list(&all).await.map_err(api_error("list persistentvolumes")) },
         )?;
+        let local_volumes: HashSet<String> = volumes
+            .items
+            .iter()
+            .filter(|v| v.spec.as_ref().is_some_and(|s| s.local.is_some()))
+            .map(|v| v.name_any())
+            .collect();
+        let local_claims: HashSet<(String, String)> = claims
+            .items
+            .iter()
+            .filter(|c| {
+                c.spec
+                    .as_ref()
+                    .and_then(|s| s.volume_name.as_ref())
+                    .is_some_and(|v| local_volumes.contains(v))
+            })
+            .map(|c| (c.namespace().unwrap_or_default(), c.name_any()))
+            .collect();
         let mut by_node: HashMap<String, Vec<PodFacts>> = HashMap::new();
         for pod in &pods.items {
             if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
-                by_node.entry(node).or_default().push(pod_facts(pod, &pdbs.items));
+                by_node.entry(node).or_default().push(pod_facts(pod, &pdbs.items, &local_claims));
             }
         }
         Ok(by_node)

@@ -153,12 +153,13 @@ pub trait StateStore: Send + Sync {
         now: Timestamp,
         ttl: Duration,
     ) -> Result<(Lease, PoolRecord), StoreError>;
-    /// Writes the pool state under the lease (conditional on its fencing token).
+    /// Writes the pool state under the lease (conditional on its fencing token); `node_count`
+    /// only when the caller has just counted the workers.
     async fn save(
         &self,
         lease: &Lease,
         state: &PoolState,
-        node_count: u32,
+        node_count: Option<u32>,
         lease_action: LeaseAction,
         now: Timestamp,
         ttl: Duration,

@@ -20,7 +20,10 @@ pub(super) async fn ready(State(state): State<AppState>) -> (StatusCode, String)
     }
     match state.service.store().ping().await {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("state store: {e}\n")),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: state store unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "state store unreachable\n".into())
+        }
     }
 }
 

@@ -69,7 +69,7 @@ impl Service {
                 }
                 info!(pool = %policy.name, op_id = %op.id, node = %drain.node, remaining = to_move.len(), blocked = ?blocked, "evicting");
                 state.op = Some(Operation { kind: OperationKind::Drain(drain), ..op });
-                self.save_state(lease, &state, 0, LeaseAction::Release).await?;
+                self.save_state(lease, &state, None, LeaseAction::Release).await?;
                 return Ok(());
             }
             cluster
@@ -79,7 +79,7 @@ impl Service {
             info!(pool = %policy.name, op_id = %op.id, node = %drain.node, instance = %drain.instance_id, "instance terminated");
             drain.phase = DrainPhase::Terminated;
             state.op = Some(Operation { kind: OperationKind::Drain(drain.clone()), ..op.clone() });
-            self.save_state(lease, &state, 0, LeaseAction::Extend).await?;
+            self.save_state(lease, &state, None, LeaseAction::Extend).await?;
         }
         let message = format!("instance {} terminated; node deleted", drain.instance_id);
         cluster.node_event(&drain.node, NodeEvent::NodeRemoved, &message).await;
@@ -120,7 +120,8 @@ impl Service {
         let now = self.now();
         state.op = None;
         state.last_scale = Some(LastScale { at: now, direction: Direction::Down });
-        self.save_state(lease, &state, 0, LeaseAction::Release).await?;
+        let workers = self.inner.edges.compute.list_pool(&policy.name).await.ok().map(|w| w.len() as u32);
+        self.save_state(lease, &state, workers, LeaseAction::Release).await?;
         let labels = OperationLabels { pool: policy.name.clone(), kind: "drain", outcome };
         self.inner.metrics.operations.get_or_create(&labels).inc();
         self.inner

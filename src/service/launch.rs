@@ -80,7 +80,13 @@ impl Service {
                         Err(error) => {
                             self.inner.metrics.aws_error("RunInstances", error.code());
                             warn!(pool, op_id = %op.id, az = %request.az, market = %market, %error, "launch attempt failed");
-                            let next_market = matches!(error, ComputeError::Capacity { .. });
+                            // Capacity and rejections both move on to the next market and are
+                            // remembered, so a broken spot setup (or template) is not retried on
+                            // every sweep; an unknown outcome stops here and is resumed.
+                            let next_market = matches!(
+                                error,
+                                ComputeError::Capacity { .. } | ComputeError::Rejected { .. }
+                            );
                             if next_market {
                                 state.backoffs.push(CapacityBackoff {
                                     az: request.az.clone(),
@@ -101,7 +107,7 @@ impl Service {
             if launch.instances.is_empty() && unknown_outcome && now < op.deadline {
                 // EC2 may have launched: keep the op, let the next sweep look for its instances.
                 state.op = Some(op);
-                self.save_state(lease, &state, 0, LeaseAction::Release).await?;
+                self.save_state(lease, &state, None, LeaseAction::Release).await?;
                 return Ok(());
             }
             launch.phase = LaunchPhase::Launched;
@@ -113,7 +119,7 @@ impl Service {
             state.op = Some(op.clone());
             if self.inner.edges.cluster.is_some() {
                 // Done only when the nodes are Ready: the sweeper comes back for them.
-                self.save_state(lease, &state, 0, LeaseAction::Release).await?;
+                self.save_state(lease, &state, None, LeaseAction::Release).await?;
                 return Ok(());
             }
         }
@@ -148,7 +154,7 @@ impl Service {
         let (joined, waiting): (Vec<&LaunchedInstance>, Vec<&LaunchedInstance>) =
             launch.instances.iter().partition(|i| ready(i));
         if !waiting.is_empty() && now < op.deadline {
-            self.save_state(lease, &state, 0, LeaseAction::Release).await?;
+            self.save_state(lease, &state, None, LeaseAction::Release).await?;
             return Ok(());
         }
         let took = humantime::format_duration(Duration::from_secs(now.since(op.started_at).as_secs()));
@@ -169,7 +175,7 @@ impl Service {
         if let Err(error) = self.inner.edges.compute.terminate(&unjoined).await {
             self.inner.metrics.aws_error("TerminateInstances", error.code());
             warn!(pool, op_id = %op.id, %error, "cannot terminate instances that did not join; retrying");
-            self.save_state(lease, &state, 0, LeaseAction::Release).await?;
+            self.save_state(lease, &state, None, LeaseAction::Release).await?;
             return Ok(());
         }
         let backoff = self.inner.config.pools[pool].capacity_backoff;
@@ -213,8 +219,8 @@ impl Service {
         if outcome != "failed" {
             state.last_scale = Some(LastScale { at: now, direction: Direction::Up });
         }
-        let workers = self.inner.edges.compute.list_pool(pool).await.map(|w| w.len()).unwrap_or(0);
-        self.save_state(lease, &state, workers as u32, LeaseAction::Release).await?;
+        let workers = self.inner.edges.compute.list_pool(pool).await.ok().map(|w| w.len() as u32);
+        self.save_state(lease, &state, workers, LeaseAction::Release).await?;
         let labels = OperationLabels { pool: pool.to_string(), kind: "launch", outcome };
         self.inner.metrics.operations.get_or_create(&labels).inc();
         self.inner

@@ -81,7 +81,11 @@ impl Service {
         let edges = &self.inner.edges;
         let now = self.now();
         let record = edges.store.read_pool(pool).await?;
-        if record.state.op.is_some() {
+        if let Some(op) = &record.state.op {
+            if self.inner.config.dry_run {
+                tracing::debug!(pool, op_id = %op.id, "dry-run: leaving the in-flight operation alone");
+                return Ok(ReconcileOutcome::DryRun);
+            }
             if record.leased_by_other(&self.inner.owner, now) {
                 return Ok(ReconcileOutcome::Contended);
             }
@@ -215,6 +219,22 @@ impl Service {
         }
     }
 
+    /// Counts a failed reconcile's AWS or Kubernetes error by call and code.
+    pub(super) fn count_error(&self, error: &ReconcileError) {
+        let metrics = &self.inner.metrics;
+        match error {
+            ReconcileError::Compute(e) => metrics.aws_error(e.api(), e.code()),
+            ReconcileError::Cluster(e) => {
+                let labels = crate::metrics::ApiErrorLabels { api: e.call(), code: e.label() };
+                metrics.kube_errors.get_or_create(&labels).inc();
+            }
+            ReconcileError::Store(StoreError::Unavailable { operation, .. }) => {
+                metrics.aws_error(operation, "unavailable")
+            }
+            _ => {}
+        }
+    }
+
     fn observe(&self, pool: &str, signals: &[Signal], workers: &[Worker]) {
         let metrics = &self.inner.metrics;
         for direction in [Direction::Up, Direction::Down] {
@@ -286,7 +306,7 @@ impl Service {
         &self,
         lease: &Lease,
         state: &PoolState,
-        node_count: u32,
+        node_count: Option<u32>,
         action: crate::adapters::store::LeaseAction,
     ) -> Result<(), StoreError> {
         let now = self.now();

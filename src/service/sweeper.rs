@@ -20,6 +20,7 @@ pub(super) async fn pool_worker(service: Service, pool: String, trigger: Arc<Not
         match service.reconcile(&pool).await {
             Ok(outcome) => debug!(pool, ?outcome, "reconcile done"),
             Err(error) => {
+                service.count_error(&error);
                 warn!(pool, %error, label = %error.label(), "reconcile failed; retrying at the next sweep")
             }
         }

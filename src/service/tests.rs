@@ -169,7 +169,7 @@ async fn no_capacity_anywhere_fails_the_op_without_cooldown() {
 }
 
 #[tokio::test]
-async fn rejected_launch_does_not_try_the_next_market() {
+async fn rejected_launch_tries_the_next_market_and_is_backed_off() {
     let h = harness(&[]);
     let rejected = ComputeError::Rejected {
         api: "RunInstances",
@@ -179,8 +179,9 @@ async fn rejected_launch_does_not_try_the_next_market() {
     h.compute.fail_next(Market::Spot, rejected);
     h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
     h.reconcile().await;
-    assert_eq!(h.compute.launch_count(), 1);
-    assert!(h.store.record("workers").state.backoffs.is_empty());
+    let markets: Vec<Market> = h.compute.launches.lock().unwrap().iter().map(|s| s.market).collect();
+    assert_eq!(markets, vec![Market::Spot, Market::OnDemand]);
+    assert_eq!(h.store.record("workers").state.backoffs.len(), 1, "the rejected (zone, spot) is remembered");
 }
 
 #[tokio::test]

@@ -172,7 +172,7 @@ async fn every_not_a_candidate_rule_keeps_its_node_and_a_vouched_pod_does_not() 
         c.max = 10;
     })
     .await;
-    let seeded = seed(&world, &[4, 4]).await;
+    let seeded = seed(&world, &[5, 4]).await;
     let n = |i: usize| node_name(&seeded[i].0);
     let k = &world.kube;
     k.add_pod(pod("kube-system", "coredns-x").on_node(&n(0)).owned_by("ReplicaSet", "coredns").build());
@@ -199,7 +199,11 @@ async fn every_not_a_candidate_rule_keeps_its_node_and_a_vouched_pod_does_not() 
     let nodes: Api<Node> = Api::all(k.client().await);
     let disabled = serde_json::json!({"metadata": {"annotations": {"cluster-autoscaler.kubernetes.io/scale-down-disabled": "true"}}});
     nodes.patch(&n(6), &PatchParams::default(), &Patch::Merge(&disabled)).await.unwrap();
-    // The last node's only pod has local storage but is vouched for: it may go.
+    k.add_local_pv("shop", "data-db-0", &n(8));
+    k.add_pod(
+        pod("shop", "db-0").on_node(&n(8)).owned_by("StatefulSet", "db").local_pv_claim("data-db-0").build(),
+    );
+    // This node's only pod has local storage but is vouched for: it may go.
     k.add_pod(
         pod("shop", "cache")
             .on_node(&n(7))
@@ -211,9 +215,9 @@ async fn every_not_a_candidate_rule_keeps_its_node_and_a_vouched_pod_does_not() 
     );
     let service = world.service().await;
     assert_eq!(service.post(&scale_down()).await, 200);
-    let remaining = world.expect_instances(7, Duration::from_secs(3)).await;
+    let remaining = world.expect_instances(8, Duration::from_secs(3)).await;
     assert!(!remaining.iter().any(|(id, _, _)| id == &seeded[7].0), "the vouched node was drained");
-    for i in 0..7 {
+    for i in [0, 1, 2, 3, 4, 5, 6, 8] {
         assert!(!cordoned(&world, &n(i)), "node {i} untouched");
     }
     let evicted: Vec<String> = k.evictions().into_iter().map(|(p, _)| p).collect();
@@ -223,7 +227,6 @@ async fn every_not_a_candidate_rule_keeps_its_node_and_a_vouched_pod_does_not() 
         "kube_system_pod_without_pdb",
         "system_critical_pod",
         "pod_without_controller",
-        "pod_with_local_storage",
         "safe_to_evict_false",
         "pdb_allows_no_disruption",
         "scale_down_disabled",
@@ -231,6 +234,9 @@ async fn every_not_a_candidate_rule_keeps_its_node_and_a_vouched_pod_does_not() 
         let line = format!("k3s_autoscaler_unremovable_nodes{{pool=\"workers\",reason=\"{reason}\"}} 1");
         assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
     }
+    // emptyDir on disk and a local PersistentVolume.
+    let line = "k3s_autoscaler_unremovable_nodes{pool=\"workers\",reason=\"pod_with_local_storage\"} 2";
+    assert!(metrics.contains(line), "missing {line} in\n{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
