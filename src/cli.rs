@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// Listen address, overriding `server.listen`.
     #[arg(long, env = "K3S_AUTOSCALER_LISTEN")]
     pub listen: Option<std::net::SocketAddr>,
+    /// Kubeconfig to use, overriding `kubernetes.kubeconfig` (else in-cluster or KUBECONFIG).
+    #[arg(long)]
+    pub kubeconfig: Option<std::path::PathBuf>,
     /// Decide and record, but never write to EC2 or Kubernetes (overrides `dry_run`).
     #[arg(long)]
     pub dry_run: bool,

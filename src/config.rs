@@ -765,6 +765,151 @@ launch_template = "lt-1"
         assert_eq!(format!("{:?}", c.auth.bearer_token), "Some(<redacted>)");
     }
 
+    /// Every key the binary accepts, as `section.key`, with pool keys as `pools.<name>.key`
+    /// and the pool's subnet table as one key. Secrets read from files are not keys.
+    fn accepted_keys() -> std::collections::BTreeSet<String> {
+        let f = Fixture::new();
+        let token = f.dir.path().join("token");
+        // Every optional key set, so the effective config shows them all.
+        let text = format!(
+            r#"
+cluster_id = "demo"
+[auth]
+bearer_token_file = "{token}"
+basic_username = "am"
+basic_password_file = "{token}"
+[aws]
+region = "us-east-1"
+table = "t"
+endpoint_url = "http://localhost:5000"
+[kubernetes]
+kubeconfig = "/k"
+[pools.workers]
+min = 1
+max = 4
+launch_template = "lt-1"
+[pools.workers.subnets]
+"us-east-1a" = "subnet-a"
+"#,
+            token = token.display()
+        );
+        let config = f.load(&text, &[]).unwrap();
+        let value = toml::Value::try_from(&config).unwrap();
+        let mut keys = std::collections::BTreeSet::new();
+        fn walk(prefix: &str, value: &toml::Value, keys: &mut std::collections::BTreeSet<String>) {
+            match value {
+                toml::Value::Table(table) if !prefix.ends_with(".subnets") => {
+                    for (k, v) in table {
+                        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        walk(&path, v, keys);
+                    }
+                }
+                _ => {
+                    keys.insert(prefix.replace("pools.workers.", "pools.<name>."));
+                }
+            }
+        }
+        walk("", &value, &mut keys);
+        keys.remove("auth.bearer_token");
+        keys.remove("auth.basic_password");
+        keys
+    }
+
+    /// Backticked keys in a markdown table's first cell; `.max` continues the previous key.
+    fn readme_table_keys(text: &str) -> std::collections::BTreeSet<String> {
+        let mut keys = std::collections::BTreeSet::new();
+        let start = text.find("| key | default | meaning |").expect("the README has the config table");
+        for line in text[start..].lines().skip(2).take_while(|l| l.starts_with('|')) {
+            let cell = line.split('|').nth(1).unwrap_or_default();
+            let mut previous = String::new();
+            for token in cell.split('`').skip(1).step_by(2) {
+                let key = match token.strip_prefix('.') {
+                    Some(rest) => {
+                        format!("{}.{rest}", previous.rsplit_once('.').map(|(p, _)| p).unwrap_or_default())
+                    }
+                    None => token.to_string(),
+                };
+                previous = key.clone();
+                keys.insert(key);
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn readme_config_table_lists_exactly_the_keys_the_binary_accepts() {
+        let readme = include_str!("../README.md");
+        assert_eq!(readme_table_keys(readme), accepted_keys());
+    }
+
+    #[test]
+    fn config_keys_named_in_docs_exist() {
+        let accepted = accepted_keys();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).expect("docs/") {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("md") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for token in text.split('`').skip(1).step_by(2) {
+                let token = token.trim();
+                let is_key = ["server.", "auth.", "aws.", "kubernetes.", "timing.", "pools."]
+                    .iter()
+                    .any(|p| token.starts_with(p))
+                    && token
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.' || c == '<' || c == '>');
+                let is_file = [".rs", ".md", ".yaml", ".yml", ".json", ".toml", ".sh", ".py"]
+                    .iter()
+                    .any(|e| token.ends_with(e));
+                if !is_key || is_file {
+                    continue;
+                }
+                // Any pool placeholder (`pools.<p>.min`) or the example pool means "a pool".
+                let key = match token.strip_prefix("pools.<").and_then(|rest| rest.split_once(">.")) {
+                    Some((_, field)) => format!("pools.<name>.{field}"),
+                    None => token.replace("pools.workers.", "pools.<name>."),
+                };
+                let known =
+                    accepted.contains(&key) || accepted.iter().any(|a| a.starts_with(&format!("{key}.")));
+                assert!(
+                    known,
+                    "{} names config key `{token}`, which the binary does not accept",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 10, "docs name config keys; found only {checked}");
+    }
+
+    #[test]
+    fn every_key_in_the_shipped_example_is_accepted_even_commented_ones() {
+        let text = include_str!("../deploy/config.toml");
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest
+                        .split_once(" = ")
+                        .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let err = Config::from_toml(&uncommented, Path::new("deploy/config.toml"), Vec::new())
+            .unwrap_err()
+            .to_string();
+        // Only the in-cluster secret files are missing here; no key is unknown.
+        assert!(!err.contains("unknown field"), "{err}");
+        assert!(err.contains("/etc/k3s-autoscaler/token"), "{err}");
+    }
+
     #[test]
     fn the_shipped_example_config_parses_apart_from_its_token_file() {
         let text = include_str!("../deploy/config.toml");

@@ -52,6 +52,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if args.dry_run {
                 config.dry_run = true;
             }
+            if let Some(path) = &args.kubeconfig {
+                config.kubernetes.kubeconfig = Some(path.clone());
+            }
             serve(config, args).await
         }
     }

@@ -48,6 +48,9 @@ struct Inner {
     owner: String,
     triggers: HashMap<String, Arc<Notify>>,
     recent_signals: Mutex<intake::RecentSignals>,
+    /// The last hold reason audited per pool, so a hold is recorded when it changes, not on
+    /// every sweep.
+    audited_holds: Mutex<HashMap<String, String>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -66,6 +69,7 @@ impl Service {
                 owner,
                 triggers,
                 recent_signals: Mutex::new(intake::RecentSignals::default()),
+                audited_holds: Mutex::new(HashMap::new()),
                 shutdown,
             }),
         }

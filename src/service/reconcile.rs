@@ -106,7 +106,10 @@ impl Service {
         });
         self.log_decision(pool, &decision);
         let (kind, deadline) = match decision.plan.clone() {
-            Plan::Hold => return Ok(ReconcileOutcome::Held(decision.reason.label())),
+            Plan::Hold => {
+                self.audit_hold_if_changed(pool, &decision).await;
+                return Ok(ReconcileOutcome::Held(decision.reason.label()));
+            }
             _ if self.inner.config.dry_run => {
                 self.audit(pool, "decision", &decision, None, true).await;
                 return Ok(ReconcileOutcome::DryRun);
@@ -265,6 +268,33 @@ impl Service {
             tracing::event!(Level::DEBUG, pool, action, reason_label = decision.reason.label(), %reason, "scaling decision");
         } else {
             info!(pool, action, reason_label = decision.reason.label(), %reason, "scaling decision");
+        }
+    }
+
+    /// Records a hold that keeps an active signal from acting for a lasting reason (no drain
+    /// candidate, unhealthy, at max or min, no capacity) when its reason differs from the last
+    /// one recorded for the pool. Routine holds (no signal, in flight, cooldown) are only
+    /// logged, so repeats and sweeps cost no writes.
+    async fn audit_hold_if_changed(&self, pool: &str, decision: &Decision) {
+        let lasting = matches!(
+            decision.reason.label(),
+            "no_drain_candidate" | "unhealthy" | "at_max" | "at_min" | "no_capacity"
+        );
+        if !lasting {
+            if let Ok(mut audited) = self.inner.audited_holds.lock() {
+                audited.remove(pool);
+            }
+            return;
+        }
+        let reason = decision.reason.to_string();
+        let changed = match self.inner.audited_holds.lock() {
+            Ok(mut audited) => {
+                audited.insert(pool.to_string(), reason.clone()).as_deref() != Some(reason.as_str())
+            }
+            Err(_) => true,
+        };
+        if changed {
+            self.audit(pool, "decision", decision, None, self.inner.config.dry_run).await;
         }
     }
 

@@ -188,7 +188,17 @@ async fn nodes_with_blockers_are_kept_and_reported() {
     }
     h.service.accept(firing(Direction::Down, "fp-down", 1)).await.unwrap();
     assert_eq!(h.reconcile().await, ReconcileOutcome::Held("no_drain_candidate"));
+    assert_eq!(h.reconcile().await, ReconcileOutcome::Held("no_drain_candidate"));
     assert!(cluster.evictions.lock().unwrap().is_empty());
+    let holds: Vec<String> = h
+        .store
+        .events()
+        .iter()
+        .filter(|e| e.reason_label == "no_drain_candidate")
+        .map(|e| e.reason.clone())
+        .collect();
+    assert_eq!(holds.len(), 1, "recorded once, not on every pass: {holds:?}");
+    assert!(holds[0].contains("3 pod with local storage"), "{holds:?}");
     let metrics = h.service.metrics().render();
     assert!(
         metrics.contains(
