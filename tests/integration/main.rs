@@ -4,6 +4,7 @@
 
 mod support;
 
+mod alertmanager_retry;
 mod bad_input;
 mod crash_recovery;
 mod drain;

@@ -1,5 +1,6 @@
 //! Test infrastructure: moto, the fault proxy, AWS fixtures and the service process.
 
+pub mod alertmanager;
 pub mod aws;
 pub mod joiner;
 pub mod kube_api;
