@@ -352,12 +352,11 @@ impl StateStore for DynamoStore {
         if !remove.is_empty() {
             expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        request.update_expression(expression).send().await.map_err(|e| {
-            conditional(e, "UpdateItem", || StoreError::LeaseLost {
-                pool: lease.pool.clone(),
-                token: lease.fencing_token,
-            })
-        })?;
+        request
+            .update_expression(expression)
+            .send()
+            .await
+            .map_err(|e| conditional(e, "UpdateItem", || lost(lease)))?;
         Ok(())
     }
 
@@ -372,12 +371,7 @@ impl StateStore for DynamoStore {
             .expression_attribute_values(":owner", s(&lease.owner))
             .send()
             .await
-            .map_err(|e| {
-                conditional(e, "UpdateItem", || StoreError::LeaseLost {
-                    pool: lease.pool.clone(),
-                    token: lease.fencing_token,
-                })
-            })?;
+            .map_err(|e| conditional(e, "UpdateItem", || lost(lease)))?;
         Ok(())
     }
 
@@ -554,6 +548,11 @@ where
     } else {
         StoreError::Unavailable { operation, message: DisplayErrorContext(&e).to_string() }
     }
+}
+
+/// A fenced write failed its condition: someone took the lease since.
+fn lost(lease: &Lease) -> StoreError {
+    StoreError::LeaseLost { pool: lease.pool.clone(), token: lease.fencing_token }
 }
 
 fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
