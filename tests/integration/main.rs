@@ -6,6 +6,7 @@ mod support;
 
 mod alertmanager_retry;
 mod bad_input;
+mod cli;
 mod crash_recovery;
 mod drain;
 mod duplicates;
