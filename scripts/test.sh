@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what is missing, then runs the Rust unit and
 # integration tests (moto), the alerting checks (promtool, amtool) and the infra checks
-# (cfn-lint, checkov, parliament, shellcheck, CloudFormation on moto). Prints a total line.
+# (cfn-lint, checkov, parliament, shellcheck, CloudFormation on moto) and the deploy/ checks
+# (manifests, scrape config, dashboard). Prints a total line.
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,7 +22,7 @@ run() {
 }
 
 run cargo test --locked --all-targets
-for check in scripts/check-alerting.sh scripts/check-infra.sh; do
+for check in scripts/check-alerting.sh scripts/check-infra.sh scripts/check-deploy.sh; do
   [ -f "$check" ] && run bash "$check"
 done
 

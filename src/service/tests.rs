@@ -313,3 +313,32 @@ impl ManualClock {
         crate::adapters::Clock::now(self)
     }
 }
+
+/// Lets spawned tasks run without moving paused time meaningfully.
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_gives_a_still_firing_alert_its_next_step_without_a_repeat() {
+    let h = harness(&[("K3S_AUTOSCALER__TIMING__SWEEP_INTERVAL", "15s")]);
+    let tasks = h.service.start();
+    settle().await;
+    assert_eq!(h.compute.launch_count(), 0, "startup sweep: nothing to do");
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    settle().await;
+    assert_eq!(h.compute.launch_count(), 1, "the notification's own reconcile");
+    h.clock.advance(Duration::from_secs(61)); // past scale_up_cooldown; no new notification
+    tokio::time::advance(Duration::from_secs(14)).await;
+    settle().await;
+    assert_eq!(h.compute.launch_count(), 1, "before the next sweep");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    settle().await;
+    assert_eq!(h.compute.launch_count(), 2, "the sweep took the next step");
+    h.service.shutdown();
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(1), task).await.expect("tasks stop on shutdown").unwrap();
+    }
+}
