@@ -13,4 +13,5 @@ mod duplicates;
 mod join;
 mod kube_api_semantics;
 mod spot_fallback;
+mod stack;
 mod store_outage;

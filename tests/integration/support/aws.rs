@@ -22,9 +22,14 @@ pub struct Fixtures {
 
 impl Aws {
     pub async fn new(endpoint: &str) -> Aws {
+        Aws::in_region(endpoint, REGION).await
+    }
+
+    /// Clients for `region` on moto.
+    pub async fn in_region(endpoint: &str, region: &str) -> Aws {
         let credentials = aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "tests");
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(REGION))
+            .region(aws_config::Region::new(region.to_string()))
             .credentials_provider(credentials)
             .endpoint_url(endpoint)
             .load()
@@ -113,12 +118,13 @@ impl Aws {
         })
     }
 
-    /// Pending or running instances tagged for `cluster`: (id, az, is_spot).
+    /// Pending or running instances managed for `cluster` (both tags): (id, az, is_spot).
     pub async fn instances(&self, cluster: &str) -> Vec<(String, String, bool)> {
         let out = self
             .ec2
             .describe_instances()
             .filters(Filter::builder().name("tag:k3s-autoscaler/cluster").values(cluster).build())
+            .filters(Filter::builder().name("tag:k3s-autoscaler/managed-by").values("k3s-autoscaler").build())
             .filters(
                 Filter::builder().name("instance-state-name").values("pending").values("running").build(),
             )

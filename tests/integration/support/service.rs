@@ -19,6 +19,7 @@ pub struct ServiceConfig {
     pub extra_top: String,
     pub min: u32,
     pub max: u32,
+    pub region: String,
 }
 
 impl ServiceConfig {
@@ -32,6 +33,7 @@ impl ServiceConfig {
             extra_top: String::new(),
             min: 0,
             max: 4,
+            region: REGION.to_string(),
         }
     }
 
@@ -52,7 +54,7 @@ body_limit_bytes = 65536
 [auth]
 bearer_token_file = "{token}"
 [aws]
-region = "{REGION}"
+region = "{region}"
 endpoint_url = "{endpoint}"
 table = "{table}"
 call_timeout = "2s"
@@ -79,6 +81,7 @@ scale_up_cooldown = "10m"
             kubeconfig = kubeconfig.display(),
             min = self.min,
             max = self.max,
+            region = self.region,
         )
     }
 }
