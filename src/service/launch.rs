@@ -15,6 +15,7 @@ use crate::core::model::{
     CapacityBackoff, Direction, LastScale, LaunchOp, LaunchPhase, LaunchedInstance, Operation, OperationKind,
     PoolPolicy, PoolState,
 };
+use crate::core::time::Timestamp;
 use crate::metrics::OperationLabels;
 
 impl Service {
@@ -129,6 +130,25 @@ impl Service {
             return self.finish_launch(pool, lease, state, &op.id, launch, "succeeded", reason).await;
         }
         self.await_join(policy, lease, state, op, launch).await
+    }
+
+    /// Whether `op` is a launch whose nodes are not all Ready yet and whose deadline has not
+    /// passed: a read-only check, so waiting passes take no lease and write nothing.
+    pub(super) async fn still_joining(
+        &self,
+        policy: &PoolPolicy,
+        op: &Operation,
+        now: Timestamp,
+    ) -> Result<bool, ReconcileError> {
+        let (OperationKind::Launch(launch), Some(cluster)) = (&op.kind, &self.inner.edges.cluster) else {
+            return Ok(false);
+        };
+        if launch.phase != LaunchPhase::Launched || now >= op.deadline {
+            return Ok(false);
+        }
+        let nodes = cluster.pool_nodes(&policy.name).await?;
+        let ready = |id: &str| nodes.iter().any(|n| n.instance_id() == Some(id) && n.ready);
+        Ok(!launch.instances.iter().all(|i| ready(&i.instance_id)))
     }
 
     /// Finishes the launch once every instance is a Ready node; past the deadline, terminates

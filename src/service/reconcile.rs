@@ -89,6 +89,9 @@ impl Service {
             if record.leased_by_other(&self.inner.owner, now) {
                 return Ok(ReconcileOutcome::Contended);
             }
+            if self.still_joining(&policy, op, now).await? {
+                return Ok(ReconcileOutcome::Held("operation_in_flight"));
+            }
             return self.progress(pool, &policy).await;
         }
         let signals = edges.store.active_signals(pool, now).await?;

@@ -67,7 +67,13 @@ async fn launch_is_in_flight_until_the_node_is_ready() {
     let OperationKind::Launch(launch) = &op.kind else { panic!() };
     assert_eq!(launch.phase, LaunchPhase::Launched);
     let instance = launch.instances[0].clone();
-    assert_eq!(h.reconcile().await, ReconcileOutcome::Progressed, "not Ready yet: keeps waiting");
+    let writes = h.store.writes.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        h.reconcile().await,
+        ReconcileOutcome::Held("operation_in_flight"),
+        "not Ready yet: keeps waiting"
+    );
+    assert_eq!(h.store.writes.load(std::sync::atomic::Ordering::SeqCst), writes, "waiting costs no writes");
     assert!(h.store.record("workers").state.op.is_some());
     cluster.add_node("node-new", &instance.az, &instance.instance_id, false);
     h.reconcile().await;
