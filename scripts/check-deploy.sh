@@ -36,32 +36,8 @@ passed=0
 failed=0
 skipped=0
 
-# check NAME COMMAND... : run one counted check, output indented.
-check() {
-  local name=$1
-  shift
-  echo "=== $name"
-  if "$@" >"$work/out" 2>&1; then
-    sed 's/^/    /' "$work/out"
-    echo "PASS $name"
-    passed=$((passed + 1))
-  else
-    sed 's/^/    /' "$work/out"
-    echo "FAIL $name"
-    failed=$((failed + 1))
-  fi
-}
-
-# unavailable NAME WHY : a check whose tool is missing: FAIL under CI, SKIP otherwise.
-unavailable() {
-  if [ -n "${CI:-}" ]; then
-    echo "FAIL $1 ($2; CI is set, so a missing tool is a failure)"
-    failed=$((failed + 1))
-  else
-    echo "SKIP $1 ($2)"
-    skipped=$((skipped + 1))
-  fi
-}
+# shellcheck source=scripts/lib/checks.sh
+. "$root/scripts/lib/checks.sh"
 
 # ---------------------------------------------------------------- tool setup
 echo "=== setup"
@@ -226,7 +202,7 @@ else
 fi
 
 if command -v shellcheck >/dev/null 2>&1; then
-  check "shellcheck scripts/check-deploy.sh" shellcheck "$root/scripts/check-deploy.sh"
+  check "shellcheck scripts/check-deploy.sh" shellcheck -x -P "$root" "$root/scripts/check-deploy.sh"
 else
   unavailable "shellcheck" "cannot install shellcheck"
 fi
