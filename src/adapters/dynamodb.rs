@@ -95,6 +95,17 @@ impl DynamoStore {
         Ok(true)
     }
 
+    async fn put(&self, item: Item) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(unavailable("PutItem"))?;
+        Ok(())
+    }
+
     async fn query_prefix(
         &self,
         prefix: &str,
@@ -150,14 +161,7 @@ impl StateStore for DynamoStore {
         item.insert("fingerprint".into(), s(&signal.fingerprint));
         item.insert("alertname".into(), s(&signal.alertname));
         item.insert("expires_at".into(), n(expires_at.as_secs()));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(unavailable("PutItem"))?;
-        Ok(())
+        self.put(item).await
     }
 
     async fn delete_signal(&self, pool: &str, fingerprint: &str) -> Result<(), StoreError> {
@@ -390,14 +394,7 @@ impl StateStore for DynamoStore {
         item.insert("dry_run".into(), AttributeValue::Bool(event.dry_run));
         item.insert("at".into(), s(&event.at.to_rfc3339()));
         item.insert("expires_at".into(), n(event.at.plus(EVENT_RETENTION).as_secs()));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(unavailable("PutItem"))?;
-        Ok(())
+        self.put(item).await
     }
 
     async fn recent_events(&self, pool: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
