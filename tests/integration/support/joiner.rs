@@ -1,5 +1,7 @@
 //! Plays the workers' kubelets: every managed instance that appears in moto becomes a Node
-//! (providerID `aws:///<az>/<id>`, pool label) after a boot delay, and turns Ready then.
+//! (providerID `aws:///<az>/<id>`, the labels infra/userdata/worker.sh sets) after a boot delay, and
+//! turns Ready then. With `remove_terminated`, the Node of an instance that is no longer
+//! pending or running goes too, as the cloud controller would remove it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,30 +22,49 @@ pub fn node_name(instance_id: &str) -> String {
     format!("node-{instance_id}")
 }
 
+/// How the joiner behaves.
+#[derive(Clone, Copy)]
+pub struct JoinOptions {
+    /// From the instance appearing in EC2 to its Node being Ready.
+    pub boot: Duration,
+    /// Remove the Node of a terminated instance.
+    pub remove_terminated: bool,
+}
+
 impl Joiner {
     /// Joins instances of `cluster` into `kube` after `boot`.
     pub fn start(aws: Arc<Aws>, kube: Arc<FakeKube>, cluster: &str, boot: Duration) -> Joiner {
+        Joiner::start_with(aws, kube, cluster, JoinOptions { boot, remove_terminated: false })
+    }
+
+    /// Joins instances of `cluster` into `kube` as `options` say.
+    pub fn start_with(aws: Arc<Aws>, kube: Arc<FakeKube>, cluster: &str, options: JoinOptions) -> Joiner {
         let enabled = Arc::new(AtomicBool::new(true));
         let cluster = cluster.to_string();
         let flag = enabled.clone();
         let task = tokio::spawn(async move {
             let mut joined: HashSet<String> = HashSet::new();
             loop {
+                let live = aws.instances(&cluster).await;
                 if flag.load(Ordering::SeqCst) {
-                    for (id, az, _) in aws.instances(&cluster).await {
+                    for (id, az, spot) in &live {
                         if joined.insert(id.clone()) {
-                            let kube = kube.clone();
-                            tokio::spawn(async move {
-                                tokio::time::sleep(boot).await;
-                                kube.add_node(
-                                    node(&node_name(&id))
-                                        .provider_id(&format!("aws:///{az}/{id}"))
-                                        .label("k3s-autoscaler/pool", "workers")
-                                        .ready(true)
-                                        .build(),
-                                );
-                            });
+                            tokio::spawn(join_after(
+                                kube.clone(),
+                                id.clone(),
+                                az.clone(),
+                                *spot,
+                                options.boot,
+                            ));
                         }
+                    }
+                }
+                if options.remove_terminated {
+                    let gone: Vec<String> =
+                        joined.iter().filter(|id| !live.iter().any(|(l, _, _)| l == *id)).cloned().collect();
+                    for id in gone {
+                        kube.remove_node(&node_name(&id));
+                        joined.remove(&id);
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -56,6 +77,20 @@ impl Joiner {
     pub fn pause(&self) {
         self.enabled.store(false, Ordering::SeqCst);
     }
+}
+
+async fn join_after(kube: Arc<FakeKube>, id: String, az: String, spot: bool, boot: Duration) {
+    tokio::time::sleep(boot).await;
+    kube.add_node(
+        node(&node_name(&id))
+            .provider_id(&format!("aws:///{az}/{id}"))
+            .label("k3s-autoscaler/pool", "workers")
+            .label("k3s-autoscaler/managed", "true")
+            .label("k3s-autoscaler/capacity-type", if spot { "spot" } else { "on-demand" })
+            .label("topology.kubernetes.io/zone", &az)
+            .ready(true)
+            .build(),
+    );
 }
 
 impl Drop for Joiner {

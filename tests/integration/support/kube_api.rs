@@ -296,6 +296,14 @@ impl FakeKube {
         self.edit_pod(ns, name, |p| p["status"]["phase"] = json!(phase));
     }
 
+    /// Removes a node at once (the cloud controller saw its instance go); absent is fine.
+    /// Pod GC then removes its pods after `set_pod_gc_delay`.
+    pub fn remove_node(&self, name: &str) {
+        let mut st = self.state();
+        st.erase(Kind::Node, "", name);
+        st.settle();
+    }
+
     /// Removes a pod at once (a controller or the kubelet did it), not counted as a pod delete.
     pub fn remove_pod(&self, ns: &str, name: &str) {
         let mut st = self.state();

@@ -132,6 +132,7 @@ pub struct PodBuilder {
     mirror: bool,
     ready: Option<bool>,
     phase: Option<String>,
+    unschedulable: bool,
 }
 
 /// A pod `ns/name` with one container; Pending until `.on_node(..)` (then Running and Ready).
@@ -152,6 +153,7 @@ pub fn pod(ns: &str, name: &str) -> PodBuilder {
         mirror: false,
         ready: None,
         phase: None,
+        unschedulable: false,
     }
 }
 
@@ -241,6 +243,11 @@ impl PodBuilder {
         self.phase = Some(phase.to_string());
         self
     }
+    /// The scheduler found no node for it (PodScheduled False, reason Unschedulable).
+    pub fn unschedulable(mut self) -> Self {
+        self.unschedulable = true;
+        self
+    }
     pub fn requests(mut self, cpu: &str, memory: &str) -> Self {
         self.v["spec"]["containers"][0]["resources"]["requests"] = json!({"cpu": cpu, "memory": memory});
         self
@@ -275,6 +282,9 @@ impl PodBuilder {
             v["status"]["containerStatuses"] = json!([{"name": "app", "image": "registry.k8s.io/pause:3.10",
                 "imageID": "", "ready": ready, "restartCount": 0, "started": running,
                 "state": if running { json!({"running": {"startedAt": t}}) } else { json!({"terminated": {"exitCode": 0, "reason": "Completed"}}) }}]);
+        } else if self.unschedulable {
+            v["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/3 nodes are available: insufficient cpu.", "lastTransitionTime": t}]);
         } else if let Some(r) = self.ready {
             v["status"]["conditions"] = json!([{"type": "Ready", "status": if r { "True" } else { "False" }, "lastTransitionTime": t}]);
         }

@@ -26,7 +26,7 @@ fn valid_key(key: &str) -> bool {
         None => (None, key),
     };
     if let Some(p) = prefix {
-        if p.is_empty() || p.len() > 253 || !p.split('.').all(|l| valid_dns_label(l)) {
+        if p.is_empty() || p.len() > 253 || !p.split('.').all(valid_dns_label) {
             return false;
         }
     }

@@ -60,7 +60,7 @@ pub fn validate(kind: Kind, name: &str, o: &Value) -> Result<(), ApiError> {
                     causes.push((format!("metadata.{field}"), "FieldValueInvalid", format!("Invalid value: {k:?}: name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")));
                 }
                 if map && !v.as_str().is_some_and(selectors::valid_value) {
-                    causes.push((format!("metadata.labels"), "FieldValueInvalid", format!("Invalid value: {v}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")));
+                    causes.push(("metadata.labels".to_string(), "FieldValueInvalid", format!("Invalid value: {v}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")));
                 }
             }
         }
@@ -83,10 +83,8 @@ pub fn validate(kind: Kind, name: &str, o: &Value) -> Result<(), ApiError> {
                 }
             }
         }
-        Kind::Pod => {
-            if o.pointer("/spec/containers").and_then(Value::as_array).is_none_or(Vec::is_empty) {
-                causes.push(("spec.containers".into(), "FieldValueRequired", "Required value".into()));
-            }
+        Kind::Pod if o.pointer("/spec/containers").and_then(Value::as_array).is_none_or(Vec::is_empty) => {
+            causes.push(("spec.containers".into(), "FieldValueRequired", "Required value".into()));
         }
         Kind::Pdb => {
             let s = |f: &str| o.pointer(&format!("/spec/{f}")).is_some_and(|v| !v.is_null());
