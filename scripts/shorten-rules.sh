@@ -13,6 +13,10 @@
 # MAPPING (e.g. 5m=30s,10m=1m,2m=20s) replaces the listed durations exactly (5m also
 # matches 300s) and leaves all others as they are.
 #
+# The same transform shortens an Alertmanager config's timers (group_wait, group_interval,
+# repeat_interval, resolve_timeout), so a demo keeps their proportions:
+#   scripts/shorten-rules.sh 30 < alertmanager/alertmanager.yml > short-alertmanager.yml
+#
 # Rewritten: `for:` values, group `interval:` values, range windows `[5m]`, subquery
 # windows and steps `[30m:1m]`, and offsets under a day (`offset 30m`, used next to
 # a window). Left alone on purpose: offsets of a day or more (a weekly pattern stays
@@ -95,7 +99,7 @@ def subst_offset(m):
     d = m.group(2)
     return m.group(1) + (d if parse(d) >= UNITS["d"] else new(d, "offset"))
 
-key_re = re.compile(r"^(\s*(?:-\s+)?(?:for|interval):\s*)(" + DUR + r")(\s*(?:#.*)?)$")
+key_re = re.compile(r"^(\s*(?:-\s+)?(?:for|interval|group_wait|group_interval|repeat_interval|resolve_timeout):\s*)(" + DUR + r")(\s*(?:#.*)?)$")
 range_re = re.compile(r"\[(" + DUR + r")(?::(" + DUR + r")?)?\]")
 offset_re = re.compile(r"(\boffset\s+)(" + DUR + r")\b")
 

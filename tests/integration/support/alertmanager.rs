@@ -36,6 +36,11 @@ impl Alertmanager {
              receivers:\n- name: k3s-autoscaler\n  webhook_configs:\n  - url: {webhook}\n    send_resolved: true\n    http_config:\n      authorization:\n        credentials_file: {}\n",
             token_file.display()
         );
+        Alertmanager::with_config(dir, &config).await
+    }
+
+    /// Starts Alertmanager on `config` (files it names may live in `dir`, kept with it).
+    pub async fn with_config(dir: tempfile::TempDir, config: &str) -> Alertmanager {
         let config_file = dir.path().join("alertmanager.yml");
         std::fs::write(&config_file, config).expect("config");
         let port = free_port();
@@ -56,6 +61,63 @@ impl Alertmanager {
         })
         .await;
         am
+    }
+
+    /// Silences alerts matching `matchers` (name, value: equality) for `hours`, as
+    /// `amtool silence add` does; returns the silence id.
+    pub async fn silence(&self, matchers: &[(&str, &str)], hours: u64) -> String {
+        let now = std::time::SystemTime::now();
+        let ends = now + Duration::from_secs(hours * 3600);
+        let body = serde_json::json!({
+            "matchers": matchers.iter().map(|(n, v)| serde_json::json!({"name": n, "value": v, "isRegex": false, "isEqual": true})).collect::<Vec<_>>(),
+            "startsAt": humantime::format_rfc3339_millis(now).to_string(),
+            "endsAt": humantime::format_rfc3339_millis(ends).to_string(),
+            "createdBy": "k3s-autoscaler tests",
+            "comment": "pause scaling",
+        });
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v2/silences", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("post silence");
+        assert!(response.status().is_success(), "Alertmanager refused the silence: {}", response.status());
+        let answer: serde_json::Value = response.json().await.expect("silence answer");
+        answer["silenceID"].as_str().expect("silenceID").to_string()
+    }
+
+    /// Expires silence `id` now (`amtool silence expire`).
+    pub async fn expire(&self, id: &str) {
+        let response = reqwest::Client::new()
+            .delete(format!("{}/api/v2/silence/{id}", self.url))
+            .send()
+            .await
+            .expect("expire silence");
+        assert!(response.status().is_success(), "Alertmanager refused to expire {id}: {}", response.status());
+    }
+
+    /// Alerts Alertmanager holds: (alertname, state), state being active, suppressed or
+    /// unprocessed.
+    pub async fn alerts(&self) -> Vec<(String, String)> {
+        let answer: serde_json::Value = reqwest::get(format!("{}/api/v2/alerts", self.url))
+            .await
+            .expect("get alerts")
+            .json()
+            .await
+            .expect("alerts json");
+        answer
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|a| {
+                        (
+                            a["labels"]["alertname"].as_str().unwrap_or_default().to_string(),
+                            a["status"]["state"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Fires an alert through Alertmanager's API, as Prometheus would.

@@ -5,8 +5,16 @@ pub mod aws;
 pub mod joiner;
 pub mod kube_api;
 pub mod moto;
+// The pipeline, Prometheus and the simulator are shared with the demo (tests/demo), which
+// uses a few items the tests do not.
+#[allow(dead_code)]
+pub mod pipeline;
+#[allow(dead_code)]
+pub mod prometheus;
 pub mod proxy;
 pub mod service;
+#[allow(dead_code)]
+pub mod sim;
 
 use std::time::{Duration, Instant};
 
@@ -69,12 +77,22 @@ pub struct World {
 impl World {
     /// Sets everything up for `cluster`; `tune` edits the service config first.
     pub async fn new(cluster: &str, tune: impl FnOnce(&mut service::ServiceConfig)) -> World {
+        let join = joiner::JoinOptions { boot: Duration::from_millis(300), remove_terminated: false };
+        World::with_joiner(cluster, join, tune).await
+    }
+
+    /// As `new`, with the kubelets joining as `join` says.
+    pub async fn with_joiner(
+        cluster: &str,
+        join: joiner::JoinOptions,
+        tune: impl FnOnce(&mut service::ServiceConfig),
+    ) -> World {
         let moto = moto::Moto::start();
         let proxy = proxy::Proxy::start(&moto.url).await;
         let aws = std::sync::Arc::new(aws::Aws::new(&moto.url).await);
         let fixtures = aws.fixtures().await;
         let kube = std::sync::Arc::new(kube_api::FakeKube::start().await);
-        let joiner = joiner::Joiner::start(aws.clone(), kube.clone(), cluster, Duration::from_millis(300));
+        let joiner = joiner::Joiner::start_with(aws.clone(), kube.clone(), cluster, join);
         let mut config = service::ServiceConfig::new(cluster, &proxy.url);
         tune(&mut config);
         let prepared = service::prepare(&config, &fixtures, &kube);

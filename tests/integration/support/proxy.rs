@@ -32,7 +32,7 @@ struct Faults {
 #[derive(Clone)]
 pub struct Proxy {
     faults: Arc<Faults>,
-    calls: Arc<Mutex<Vec<String>>>,
+    calls: Arc<Mutex<Vec<(String, std::time::SystemTime)>>>,
     upstream: String,
     client: reqwest::Client,
     /// `http://127.0.0.1:<port>` of the proxy.
@@ -73,7 +73,12 @@ impl Proxy {
 
     /// Every call seen, as API names, in order.
     pub fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap().clone()
+        self.calls.lock().unwrap().iter().map(|(api, _)| api.clone()).collect()
+    }
+
+    /// When each call of `api` arrived, in order.
+    pub fn times(&self, api: &str) -> Vec<std::time::SystemTime> {
+        self.calls.lock().unwrap().iter().filter(|(a, _)| a == api).map(|(_, t)| *t).collect()
     }
 
     /// How many calls of `api` were seen.
@@ -119,7 +124,7 @@ async fn forward(
     body: Bytes,
 ) -> Response<Body> {
     let api = api_name(&headers, &body);
-    proxy.calls.lock().unwrap().push(api.clone());
+    proxy.calls.lock().unwrap().push((api.clone(), std::time::SystemTime::now()));
     let is_dynamodb =
         headers.get("x-amz-target").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("DynamoDB"));
     if is_dynamodb && proxy.faults.dynamodb_down.load(Ordering::SeqCst) {

@@ -20,6 +20,9 @@ pub struct ServiceConfig {
     pub min: u32,
     pub max: u32,
     pub region: String,
+    pub scale_up_cooldown: String,
+    /// Extra lines under `[timing]`.
+    pub extra_timing: String,
 }
 
 impl ServiceConfig {
@@ -34,6 +37,8 @@ impl ServiceConfig {
             min: 0,
             max: 4,
             region: REGION.to_string(),
+            scale_up_cooldown: "10m".into(),
+            extra_timing: String::new(),
         }
     }
 
@@ -63,11 +68,12 @@ kubeconfig = "{kubeconfig}"
 [timing]
 lease_ttl = "3s"
 sweep_interval = "1s"
+{extra_timing}
 [pools.workers]
 min = {min}
 max = {max}
 launch_template = "{template}"
-scale_up_cooldown = "10m"
+scale_up_cooldown = "{cooldown}"
 {extra_pool}
 [pools.workers.subnets]
 {subnets}"#,
@@ -82,6 +88,8 @@ scale_up_cooldown = "10m"
             min = self.min,
             max = self.max,
             region = self.region,
+            cooldown = self.scale_up_cooldown,
+            extra_timing = self.extra_timing,
         )
     }
 }
@@ -93,8 +101,18 @@ pub struct Service {
     _dir: tempfile::TempDir,
 }
 
-fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_k3s-autoscaler")
+/// The binary under test: Cargo names it for integration tests; the demo (an example) finds
+/// it in `$K3S_AUTOSCALER_BIN` or beside its own directory (`target/<profile>/`).
+fn binary() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_k3s-autoscaler") {
+        return PathBuf::from(path);
+    }
+    if let Some(path) = std::env::var_os("K3S_AUTOSCALER_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(|examples| examples.parent()).expect("target/<profile>");
+    profile_dir.join("k3s-autoscaler")
 }
 
 fn command(config_path: &std::path::Path) -> Command {

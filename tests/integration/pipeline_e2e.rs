@@ -1,0 +1,127 @@
+//! End to end through the real Prometheus (the project's rules) and the real Alertmanager (the
+//! project's config), 30× faster by `scripts/shorten-rules.sh`: simulated load → alert →
+//! webhook → EC2 on moto → a Node that joins, and back down through a drain.
+
+use std::time::{Duration, SystemTime};
+
+use crate::support::eventually;
+use crate::support::pipeline::{Pipeline, PipelineOptions};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Time from the rule's condition becoming true to the first RunInstances after it, minus
+/// the rule's `for:` window: what the pipeline adds to the window.
+fn reaction(active_at: SystemTime, launch: SystemTime, window: Duration) -> Duration {
+    let elapsed = launch.duration_since(active_at).expect("launch after the condition");
+    elapsed
+        .checked_sub(window)
+        .unwrap_or_else(|| panic!("launched {elapsed:?} after the condition, before the {window:?} window"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_over_70_percent_scales_up_one_node_at_a_time_and_stops_at_max() {
+    let p = Pipeline::start(PipelineOptions { max: 4, ..PipelineOptions::new("e2e-cpu") }).await;
+    // 4.3 CPUs: 2 workers 100%, 3 workers 75% (still above 70%), 4 workers 57%. Its 15 shop
+    // pods fit on 2 workers, so only the CPU rule speaks.
+    p.sim.set_load(4.3);
+    let alert = p.firing("K3sWorkersCPUHigh", Duration::from_secs(60)).await;
+    let ready_at = std::sync::Mutex::new(Vec::new());
+    eventually("4 workers Ready", Duration::from_secs(90), || async {
+        let (launched, ready) = (p.launches().len(), p.ready_workers());
+        // The next step only once the previous node is Ready: never two launches ahead.
+        assert!(launched < ready, "{launched} launches while only {} new nodes are Ready", ready - 2);
+        let mut seen = ready_at.lock().unwrap();
+        if ready > seen.len() + 2 {
+            seen.push(SystemTime::now());
+        }
+        (ready == 4).then_some(())
+    })
+    .await;
+    let launches = p.launches();
+    assert_eq!(launches.len(), 2, "two launches for two new nodes");
+    assert!(launches[1] > ready_at.lock().unwrap()[0], "the second launch waited for the first node");
+    let lag = reaction(alert.active_at, launches[0], p.window(5 * MINUTE));
+    println!("cpu-high: condition true -> RunInstances = for-window + {lag:?}");
+    assert!(lag < Duration::from_secs(10), "the pipeline added {lag:?} to the window");
+
+    eventually("the alert resolved at 57%", Duration::from_secs(30), || async {
+        p.prometheus.alert("K3sWorkersCPUHigh", "firing").await.is_none().then_some(())
+    })
+    .await;
+    // More load at max = 4: 6 CPUs on 4 workers is 78%; the alert fires again, nothing launches.
+    p.sim.set_load(6.0);
+    p.firing("K3sWorkersCPUHigh", Duration::from_secs(60)).await;
+    tokio::time::sleep(p.window(3 * MINUTE) * 2).await;
+    assert_eq!(p.launches().len(), 2, "max = 4 workers holds while the alert fires");
+    assert_eq!(p.ready_workers(), 4);
+    assert!(p.prometheus.alert("K3sWorkersCPUHigh", "firing").await.is_some(), "still firing at max");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_pods_scale_up_then_low_load_drains_one_node_down_to_min() {
+    let p = Pipeline::start(PipelineOptions { load: 0.8, ..PipelineOptions::new("e2e-pending") }).await;
+    // 3 batch pods of 1 CPU: one per worker fits beside the shop pods, the third is Pending.
+    p.sim.set_reports(3);
+    let alert = p.firing("K3sPodsUnschedulable", Duration::from_secs(60)).await;
+    eventually("3 workers Ready", Duration::from_secs(60), || async {
+        (p.ready_workers() == 3).then_some(())
+    })
+    .await;
+    eventually("the Pending pod scheduled", Duration::from_secs(30), || async {
+        p.prometheus.alert("K3sPodsUnschedulable", "firing").await.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(p.launches().len(), 1, "one launch for one Pending pod");
+    let lag = reaction(alert.active_at, p.launches()[0], p.window(3 * MINUTE));
+    println!("pods-pending: condition true -> RunInstances = for-window + {lag:?}");
+
+    // The batch ends: 0.8 CPU over 3 workers is 16%, below 30% with nothing Pending.
+    p.sim.set_reports(0);
+    let low = p.firing("K3sWorkersCPULow", Duration::from_secs(90)).await;
+    let terminated = eventually("one node drained and terminated", Duration::from_secs(90), || async {
+        p.terminations().first().copied()
+    })
+    .await;
+    eventually("2 workers left", Duration::from_secs(30), || async {
+        (p.ready_workers() == 2).then_some(())
+    })
+    .await;
+    let kube = &p.world.kube;
+    assert!(!kube.evictions().is_empty(), "pods left through the Eviction API");
+    assert_eq!(kube.pod_deletes(), 0, "no pod was deleted directly");
+    let low_lag = terminated.duration_since(low.active_at).expect("terminated after the condition");
+    println!("cpu-low: condition true -> TerminateInstances (drain included) = {low_lag:?}");
+    // min = 2: the alert keeps firing, nothing else is drained.
+    tokio::time::sleep(p.window(10 * MINUTE) + Duration::from_secs(5)).await;
+    assert_eq!(p.terminations().len(), 1, "min = 2 workers holds while the alert fires");
+    assert_eq!(p.ready_workers(), 2);
+    assert_eq!(p.launches().len(), 1);
+    assert!(p.prometheus.alert("K3sWorkersCPULow", "firing").await.is_some(), "still firing at min");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_holds_the_scale_up_until_it_expires() {
+    let p = Pipeline::start(PipelineOptions::new("e2e-silence")).await;
+    let silence = p.alertmanager.silence(&[("autoscaler", "scale-up")], 1).await;
+    p.sim.set_load(3.6);
+    p.firing("K3sWorkersCPUHigh", Duration::from_secs(60)).await;
+    eventually("Alertmanager suppresses the alert", Duration::from_secs(20), || async {
+        let alerts = p.alertmanager.alerts().await;
+        alerts.iter().any(|(name, state)| name == "K3sWorkersCPUHigh" && state == "suppressed").then_some(())
+    })
+    .await;
+    // Several group intervals and sweeps pass: nothing is launched while the silence holds.
+    tokio::time::sleep(p.window(MINUTE) * 4).await;
+    assert!(p.launches().is_empty(), "no launch while silenced");
+    let expired = SystemTime::now();
+    p.alertmanager.expire(&silence).await;
+    let launch = eventually("the launch after the silence expired", Duration::from_secs(30), || async {
+        p.launches().first().copied()
+    })
+    .await;
+    println!("silence expired -> RunInstances = {:?}", launch.duration_since(expired).unwrap_or_default());
+    eventually("3 workers Ready", Duration::from_secs(30), || async {
+        (p.ready_workers() == 3).then_some(())
+    })
+    .await;
+}
