@@ -33,6 +33,7 @@ fn fixture() -> Fixture {
         compute: Arc::new(FakeCompute::default()),
         clock: Arc::new(ManualClock::at(1_000_000)),
         cluster: None,
+        sink: None,
     };
     let service = Service::new(config, edges, Arc::new(Metrics::new()));
     Fixture { state: AppState::new(service), store, _dir: dir }
