@@ -19,3 +19,29 @@ pub fn event_record(cluster_id: &str, event: &AuditEvent) -> String {
     }
     value.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::time::Timestamp;
+
+    #[test]
+    fn a_record_is_one_json_object_naming_its_cluster() {
+        let event = AuditEvent {
+            at: Timestamp::from_millis(1_700_000_000_000),
+            pool: "workers".into(),
+            kind: "decision".into(),
+            action: "launch".into(),
+            reason_label: "scale_up_signal".into(),
+            reason: "scale up by 1: cpu".into(),
+            op_id: Some("op-1".into()),
+            detail: serde_json::json!({"launch": []}),
+            dry_run: false,
+        };
+        let record: serde_json::Value = serde_json::from_str(&event_record("prod", &event)).unwrap();
+        assert_eq!(record["cluster_id"], "prod");
+        assert_eq!(record["at"], "2023-11-14T22:13:20.000Z");
+        assert_eq!((record["kind"].as_str(), record["action"].as_str()), (Some("decision"), Some("launch")));
+        assert_eq!(record["reason"], "scale up by 1: cpu");
+    }
+}

@@ -7,6 +7,7 @@ mod support;
 mod alertmanager_retry;
 mod bad_input;
 mod cli;
+mod cloudwatch;
 mod crash_recovery;
 mod drain;
 mod dry_run;
