@@ -29,7 +29,7 @@ pub struct AlertKindLabels {
 pub struct DecisionLabels {
     /// Pool name.
     pub pool: String,
-    /// launch, drain, hold.
+    /// launch, drain, hold, interrupt.
     pub action: &'static str,
     /// The reason's label.
     pub reason: &'static str,
@@ -40,9 +40,9 @@ pub struct DecisionLabels {
 pub struct OperationLabels {
     /// Pool name.
     pub pool: String,
-    /// launch or drain.
+    /// launch, drain or interruption.
     pub kind: &'static str,
-    /// succeeded, failed, join_timeout, aborted.
+    /// succeeded, failed, join_timeout, aborted; interruptions: drained, stranded, cordoned.
     pub outcome: &'static str,
 }
 
