@@ -106,6 +106,23 @@ pub enum Replacement {
     },
 }
 
+impl fmt::Display for Replacement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Replacement::Planned { request } => {
+                let markets: Vec<&str> = request.markets.iter().map(|m| m.as_str()).collect();
+                write!(f, "replacement in {} ({})", request.az, markets.join(" then "))
+            }
+            Replacement::Launched { instances } => {
+                let ids: Vec<&str> = instances.iter().map(|i| i.instance_id.as_str()).collect();
+                write!(f, "replacement {}", ids.join(", "))
+            }
+            Replacement::Skipped { why } => write!(f, "{why}"),
+            Replacement::Failed { why } => write!(f, "replacement failed: {why}"),
+        }
+    }
+}
+
 /// Where an interruption stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -19,7 +19,7 @@ use crate::adapters::cluster::NodeEvent;
 use crate::adapters::{AuditEvent, StoreError};
 use crate::core::ec2_event::Ec2Event;
 use crate::core::interruption::{
-    InterruptInput, InterruptKind, InterruptPlan, Interruption, Replacement, plan_interruption,
+    InterruptInput, InterruptKind, InterruptPlan, Interruption, plan_interruption,
 };
 use crate::metrics::{DecisionLabels, Ec2EventLabels};
 
@@ -173,17 +173,8 @@ pub(super) fn describe(record: &Interruption) -> String {
     } else {
         format!("cordon {node} only")
     };
-    let replacement = match &record.replacement {
-        Replacement::Planned { request } => {
-            let markets: Vec<&str> = request.markets.iter().map(|m| m.as_str()).collect();
-            format!("replacement in {} ({})", request.az, markets.join(" then "))
-        }
-        Replacement::Launched { instances } => {
-            let ids: Vec<&str> = instances.iter().map(|i| i.instance_id.as_str()).collect();
-            format!("replacement {}", ids.join(", "))
-        }
-        Replacement::Skipped { why } => why.to_string(),
-        Replacement::Failed { why } => format!("replacement failed: {why}"),
-    };
-    format!("instance {} ({}, {}): {drain}; {replacement}", record.instance_id, record.az, record.market)
+    format!(
+        "instance {} ({}, {}): {drain}; {}",
+        record.instance_id, record.az, record.market, record.replacement
+    )
 }

@@ -157,3 +157,18 @@ async fn dry_run_records_the_would_have_decision_and_touches_nothing() {
     let events = h.store.events();
     assert!(events.iter().any(|e| e.action == "interrupt" && e.dry_run));
 }
+
+#[tokio::test]
+async fn status_lists_open_interruptions_per_pool() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    let report = crate::status::collect(h.store.as_ref(), h.service.config(), 5).await.unwrap();
+    assert_eq!(report[0].interruptions.len(), 1);
+    let text = crate::status::render_text(&report);
+    assert!(text.contains("interruption: spot_interruption i-a1 on node-i-a1"), "{text}");
+    assert!(text.contains("replacement in us-east-1b (spot then on-demand)"), "{text}");
+    while progress(&h).await {}
+    let report = crate::status::collect(h.store.as_ref(), h.service.config(), 5).await.unwrap();
+    assert!(report[0].interruptions.is_empty(), "closed ones are not listed");
+}
