@@ -119,3 +119,55 @@ impl Sender {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::core::time::Timestamp;
+
+    fn unreachable_client() -> Client {
+        let config = aws_sdk_cloudwatchlogs::Config::builder()
+            .behavior_version(aws_sdk_cloudwatchlogs::config::BehaviorVersion::latest())
+            .region(aws_sdk_cloudwatchlogs::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new("k", "s", None, None, "t"))
+            .endpoint_url("http://127.0.0.1:1")
+            .build();
+        Client::from_conf(config)
+    }
+
+    fn event() -> AuditEvent {
+        AuditEvent {
+            at: Timestamp::from_millis(1),
+            pool: "workers".into(),
+            kind: "decision".into(),
+            action: "launch".into(),
+            reason_label: "scale_up_signal".into(),
+            reason: "r".into(),
+            op_id: None,
+            detail: serde_json::Value::Null,
+            dry_run: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn sending_never_waits_and_an_unreachable_endpoint_is_counted() {
+        let metrics = Arc::new(Metrics::new());
+        let config = CloudWatchConfig { log_group: "g".into(), log_stream: "s".into() };
+        let sink = CloudWatchSink::start(unreachable_client(), config, "c", metrics.clone());
+        let started = Instant::now();
+        for _ in 0..(QUEUE + 500) {
+            sink.send(&event());
+        }
+        assert!(started.elapsed() < Duration::from_millis(500), "send only enqueues");
+        let count = |outcome| metrics.cloudwatch_records.get_or_create(&SinkLabels { outcome }).get();
+        assert!(count("dropped") >= 400, "a full queue drops: {}", count("dropped"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while count("failed") == 0 {
+            assert!(Instant::now() < deadline, "failures are counted");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(count("sent"), 0);
+    }
+}

@@ -34,4 +34,34 @@ async fn every_scaling_event_of_a_scale_up_reaches_cloudwatch_logs() {
     assert_eq!(records.len(), audit);
     let metrics = service.metrics().await;
     assert!(metrics.contains("k3s_autoscaler_cloudwatch_records_total{outcome=\"sent\"} 2"), "{metrics}");
+    assert!(metrics.contains("k3s_autoscaler_lease_held{pool=\"workers\"} 0"), "released: {metrics}");
+    // The next reconcile of the idle pool counts the new worker by zone and market.
+    let spread = "k3s_autoscaler_pool_nodes{pool=\"workers\",az=\"us-east-1a\",capacity_type=\"spot\"} 1";
+    eventually("pool_nodes by zone", Duration::from_secs(10), || async {
+        service.metrics().await.contains(spread).then_some(())
+    })
+    .await;
+    let metrics = service.metrics().await;
+    let empty = "k3s_autoscaler_pool_nodes{pool=\"workers\",az=\"us-east-1b\",capacity_type=\"spot\"} 0";
+    assert!(metrics.contains(empty), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_log_group_is_counted_and_never_holds_up_scaling() {
+    let world = World::new("cwfail", |c| {
+        c.extra_top = "[cloudwatch]\nlog_group = \"/does/not/exist\"\nlog_stream = \"s\"\n".into()
+    })
+    .await;
+    let service = world.service().await;
+    assert_eq!(service.post(&scale_up("fp-cwfail")).await, 200);
+    eventually("op finished", Duration::from_secs(20), || async {
+        (world.instances().await.len() == 1 && world.op_finished().await).then_some(())
+    })
+    .await;
+    eventually("failures counted", Duration::from_secs(10), || async {
+        let metrics = service.metrics().await;
+        (!metrics.contains("k3s_autoscaler_cloudwatch_records_total{outcome=\"failed\"} 0")).then_some(())
+    })
+    .await;
+    assert!(service.metrics().await.contains("k3s_autoscaler_cloudwatch_records_total{outcome=\"sent\"} 0"));
 }
