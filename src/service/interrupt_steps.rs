@@ -11,7 +11,7 @@ use super::interrupt::describe;
 use super::launch::run_spec;
 use super::reconcile::ReconcileError;
 use crate::adapters::ComputeError;
-use crate::adapters::cluster::{EvictOutcome, NodeEvent};
+use crate::adapters::cluster::{EvictOutcome, NodeEvent, NodeSnapshot};
 use crate::core::drainability::PodFacts;
 use crate::core::interruption::{InterruptPhase, InterruptStep, Interruption, Replacement, next_step};
 use crate::core::model::LaunchedInstance;
@@ -55,7 +55,11 @@ impl Service {
             _ => Vec::new(),
         };
         let to_move: Vec<&PodFacts> = pods.iter().filter(|p| p.must_move()).collect();
-        let ready = self.replacement_ready(&record).await?;
+        let nodes = match &cluster {
+            Some(cluster) => cluster.pool_nodes(&record.pool).await?,
+            None => Vec::new(),
+        };
+        let ready = replacement_ready(&record, &nodes);
         let now = self.now();
         match next_step(&record, to_move.len(), ready, now) {
             InterruptStep::Launch => {
@@ -76,7 +80,12 @@ impl Service {
             }
             InterruptStep::WaitForReplacement => Ok(true),
             InterruptStep::Evict => {
-                self.cordon_interrupted_quietly(&record).await?;
+                // The notice's cordon may have failed, or something uncordoned the node.
+                let uncordoned =
+                    nodes.iter().any(|n| Some(&n.name) == record.node.as_ref() && !n.unschedulable);
+                if let (true, Some(cluster), Some(node)) = (uncordoned, &cluster, &record.node) {
+                    cluster.set_unschedulable(node, true).await?;
+                }
                 let mut blocked = Vec::new();
                 if let Some(cluster) = &cluster {
                     for pod in to_move.iter().filter(|p| !p.terminating) {
@@ -151,26 +160,6 @@ impl Service {
         Ok(false)
     }
 
-    async fn cordon_interrupted_quietly(&self, record: &Interruption) -> Result<(), ReconcileError> {
-        if let (Some(cluster), Some(node)) = (&self.inner.edges.cluster, &record.node) {
-            cluster.set_unschedulable(node, true).await?;
-        }
-        Ok(())
-    }
-
-    /// Whether every replacement instance is a Ready node (rebalance waits for it).
-    async fn replacement_ready(&self, record: &Interruption) -> Result<bool, ReconcileError> {
-        let (Replacement::Launched { instances }, Some(cluster)) =
-            (&record.replacement, &self.inner.edges.cluster)
-        else {
-            return Ok(false);
-        };
-        let nodes = cluster.pool_nodes(&record.pool).await?;
-        Ok(instances
-            .iter()
-            .all(|i| nodes.iter().any(|n| n.instance_id() == Some(i.instance_id.as_str()) && n.ready)))
-    }
-
     /// RunInstances for the planned replacement, market by market. The ClientToken is derived
     /// from the interrupted instance, so a repeat returns the same instance instead of a new one.
     async fn launch_replacement(&self, record: &Interruption) -> Replacement {
@@ -208,4 +197,10 @@ impl Service {
 
 fn node_name(record: &Interruption) -> &str {
     record.node.as_deref().unwrap_or("(none)")
+}
+
+/// Whether every replacement instance is a Ready node (a rebalance drains only then).
+fn replacement_ready(record: &Interruption, nodes: &[NodeSnapshot]) -> bool {
+    let Replacement::Launched { instances } = &record.replacement else { return false };
+    instances.iter().all(|i| nodes.iter().any(|n| n.instance_id() == Some(i.instance_id.as_str()) && n.ready))
 }

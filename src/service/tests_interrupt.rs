@@ -172,3 +172,15 @@ async fn status_lists_open_interruptions_per_pool() {
     let report = crate::status::collect(h.store.as_ref(), h.service.config(), 5).await.unwrap();
     assert!(report[0].interruptions.is_empty(), "closed ones are not listed");
 }
+
+#[tokio::test]
+async fn a_node_uncordoned_meanwhile_is_cordoned_again_before_evicting() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    cluster.nodes.lock().unwrap().iter_mut().for_each(|n| n.unschedulable = false);
+    progress(&h).await;
+    progress(&h).await;
+    assert!(cluster.node("node-i-a1").unwrap().unschedulable);
+    assert_eq!(cluster.evictions.lock().unwrap().as_slice(), ["shop/bare"]);
+}
