@@ -139,6 +139,7 @@ async fn spot_warning_drains_at_once_replaces_in_the_emptier_zone_and_ignores_re
     assert_eq!(reasons_on(&world, &node), ["InterruptionNotice", "NodeRemoved"]);
     assert!(drained_in < Duration::from_secs(120), "inside the notice: {drained_in:?}");
     eprintln!("interruption: notice to instance terminated in {drained_in:?}");
+    eprintln!("interruption: AWS calls {:?}", world.proxy.histogram());
 
     let audit = world.items("event#").await;
     let records = eventually("CloudWatch records", Duration::from_secs(10), || async {
