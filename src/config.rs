@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize, Serializer};
 use thiserror::Error;
 
+use crate::core::interruption::RebalanceMode;
 use crate::core::model::{CapacityPreference, PoolPolicy};
 
 /// Prefix of environment overrides: `K3S_AUTOSCALER__POOLS__WORKERS__MAX=8`.
@@ -89,7 +90,35 @@ struct RawConfig {
     #[serde(default)]
     timing: RawTiming,
     #[serde(default)]
+    interruption: RawInterruption,
+    #[serde(default)]
+    cloudwatch: RawCloudWatch,
+    #[serde(default)]
     pools: BTreeMap<String, RawPool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterruption {
+    #[serde(default = "default_rebalance")]
+    rebalance: RebalanceMode,
+}
+
+impl Default for RawInterruption {
+    fn default() -> Self {
+        Self { rebalance: default_rebalance() }
+    }
+}
+
+fn default_rebalance() -> RebalanceMode {
+    RebalanceMode::CordonOnly
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCloudWatch {
+    log_group: Option<String>,
+    log_stream: Option<String>,
 }
 
 fn default_pool_name() -> String {
@@ -254,8 +283,28 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     /// Signal, lease and sweep timings.
     pub timing: TimingConfig,
+    /// How EventBridge interruption notices are handled.
+    pub interruption: InterruptionConfig,
+    /// Where scaling events are also sent, if anywhere.
+    pub cloudwatch: Option<CloudWatchConfig>,
     /// Node pools by name.
     pub pools: BTreeMap<String, PoolConfig>,
+}
+
+/// Handling of `POST /v1/events/ec2` notices.
+#[derive(Debug, Clone, Serialize)]
+pub struct InterruptionConfig {
+    /// What a Rebalance Recommendation does; spot interruption warnings always drain and replace.
+    pub rebalance: RebalanceMode,
+}
+
+/// CloudWatch Logs destination of the scaling events (one JSON record each).
+#[derive(Debug, Clone, Serialize)]
+pub struct CloudWatchConfig {
+    /// Log group; must exist (infra creates it with its retention).
+    pub log_group: String,
+    /// Log stream; created when missing.
+    pub log_stream: String,
 }
 
 /// HTTP listener settings.
@@ -527,6 +576,7 @@ impl RawConfig {
                 (name, pool)
             })
             .collect();
+        let cloudwatch = self.cloudwatch.validate(&mut p);
         if !p.0.is_empty() {
             return Err(ConfigError::Invalid(p.0));
         }
@@ -539,8 +589,25 @@ impl RawConfig {
             aws,
             kubernetes: KubernetesConfig { kubeconfig: self.kubernetes.kubeconfig },
             timing,
+            interruption: InterruptionConfig { rebalance: self.interruption.rebalance },
+            cloudwatch,
             pools,
         })
+    }
+}
+
+impl RawCloudWatch {
+    fn validate(self, p: &mut Problems) -> Option<CloudWatchConfig> {
+        match (self.log_group, self.log_stream) {
+            (None, None) => None,
+            (Some(group), Some(stream)) if !group.trim().is_empty() && !stream.trim().is_empty() => {
+                Some(CloudWatchConfig { log_group: group, log_stream: stream })
+            }
+            _ => {
+                p.add("cloudwatch", "set both log_group and log_stream (non-empty), or neither");
+                None
+            }
+        }
     }
 }
 
@@ -677,6 +744,23 @@ launch_template = "lt-1"
         assert_eq!(c.timing.sweep_interval, Duration::from_secs(15));
         assert_eq!(c.auth.bearer_token.as_ref().unwrap().expose(), "s3cret-token");
         assert_eq!(c.default_pool, "workers");
+        assert_eq!(c.interruption.rebalance, RebalanceMode::CordonOnly);
+        assert!(c.cloudwatch.is_none());
+    }
+
+    #[test]
+    fn cloudwatch_needs_both_group_and_stream() {
+        let f = Fixture::new();
+        let half = f.toml("").replace("[aws]", "[cloudwatch]\nlog_group = \"/g\"\n[aws]");
+        let err = f.load(&half, &[]).unwrap_err().to_string();
+        assert!(err.contains("cloudwatch: set both log_group and log_stream"), "{err}");
+        let both = f.toml("").replace(
+            "[aws]",
+            "[cloudwatch]\nlog_group = \"/g\"\nlog_stream = \"s\"\n[interruption]\nrebalance = \"replace\"\n[aws]",
+        );
+        let c = f.load(&both, &[]).unwrap();
+        assert_eq!(c.cloudwatch.map(|w| (w.log_group, w.log_stream)), Some(("/g".into(), "s".into())));
+        assert_eq!(c.interruption.rebalance, RebalanceMode::Replace);
     }
 
     #[test]
@@ -784,6 +868,9 @@ table = "t"
 endpoint_url = "http://localhost:5000"
 [kubernetes]
 kubeconfig = "/k"
+[cloudwatch]
+log_group = "/k3s-autoscaler"
+log_stream = "demo"
 [pools.workers]
 min = 1
 max = 4
@@ -855,9 +942,18 @@ launch_template = "lt-1"
             let text = std::fs::read_to_string(&path).unwrap();
             for token in text.split('`').skip(1).step_by(2) {
                 let token = token.trim();
-                let is_key = ["server.", "auth.", "aws.", "kubernetes.", "timing.", "pools."]
-                    .iter()
-                    .any(|p| token.starts_with(p))
+                let is_key = [
+                    "server.",
+                    "auth.",
+                    "aws.",
+                    "kubernetes.",
+                    "timing.",
+                    "pools.",
+                    "interruption.",
+                    "cloudwatch.",
+                ]
+                .iter()
+                .any(|p| token.starts_with(p))
                     && token
                         .chars()
                         .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.' || c == '<' || c == '>');

@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use k3s_autoscaler::adapters::cloudwatch::CloudWatchSink;
 use k3s_autoscaler::adapters::dynamodb::DynamoStore;
 use k3s_autoscaler::adapters::ec2::Ec2Compute;
 use k3s_autoscaler::adapters::kube::KubeCluster;
+use k3s_autoscaler::adapters::sink::EventSink;
 use k3s_autoscaler::adapters::{SystemClock, aws};
 use k3s_autoscaler::cli::{Cli, Command, ServeArgs, StatusArgs};
 use k3s_autoscaler::config::Config;
@@ -79,6 +81,12 @@ async fn print_status(config: &Config, args: StatusArgs) -> anyhow::Result<()> {
 async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let listen = args.listen.unwrap_or(config.server.listen);
     let sdk = aws::sdk_config(&config.aws).await;
+    let metrics = Arc::new(Metrics::new());
+    let sink = config.cloudwatch.clone().map(|cloudwatch| {
+        let client = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+        Arc::new(CloudWatchSink::start(client, cloudwatch, &config.cluster_id, metrics.clone()))
+            as Arc<dyn EventSink>
+    });
     let edges = Edges {
         store: Arc::new(DynamoStore::new(
             aws_sdk_dynamodb::Client::new(&sdk),
@@ -92,8 +100,9 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
                 "connecting to the Kubernetes API (kubernetes.kubeconfig, KUBECONFIG or in-cluster)",
             )?,
         )),
+        sink,
     };
-    let service = Service::new(config, edges, Arc::new(Metrics::new()));
+    let service = Service::new(config, edges, metrics);
     let state = AppState::new(service.clone());
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;

@@ -29,7 +29,7 @@ pub struct AlertKindLabels {
 pub struct DecisionLabels {
     /// Pool name.
     pub pool: String,
-    /// launch, drain, hold.
+    /// launch, drain, hold, interrupt.
     pub action: &'static str,
     /// The reason's label.
     pub reason: &'static str,
@@ -40,9 +40,9 @@ pub struct DecisionLabels {
 pub struct OperationLabels {
     /// Pool name.
     pub pool: String,
-    /// launch or drain.
+    /// launch, drain or interruption.
     pub kind: &'static str,
-    /// succeeded, failed, join_timeout, aborted.
+    /// succeeded, failed, join_timeout, aborted; interruptions: drained, stranded, cordoned.
     pub outcome: &'static str,
 }
 
@@ -80,6 +80,33 @@ pub struct SignalLabels {
     pub direction: &'static str,
 }
 
+/// Labels of `pool_nodes`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolNodeLabels {
+    /// Pool name.
+    pub pool: String,
+    /// Availability zone.
+    pub az: String,
+    /// spot or on-demand.
+    pub capacity_type: &'static str,
+}
+
+/// Labels of `ec2_events_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Ec2EventLabels {
+    /// spot_interruption, rebalance_recommendation, other.
+    pub kind: &'static str,
+    /// handled, duplicate, ignored, dry_run, bad_request.
+    pub outcome: &'static str,
+}
+
+/// Labels of `cloudwatch_records_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    /// sent, failed (PutLogEvents refused or unreachable), dropped (buffer full).
+    pub outcome: &'static str,
+}
+
 /// All metric families of the service.
 pub struct Metrics {
     registry: Registry,
@@ -105,6 +132,16 @@ pub struct Metrics {
     pub unremovable_nodes: Family<UnremovableLabels, Gauge>,
     /// Kubernetes call errors by call and status.
     pub kube_errors: Family<ApiErrorLabels, Counter>,
+    /// Managed workers by pool, zone and capacity type, as last seen by a reconcile.
+    pub pool_nodes: Family<PoolNodeLabels, Gauge>,
+    /// 1 while this replica holds the pool's lease.
+    pub lease_held: Family<PoolLabels, Gauge>,
+    /// EventBridge EC2 events by kind and outcome.
+    pub ec2_events: Family<Ec2EventLabels, Counter>,
+    /// Pods still on an interrupted node when its deadline passed.
+    pub interruption_stranded_pods: Counter,
+    /// Scaling events sent to CloudWatch Logs, by outcome.
+    pub cloudwatch_records: Family<SinkLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -161,6 +198,28 @@ impl Metrics {
             "Kubernetes API call errors by call and status",
             kube_errors.clone(),
         );
+        let pool_nodes = Family::default();
+        registry.register(
+            "pool_nodes",
+            "Managed workers by pool, availability zone and capacity type",
+            pool_nodes.clone(),
+        );
+        let lease_held = Family::default();
+        registry.register("lease_held", "1 while this replica holds the pool's lease", lease_held.clone());
+        let ec2_events = Family::default();
+        registry.register("ec2_events", "EventBridge EC2 events by kind and outcome", ec2_events.clone());
+        let interruption_stranded_pods = Counter::default();
+        registry.register(
+            "interruption_stranded_pods",
+            "Pods still on an interrupted node when its deadline passed",
+            interruption_stranded_pods.clone(),
+        );
+        let cloudwatch_records = Family::default();
+        registry.register(
+            "cloudwatch_records",
+            "Scaling events sent to CloudWatch Logs, by outcome",
+            cloudwatch_records.clone(),
+        );
         Metrics {
             registry,
             webhook_requests,
@@ -174,6 +233,11 @@ impl Metrics {
             pool_workers,
             unremovable_nodes,
             kube_errors,
+            pool_nodes,
+            lease_held,
+            ec2_events,
+            interruption_stranded_pods,
+            cloudwatch_records,
         }
     }
 
@@ -184,6 +248,7 @@ impl Metrics {
             for (kind, outcomes) in [
                 ("launch", &["succeeded", "failed", "join_timeout"][..]),
                 ("drain", &["succeeded", "aborted"][..]),
+                ("interruption", &["drained", "stranded", "cordoned"][..]),
             ] {
                 for outcome in outcomes {
                     let _ =
@@ -194,6 +259,31 @@ impl Metrics {
         for outcome in ["accepted", "unauthorized", "bad_request", "unavailable"] {
             let _ = self.webhook_requests.get_or_create(&OutcomeLabels { outcome });
         }
+        for outcome in ["sent", "failed", "dropped"] {
+            let _ = self.cloudwatch_records.get_or_create(&SinkLabels { outcome });
+        }
+    }
+
+    /// Sets the workers per (zone, capacity type) of `pool`; `zones` are the pool's zones, so
+    /// a zone that emptied shows 0 instead of its last count.
+    pub fn observe_pool_nodes<'a>(
+        &self,
+        pool: &str,
+        zones: impl IntoIterator<Item = &'a str>,
+        workers: impl IntoIterator<Item = (&'a str, &'static str)> + Clone,
+    ) {
+        for az in zones {
+            for capacity_type in ["spot", "on-demand"] {
+                let n = workers.clone().into_iter().filter(|(a, c)| *a == az && *c == capacity_type).count();
+                let labels = PoolNodeLabels { pool: pool.to_string(), az: az.to_string(), capacity_type };
+                self.pool_nodes.get_or_create(&labels).set(n as i64);
+            }
+        }
+    }
+
+    /// Records whether this replica holds `pool`'s lease.
+    pub fn set_lease_held(&self, pool: &str, held: bool) {
+        self.lease_held.get_or_create(&PoolLabels { pool: pool.to_string() }).set(i64::from(held));
     }
 
     /// Counts a webhook request.

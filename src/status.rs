@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::adapters::{AuditEvent, StateStore, StoreError};
 use crate::config::Config;
+use crate::core::interruption::Interruption;
 use crate::core::model::{Operation, Signal};
 
 /// One pool's status.
@@ -19,6 +20,8 @@ pub struct PoolStatus {
     pub fencing_token: u64,
     /// In-flight operation.
     pub operation: Option<Operation>,
+    /// Interruptions being handled (outside the one-op rule).
+    pub interruptions: Vec<Interruption>,
     /// Last completed action and when.
     pub last_scale: Option<(String, String)>,
     /// Workers counted at the last write.
@@ -60,6 +63,7 @@ pub async fn collect(
     events: usize,
 ) -> Result<Vec<PoolStatus>, StoreError> {
     let now = crate::adapters::Clock::now(&crate::adapters::SystemClock);
+    let open = store.open_interruptions().await?;
     let mut report = Vec::new();
     for pool in config.pools.keys() {
         let record = store.read_pool(pool).await?;
@@ -69,6 +73,7 @@ pub async fn collect(
             lease: record.lease.as_ref().map(|(owner, until)| (owner.clone(), until.to_rfc3339())),
             fencing_token: record.fencing_token,
             operation: record.state.op.clone(),
+            interruptions: open.iter().filter(|(i, _)| &i.pool == pool).map(|(i, _)| i.clone()).collect(),
             last_scale: record
                 .state
                 .last_scale
@@ -106,6 +111,18 @@ pub fn render_text(report: &[PoolStatus]) -> String {
                 )
             }
             None => _ = writeln!(out, "  in flight: nothing"),
+        }
+        for i in &pool.interruptions {
+            let node = i.node.as_deref().unwrap_or("(no node)");
+            let _ = writeln!(
+                out,
+                "  interruption: {} {} on {node} since {}, deadline {}; {}",
+                i.kind.label(),
+                i.instance_id,
+                i.received_at,
+                i.deadline,
+                i.replacement
+            );
         }
         if let Some((direction, at)) = &pool.last_scale {
             let _ = writeln!(out, "  last action: {direction} at {at}");

@@ -54,6 +54,10 @@ pub enum NodeEvent {
     DrainAborted,
     /// Instance terminated and Node deleted.
     NodeRemoved,
+    /// An EC2 interruption notice arrived for the instance; the node is cordoned.
+    InterruptionNotice,
+    /// The interruption deadline passed with pods still on the node.
+    InterruptionStranded,
 }
 
 impl NodeEvent {
@@ -67,12 +71,20 @@ impl NodeEvent {
             NodeEvent::DrainCompleted => "DrainCompleted",
             NodeEvent::DrainAborted => "DrainAborted",
             NodeEvent::NodeRemoved => "NodeRemoved",
+            NodeEvent::InterruptionNotice => "InterruptionNotice",
+            NodeEvent::InterruptionStranded => "InterruptionStranded",
         }
     }
 
     /// Whether operators should look (Warning) or not (Normal).
     pub fn is_warning(self) -> bool {
-        matches!(self, NodeEvent::NodeJoinTimeout | NodeEvent::DrainAborted)
+        matches!(
+            self,
+            NodeEvent::NodeJoinTimeout
+                | NodeEvent::DrainAborted
+                | NodeEvent::InterruptionNotice
+                | NodeEvent::InterruptionStranded
+        )
     }
 }
 

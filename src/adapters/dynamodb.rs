@@ -16,7 +16,10 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableStatus, TimeToLiveSpecification,
 };
 
+mod interrupts;
+
 use super::store::{AuditEvent, Lease, LeaseAction, PoolRecord, StateStore, StoreError};
+use crate::core::interruption::Interruption;
 use crate::core::model::{CapacityBackoff, Direction, LastScale, Operation, PoolState, Signal};
 use crate::core::time::Timestamp;
 
@@ -415,6 +418,18 @@ impl StateStore for DynamoStore {
             });
         }
         Ok(events)
+    }
+
+    async fn create_interruption(&self, record: &Interruption) -> Result<bool, StoreError> {
+        self.put_new_interruption(record).await
+    }
+
+    async fn open_interruptions(&self) -> Result<Vec<(Interruption, u64)>, StoreError> {
+        self.query_open_interruptions().await
+    }
+
+    async fn save_interruption(&self, record: &Interruption, seen: u64) -> Result<(), StoreError> {
+        self.replace_interruption(record, seen).await
     }
 }
 

@@ -11,8 +11,10 @@ use async_trait::async_trait;
 use super::Clock;
 use super::cluster::{Cluster, ClusterError, EvictOutcome, NodeEvent, NodeSnapshot};
 use super::compute::{Compute, ComputeError, InstanceState, ManagedInstance, RunSpec};
+use super::sink::EventSink;
 use super::store::{AuditEvent, Lease, LeaseAction, PoolRecord, StateStore, StoreError};
 use crate::core::drainability::PodFacts;
+use crate::core::interruption::{InterruptPhase, Interruption};
 use crate::core::model::{Market, PoolState, Signal};
 use crate::core::time::Timestamp;
 
@@ -39,6 +41,7 @@ struct StoreData {
     signals: HashMap<(String, String), (Signal, Timestamp)>,
     pools: HashMap<String, PoolRecord>,
     events: Vec<AuditEvent>,
+    interruptions: HashMap<String, (Interruption, u64)>,
 }
 
 /// In-memory [`StateStore`]; `set_down(true)` makes every call fail as unreachable.
@@ -55,6 +58,9 @@ impl MemoryStore {
     }
     pub fn events(&self) -> Vec<AuditEvent> {
         self.data.lock().unwrap().events.clone()
+    }
+    pub fn interruption(&self, instance_id: &str) -> Option<Interruption> {
+        self.data.lock().unwrap().interruptions.get(instance_id).map(|(r, _)| r.clone())
     }
     pub fn record(&self, pool: &str) -> PoolRecord {
         self.data.lock().unwrap().pools.get(pool).cloned().unwrap_or_default()
@@ -185,6 +191,28 @@ impl StateStore for MemoryStore {
     async fn recent_events(&self, pool: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
         let d = self.check("Query", false)?;
         Ok(d.events.iter().rev().filter(|e| e.pool == pool).take(limit).cloned().collect())
+    }
+    async fn create_interruption(&self, record: &Interruption) -> Result<bool, StoreError> {
+        let mut d = self.check("PutItem", true)?;
+        if d.interruptions.contains_key(&record.instance_id) {
+            return Ok(false);
+        }
+        d.interruptions.insert(record.instance_id.clone(), (record.clone(), 1));
+        Ok(true)
+    }
+    async fn open_interruptions(&self) -> Result<Vec<(Interruption, u64)>, StoreError> {
+        let d = self.check("Query", false)?;
+        Ok(d.interruptions.values().filter(|(r, _)| r.phase == InterruptPhase::Open).cloned().collect())
+    }
+    async fn save_interruption(&self, record: &Interruption, seen: u64) -> Result<(), StoreError> {
+        let mut d = self.check("PutItem", true)?;
+        match d.interruptions.get_mut(&record.instance_id) {
+            Some(entry) if entry.1 == seen => {
+                *entry = (record.clone(), seen + 1);
+                Ok(())
+            }
+            _ => Err(StoreError::Contended { pool: record.pool.clone() }),
+        }
     }
 }
 
@@ -368,5 +396,15 @@ impl Cluster for FakeCluster {
     }
     async fn node_event(&self, node: &str, event: NodeEvent, _message: &str) {
         self.events.lock().unwrap().push((node.into(), event.reason()));
+    }
+}
+
+/// [`EventSink`] that keeps what it was sent.
+#[derive(Default)]
+pub struct RecordingSink(pub Mutex<Vec<AuditEvent>>);
+
+impl EventSink for RecordingSink {
+    fn send(&self, event: &AuditEvent) {
+        self.0.lock().unwrap().push(event.clone());
     }
 }

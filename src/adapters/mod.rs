@@ -1,12 +1,15 @@
 //! The outside systems, each behind one small trait: [`Compute`] (EC2), [`StateStore`]
-//! (DynamoDB) and [`Clock`]. Real adapters live beside the traits; test doubles in `fakes`.
+//! (DynamoDB), [`sink::EventSink`] (CloudWatch Logs), `Cluster` (Kubernetes) and [`Clock`].
+//! Real adapters live beside the traits; test doubles in `fakes`.
 
 pub mod aws;
+pub mod cloudwatch;
 pub mod cluster;
 pub mod compute;
 pub mod dynamodb;
 pub mod ec2;
 pub mod kube;
+pub mod sink;
 pub mod store;
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::core::interruption::Interruption;
 use crate::core::model::{PoolState, Signal};
 use crate::core::time::Timestamp;
 
@@ -170,4 +171,12 @@ pub trait StateStore: Send + Sync {
     async fn record_event(&self, event: &AuditEvent) -> Result<(), StoreError>;
     /// The most recent audit records of `pool`, newest first.
     async fn recent_events(&self, pool: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Writes a new `interrupt#<instance-id>` record unless one exists: true when written,
+    /// false for a repeat (EventBridge retries, both replicas receiving it).
+    async fn create_interruption(&self, record: &Interruption) -> Result<bool, StoreError>;
+    /// Interruption records still being handled, each with its version.
+    async fn open_interruptions(&self) -> Result<Vec<(Interruption, u64)>, StoreError>;
+    /// Replaces an interruption record if its version is still `seen` (`Contended` if another
+    /// replica moved it on first).
+    async fn save_interruption(&self, record: &Interruption, seen: u64) -> Result<(), StoreError>;
 }

@@ -4,6 +4,8 @@
 pub mod alert;
 pub mod decide;
 pub mod drainability;
+pub mod ec2_event;
+pub mod interruption;
 pub mod model;
 pub mod placement;
 pub mod time;

@@ -8,7 +8,8 @@ use serde_json::json;
 
 use crate::adapters::StoreError;
 use crate::core::alert::AlertError;
-use crate::service::IntakeError;
+use crate::core::ec2_event::Ec2EventError;
+use crate::service::{IntakeError, ReconcileError};
 
 /// An error answer of the webhook.
 #[derive(Debug)]
@@ -17,6 +18,8 @@ pub enum ApiError {
     Unauthorized,
     /// The payload breaks the webhook contract (400; not retried).
     BadRequest(AlertError),
+    /// The body is not an EventBridge event (400).
+    BadEvent(Ec2EventError),
     /// The state store cannot be reached (503; retried).
     Unavailable,
     /// Something we did not expect (500; retried).
@@ -38,12 +41,30 @@ impl From<IntakeError> for ApiError {
     }
 }
 
+impl From<ReconcileError> for ApiError {
+    /// AWS, Kubernetes or the store could not be read: the sender should retry.
+    fn from(error: ReconcileError) -> Self {
+        match error {
+            ReconcileError::Store(StoreError::Unavailable { .. })
+            | ReconcileError::Compute(_)
+            | ReconcileError::Cluster(_) => {
+                tracing::warn!(%error, "cannot handle the EC2 event now; asking the sender to retry");
+                ApiError::Unavailable
+            }
+            other => {
+                tracing::error!(error = %other, "cannot handle the EC2 event");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
 impl ApiError {
     /// Metric label of the outcome.
     pub fn outcome(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
-            ApiError::BadRequest(_) => "bad_request",
+            ApiError::BadRequest(_) | ApiError::BadEvent(_) => "bad_request",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal_error",
         }
@@ -57,8 +78,9 @@ impl IntoResponse for ApiError {
                 (StatusCode::UNAUTHORIZED, "missing or invalid credentials".to_string())
             }
             ApiError::BadRequest(e) => (StatusCode::BAD_REQUEST, e.to_string()),
+            ApiError::BadEvent(e) => (StatusCode::BAD_REQUEST, e.to_string()),
             ApiError::Unavailable => {
-                (StatusCode::SERVICE_UNAVAILABLE, "state store unavailable; retry later".to_string())
+                (StatusCode::SERVICE_UNAVAILABLE, "dependency unavailable; retry later".to_string())
             }
             ApiError::Internal => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the service log".to_string())

@@ -1,9 +1,10 @@
-//! The HTTP surface: `POST /v1/alerts` for Alertmanager, `/healthz`, `/readyz`, `/metrics`.
+//! The HTTP surface: `POST /v1/alerts` for Alertmanager, `POST /v1/events/ec2` for EventBridge, `/healthz`, `/readyz`, `/metrics`.
 //! Handlers are thin: authenticate, parse at the edge, hand typed data to the service.
 
 mod alerts;
 mod auth;
 mod error;
+mod events;
 mod health;
 
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.service.config().server.body_limit_bytes;
     let alerts = Router::new()
         .route("/v1/alerts", post(alerts::receive))
+        .route("/v1/events/ec2", post(events::receive))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_credentials))
         .layer(DefaultBodyLimit::max(body_limit));
     Router::new()

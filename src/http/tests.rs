@@ -33,6 +33,7 @@ fn fixture() -> Fixture {
         compute: Arc::new(FakeCompute::default()),
         clock: Arc::new(ManualClock::at(1_000_000)),
         cluster: None,
+        sink: None,
     };
     let service = Service::new(config, edges, Arc::new(Metrics::new()));
     Fixture { state: AppState::new(service), store, _dir: dir }
@@ -116,4 +117,29 @@ async fn metrics_count_requests_by_outcome() {
     assert!(body.contains("k3s_autoscaler_webhook_requests_total{outcome=\"accepted\"} 1"), "{body}");
     assert!(body.contains("k3s_autoscaler_webhook_requests_total{outcome=\"unauthorized\"} 1"), "{body}");
     assert!(body.contains("k3s_autoscaler_alerts_received_total{kind=\"scale_up\"} 1"), "{body}");
+}
+
+fn post_event(body: &str, auth: Option<&str>) -> Request<Body> {
+    let mut builder = Request::post("/v1/events/ec2").header("content-type", "application/json");
+    if let Some(auth) = auth {
+        builder = builder.header("authorization", auth);
+    }
+    builder.body(Body::from(body.to_string())).unwrap()
+}
+
+#[tokio::test]
+async fn ec2_events_are_authenticated_parsed_and_unknown_ones_acknowledged() {
+    let f = fixture();
+    let spot = r#"{"detail-type":"EC2 Spot Instance Interruption Warning","detail":{"instance-id":"i-9","instance-action":"terminate"}}"#;
+    assert_eq!(call(&f.state, post_event(spot, None)).await.0, StatusCode::UNAUTHORIZED);
+    let (status, body) = call(&f.state, post_event("{", Some("Bearer tok"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("not an EventBridge event"), "{body}");
+    let (status, body) = call(&f.state, post_event(spot, Some("Bearer tok"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains(r#""outcome":"ignored""#) && body.contains("not managed"), "{body}");
+    let other = r#"{"detail-type":"EC2 Instance State-change Notification","detail":{}}"#;
+    let (status, body) = call(&f.state, post_event(other, Some("Bearer tok"))).await;
+    assert_eq!((status, body.contains(r#""outcome":"ignored""#)), (StatusCode::OK, true), "{body}");
+    assert_eq!(f.store.writes.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing was written");
 }

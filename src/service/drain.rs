@@ -27,7 +27,7 @@ impl Service {
         let OperationKind::Drain(mut drain) = op.kind.clone() else { return Ok(()) };
         let Some(cluster) = self.inner.edges.cluster.clone() else {
             warn!(pool = %policy.name, op_id = %op.id, "a drain is in flight but Kubernetes is not configured");
-            self.inner.edges.store.release(lease).await?;
+            self.release(lease).await?;
             return Ok(());
         };
         let now = self.now();

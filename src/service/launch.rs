@@ -11,9 +11,10 @@ use super::reconcile::{Fresh, ReconcileError};
 use crate::adapters::cluster::{NodeEvent, NodeSnapshot};
 use crate::adapters::store::LeaseAction;
 use crate::adapters::{AuditEvent, ComputeError, Lease, RunSpec};
+use crate::config::PoolConfig;
 use crate::core::model::{
-    CapacityBackoff, Direction, LastScale, LaunchOp, LaunchPhase, LaunchedInstance, Operation, OperationKind,
-    PoolPolicy, PoolState,
+    CapacityBackoff, Direction, LastScale, LaunchOp, LaunchPhase, LaunchRequest, LaunchedInstance, Market,
+    Operation, OperationKind, PoolPolicy, PoolState,
 };
 use crate::core::time::Timestamp;
 use crate::metrics::OperationLabels;
@@ -55,17 +56,8 @@ impl Service {
                     continue;
                 }
                 for market in &request.markets {
-                    let spec = RunSpec {
-                        pool: pool.to_string(),
-                        op_id: op.id.clone(),
-                        client_token: format!("{}-{index}-{}", op.id, market.as_str()),
-                        az: request.az.clone(),
-                        subnet_id: request.subnet_id.clone(),
-                        count: request.count,
-                        market: *market,
-                        launch_template: pool_config.launch_template.clone(),
-                        launch_template_version: pool_config.launch_template_version.clone(),
-                    };
+                    let token = format!("{}-{index}-{}", op.id, market.as_str());
+                    let spec = run_spec(pool, pool_config, &op.id, token, request, *market);
                     match compute.launch(&spec).await {
                         Ok(instances) => {
                             info!(pool, op_id = %op.id, az = %request.az, market = %market,
@@ -262,6 +254,28 @@ impl Service {
         })
         .await;
         Ok(())
+    }
+}
+
+/// One RunInstances call of `request` in `market`, from the pool's launch template.
+pub(super) fn run_spec(
+    pool: &str,
+    config: &PoolConfig,
+    op_id: &str,
+    client_token: String,
+    request: &LaunchRequest,
+    market: Market,
+) -> RunSpec {
+    RunSpec {
+        pool: pool.to_string(),
+        op_id: op_id.to_string(),
+        client_token,
+        az: request.az.clone(),
+        subnet_id: request.subnet_id.clone(),
+        count: request.count,
+        market,
+        launch_template: config.launch_template.clone(),
+        launch_template_version: config.launch_template_version.clone(),
     }
 }
 

@@ -3,6 +3,8 @@
 
 mod drain;
 mod intake;
+mod interrupt;
+mod interrupt_steps;
 mod launch;
 mod reconcile;
 mod snapshot;
@@ -14,11 +16,13 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, watch};
 
 use crate::adapters::cluster::Cluster;
+use crate::adapters::sink::EventSink;
 use crate::adapters::{Clock, Compute, StateStore};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
 pub use intake::{IntakeError, IntakeSummary};
+pub use interrupt::Ec2EventSummary;
 pub use reconcile::{ReconcileError, ReconcileOutcome};
 
 /// The outside systems the service works through.
@@ -32,6 +36,8 @@ pub struct Edges {
     pub clock: Arc<dyn Clock>,
     /// Kubernetes; without it launches finish when EC2 accepts them and nothing is drained.
     pub cluster: Option<Arc<dyn Cluster>>,
+    /// Where scaling events are copied (CloudWatch Logs), if configured.
+    pub sink: Option<Arc<dyn EventSink>>,
 }
 
 /// The running autoscaler: shared by the HTTP handlers, the pool workers and the sweeper.
@@ -47,6 +53,8 @@ struct Inner {
     /// Identifies this process as a lease holder.
     owner: String,
     triggers: HashMap<String, Arc<Notify>>,
+    /// Wakes the interrupt worker (an EC2 notice arrived, or a sweep).
+    interrupt_trigger: Arc<Notify>,
     recent_signals: Mutex<intake::RecentSignals>,
     /// The last hold reason audited per pool, so a hold is recorded when it changes, not on
     /// every sweep.
@@ -68,6 +76,7 @@ impl Service {
                 metrics,
                 owner,
                 triggers,
+                interrupt_trigger: Arc::new(Notify::new()),
                 recent_signals: Mutex::new(intake::RecentSignals::default()),
                 audited_holds: Mutex::new(HashMap::new()),
                 shutdown,
@@ -102,7 +111,13 @@ impl Service {
         }
     }
 
-    /// Starts one worker per pool and the sweeper; they stop on [`Service::shutdown`].
+    /// Asks the interrupt worker to look at open interruptions soon.
+    pub fn trigger_interruptions(&self) {
+        self.inner.interrupt_trigger.notify_one();
+    }
+
+    /// Starts one worker per pool, the interrupt worker and the sweeper; they stop on
+    /// [`Service::shutdown`].
     pub fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks: Vec<_> = self
             .inner
@@ -112,6 +127,10 @@ impl Service {
                 tokio::spawn(sweeper::pool_worker(self.clone(), pool.clone(), notify.clone()))
             })
             .collect();
+        tasks.push(tokio::spawn(sweeper::interrupt_worker(
+            self.clone(),
+            self.inner.interrupt_trigger.clone(),
+        )));
         tasks.push(tokio::spawn(sweeper::sweep_loop(self.clone())));
         tasks
     }
@@ -136,5 +155,7 @@ fn hostname() -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_interrupt;
 #[cfg(test)]
 mod tests_kube;

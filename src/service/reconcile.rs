@@ -143,6 +143,7 @@ impl Service {
                 Err(StoreError::Contended { .. }) => return Ok(ReconcileOutcome::Contended),
                 other => other?,
             };
+        self.inner.metrics.set_lease_held(pool, true);
         let (acted, _) = tokio::join!(
             self.run_op(&policy, &lease, state, Fresh::Yes),
             self.audit(pool, "decision", &decision, Some(&op.id), false),
@@ -159,8 +160,9 @@ impl Service {
             Err(StoreError::Contended { .. }) => return Ok(ReconcileOutcome::Contended),
             other => other?,
         };
+        self.inner.metrics.set_lease_held(pool, true);
         if record.state.op.is_none() {
-            self.inner.edges.store.release(&lease).await?;
+            self.release(&lease).await?;
             return Ok(ReconcileOutcome::Progressed);
         }
         self.run_op(policy, &lease, record.state, Fresh::No).await?;
@@ -177,7 +179,7 @@ impl Service {
         match state.op.as_ref().map(|op| &op.kind) {
             Some(OperationKind::Launch(_)) => self.run_launch(policy, lease, state, fresh).await,
             Some(OperationKind::Drain(_)) => self.run_drain(policy, lease, state).await,
-            None => Ok(self.inner.edges.store.release(lease).await?),
+            None => Ok(self.release(lease).await?),
         }
     }
 
@@ -251,6 +253,14 @@ impl Service {
                 .set(n as i64);
         }
         metrics.pool_workers.get_or_create(&PoolLabels { pool: pool.to_string() }).set(workers.len() as i64);
+        if let Some(config) = self.inner.config.pools.get(pool) {
+            let zones = config.subnets.keys().map(String::as_str);
+            metrics.observe_pool_nodes(
+                pool,
+                zones,
+                workers.iter().map(|w| (w.az.as_str(), w.market.as_str())),
+            );
+        }
     }
 
     fn log_decision(&self, pool: &str, decision: &Decision) {
@@ -330,6 +340,9 @@ impl Service {
     }
 
     pub(super) async fn record(&self, event: AuditEvent) {
+        if let Some(sink) = &self.inner.edges.sink {
+            sink.send(&event);
+        }
         if let Err(e) = self.inner.edges.store.record_event(&event).await {
             warn!(pool = %event.pool, error = %e, "cannot write audit event");
         }
@@ -344,7 +357,16 @@ impl Service {
     ) -> Result<(), StoreError> {
         let now = self.now();
         let ttl = self.inner.config.timing.lease_ttl;
-        self.inner.edges.store.save(lease, state, node_count, action, now, ttl).await
+        let saved = self.inner.edges.store.save(lease, state, node_count, action, now, ttl).await;
+        let held = saved.is_ok() && action == crate::adapters::store::LeaseAction::Extend;
+        self.inner.metrics.set_lease_held(&lease.pool, held);
+        saved
+    }
+
+    /// Gives the lease up and says so in `lease_held`.
+    pub(super) async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.metrics.set_lease_held(&lease.pool, false);
+        self.inner.edges.store.release(lease).await
     }
 }
 

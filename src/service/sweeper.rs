@@ -27,6 +27,35 @@ pub(super) async fn pool_worker(service: Service, pool: String, trigger: Arc<Not
     }
 }
 
+/// Runs the interruption steps when triggered, and every few seconds while a record is
+/// open, so evictions refused by a PDB are retried well inside the two-minute notice.
+pub(super) async fn interrupt_worker(service: Service, trigger: Arc<Notify>) {
+    let mut shutdown = service.shutdown_signal();
+    let mut open = false;
+    loop {
+        let retry = async {
+            if open {
+                tokio::time::sleep(super::interrupt_steps::RETRY).await
+            } else {
+                std::future::pending::<()>().await
+            }
+        };
+        tokio::select! {
+            _ = trigger.notified() => {}
+            _ = retry => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        open = match service.progress_interruptions().await {
+            Ok(open) => open,
+            Err(error) => {
+                service.count_error(&error);
+                warn!(%error, label = %error.label(), "cannot read interruptions; retrying at the next sweep");
+                false
+            }
+        };
+    }
+}
+
 /// Triggers every pool now (startup recovery adopts in-flight operations) and then every
 /// `sweep_interval` until shutdown.
 pub(super) async fn sweep_loop(service: Service) {
@@ -37,6 +66,7 @@ pub(super) async fn sweep_loop(service: Service) {
         for pool in service.config().pools.keys() {
             service.trigger(pool);
         }
+        service.trigger_interruptions();
         next += interval;
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}

@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Edges, ReconcileOutcome, Service};
-use crate::adapters::fakes::{FakeCluster, FakeCompute, ManualClock, MemoryStore, capacity_error};
+use crate::adapters::fakes::{
+    FakeCluster, FakeCompute, ManualClock, MemoryStore, RecordingSink, capacity_error,
+};
 use crate::adapters::{ComputeError, StateStore};
 use crate::config::Config;
 use crate::core::alert::{Notification, ResolvedSignal};
@@ -21,6 +23,7 @@ pub(super) struct Harness {
     pub store: Arc<MemoryStore>,
     pub compute: Arc<FakeCompute>,
     pub clock: Arc<ManualClock>,
+    pub sink: Arc<RecordingSink>,
     _dir: tempfile::TempDir,
 }
 
@@ -61,17 +64,20 @@ scale_up_cooldown = "1m"
     let store = Arc::new(MemoryStore::default());
     let compute = Arc::new(FakeCompute::default());
     let clock = Arc::new(ManualClock::at(1_000_000_000));
+    let sink = Arc::new(RecordingSink::default());
     let edges = Edges {
         store: store.clone(),
         compute: compute.clone(),
         clock: clock.clone(),
         cluster: cluster.map(|c| c as Arc<dyn crate::adapters::cluster::Cluster>),
+        sink: Some(sink.clone()),
     };
     Harness {
         service: Service::new(config, edges, Arc::new(Metrics::new())),
         store,
         compute,
         clock,
+        sink,
         _dir: dir,
     }
 }

@@ -76,6 +76,15 @@ impl Aws {
     /// Launches an instance in `subnet` tagged as a managed worker of `cluster` (as if an
     /// earlier scale-up had made it), or untagged when `managed` is false.
     pub async fn seed_instance(&self, cluster: &str, subnet: &str, managed: bool) -> String {
+        self.seed(cluster, subnet, managed, false).await
+    }
+
+    /// A managed spot worker of `cluster` in `subnet`.
+    pub async fn seed_spot_instance(&self, cluster: &str, subnet: &str) -> String {
+        self.seed(cluster, subnet, true, true).await
+    }
+
+    async fn seed(&self, cluster: &str, subnet: &str, managed: bool, spot: bool) -> String {
         let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
         let mut tags = vec![tag("Name", "seeded")];
         if managed {
@@ -92,6 +101,11 @@ impl Aws {
             .subnet_id(subnet)
             .min_count(1)
             .max_count(1)
+            .set_instance_market_options(spot.then(|| {
+                aws_sdk_ec2::types::InstanceMarketOptionsRequest::builder()
+                    .market_type(aws_sdk_ec2::types::MarketType::Spot)
+                    .build()
+            }))
             .tag_specifications(
                 aws_sdk_ec2::types::TagSpecification::builder()
                     .resource_type(aws_sdk_ec2::types::ResourceType::Instance)

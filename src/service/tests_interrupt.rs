@@ -1,0 +1,186 @@
+//! Interruption handling on the test doubles: cordon at once, replacement in the emptier
+//! zone, drain regardless of candidate rules, repeats harmless, unmanaged ignored, dry-run.
+
+use std::sync::atomic::Ordering;
+
+use super::tests::{Harness, harness_with};
+use crate::adapters::compute::InstanceState;
+use crate::adapters::fakes::FakeCluster;
+use crate::core::drainability::PodFacts;
+use crate::core::ec2_event::Ec2Event;
+use crate::core::interruption::{InterruptPhase, Replacement};
+
+fn spot(instance_id: &str) -> Ec2Event {
+    Ec2Event::SpotInterruption { instance_id: instance_id.into(), action: "terminate".into(), event_id: None }
+}
+
+/// i-a1, i-a2 and i-a3 in zone a (i-a1 runs a pod with no controller, which would block a
+/// normal scale-down), i-b1 in zone b.
+fn pool(h: &Harness, cluster: &FakeCluster) {
+    for (id, az) in
+        [("i-a1", "us-east-1a"), ("i-a2", "us-east-1a"), ("i-a3", "us-east-1a"), ("i-b1", "us-east-1b")]
+    {
+        h.compute.add_instance(id, az, "workers");
+        cluster.add_node(&format!("node-{id}"), az, id, true);
+    }
+    let bare = PodFacts { namespace: "shop".into(), name: "bare".into(), ..PodFacts::default() };
+    cluster.add_pod("node-i-a1", bare);
+}
+
+async fn progress(h: &Harness) -> bool {
+    h.service.progress_interruptions().await.unwrap()
+}
+
+#[tokio::test]
+async fn spot_interruption_cordons_replaces_drains_and_ignores_the_repeat() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    let summary = h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    assert_eq!(summary.outcome, "handled");
+    assert!(cluster.node("node-i-a1").unwrap().unschedulable, "cordoned before answering");
+    assert!(progress(&h).await, "replacement launched, drain next");
+    let launches = h.compute.launches.lock().unwrap().clone();
+    assert_eq!(launches.len(), 1);
+    assert_eq!(launches[0].az, "us-east-1b", "zone a keeps two nodes, zone b gets the replacement");
+    assert_eq!(launches[0].client_token, "interrupt-i-a1-spot");
+    assert!(progress(&h).await, "the pod with no controller is evicted anyway");
+    assert_eq!(cluster.evictions.lock().unwrap().as_slice(), ["shop/bare"]);
+    assert!(!progress(&h).await, "empty: terminated and closed");
+    assert!(h.compute.list_pool_now().iter().all(|i| i.instance_id != "i-a1"));
+    assert_eq!(cluster.deleted_nodes.lock().unwrap().as_slice(), ["node-i-a1"]);
+    let record = h.store.interruption("i-a1").unwrap();
+    assert_eq!(record.phase, InterruptPhase::Done);
+    assert!(matches!(record.replacement, Replacement::Launched { .. }));
+
+    let repeat = h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    assert_eq!(repeat.outcome, "ignored", "the instance is gone: nothing to do");
+    assert_eq!(h.compute.launch_count(), 1);
+    let actions: Vec<String> =
+        h.sink.0.lock().unwrap().iter().map(|e| format!("{}:{}", e.kind, e.action)).collect();
+    assert_eq!(
+        actions,
+        ["decision:interrupt", "outcome:replace", "outcome:interrupt"],
+        "every event reaches the sink"
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_event_while_handling_changes_nothing() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    progress(&h).await;
+    let writes = h.store.writes.load(Ordering::SeqCst);
+    let repeat = h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    assert_eq!(repeat.outcome, "duplicate");
+    assert_eq!(h.store.writes.load(Ordering::SeqCst), writes + 1, "only the refused conditional put");
+    progress(&h).await;
+    assert_eq!(h.compute.launch_count(), 1, "no second replacement");
+}
+
+#[tokio::test]
+async fn a_pdb_that_never_frees_up_strands_the_pod_and_nothing_is_terminated() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    let guarded = PodFacts {
+        namespace: "shop".into(),
+        name: "db".into(),
+        pdb_blocks: true,
+        has_pdb: true,
+        ..PodFacts::default()
+    };
+    cluster.add_pod("node-i-a1", guarded);
+    h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    progress(&h).await;
+    progress(&h).await;
+    h.clock.advance(std::time::Duration::from_secs(121));
+    assert!(!progress(&h).await);
+    let record = h.store.interruption("i-a1").unwrap();
+    assert!(record.outcome.unwrap().contains("shop/db"), "the stranded pod is reported");
+    assert!(
+        h.compute.list_pool_now().iter().any(|i| i.instance_id == "i-a1" && i.state != InstanceState::Gone)
+    );
+    assert!(cluster.event_reasons().contains(&"InterruptionStranded"));
+}
+
+#[tokio::test]
+async fn unmanaged_instances_and_other_events_change_nothing() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    let writes = h.store.writes.load(Ordering::SeqCst);
+    assert_eq!(h.service.accept_ec2_event(spot("i-stranger")).await.unwrap().outcome, "ignored");
+    let other = Ec2Event::Other { detail_type: "EC2 Instance State-change Notification".into() };
+    assert_eq!(h.service.accept_ec2_event(other).await.unwrap().outcome, "ignored");
+    assert_eq!(h.store.writes.load(Ordering::SeqCst), writes);
+    assert!(cluster.nodes.lock().unwrap().iter().all(|n| !n.unschedulable));
+}
+
+#[tokio::test]
+async fn rebalance_cordon_only_cordons_and_closes() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    let event = Ec2Event::Rebalance { instance_id: "i-b1".into(), event_id: None };
+    assert_eq!(h.service.accept_ec2_event(event).await.unwrap().outcome, "handled");
+    assert!(!progress(&h).await);
+    assert!(cluster.node("node-i-b1").unwrap().unschedulable);
+    assert_eq!(h.compute.launch_count(), 0);
+    assert!(cluster.evictions.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn rebalance_replace_drains_after_the_replacement_is_ready() {
+    let (h, cluster) = harness_with(&[("K3S_AUTOSCALER__INTERRUPTION__REBALANCE", "replace")]);
+    pool(&h, &cluster);
+    let event = Ec2Event::Rebalance { instance_id: "i-a1".into(), event_id: None };
+    h.service.accept_ec2_event(event).await.unwrap();
+    progress(&h).await;
+    progress(&h).await;
+    assert!(cluster.evictions.lock().unwrap().is_empty(), "waits for the replacement");
+    let replacement = h.compute.launches.lock().unwrap().len();
+    assert_eq!(replacement, 1);
+    let new =
+        h.compute.list_pool_now().into_iter().find(|i| i.op_id.as_deref() == Some("interrupt-i-a1")).unwrap();
+    cluster.add_node("node-new", &new.az, &new.instance_id, true);
+    progress(&h).await;
+    assert_eq!(cluster.evictions.lock().unwrap().as_slice(), ["shop/bare"]);
+}
+
+#[tokio::test]
+async fn dry_run_records_the_would_have_decision_and_touches_nothing() {
+    let (h, cluster) = harness_with(&[("K3S_AUTOSCALER__DRY_RUN", "true")]);
+    pool(&h, &cluster);
+    assert_eq!(h.service.accept_ec2_event(spot("i-a1")).await.unwrap().outcome, "dry_run");
+    assert!(!progress(&h).await);
+    assert!(h.store.interruption("i-a1").is_none());
+    assert!(!cluster.node("node-i-a1").unwrap().unschedulable);
+    assert_eq!(h.compute.launch_count(), 0);
+    let events = h.store.events();
+    assert!(events.iter().any(|e| e.action == "interrupt" && e.dry_run));
+}
+
+#[tokio::test]
+async fn status_lists_open_interruptions_per_pool() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    let report = crate::status::collect(h.store.as_ref(), h.service.config(), 5).await.unwrap();
+    assert_eq!(report[0].interruptions.len(), 1);
+    let text = crate::status::render_text(&report);
+    assert!(text.contains("interruption: spot_interruption i-a1 on node-i-a1"), "{text}");
+    assert!(text.contains("replacement in us-east-1b (spot then on-demand)"), "{text}");
+    while progress(&h).await {}
+    let report = crate::status::collect(h.store.as_ref(), h.service.config(), 5).await.unwrap();
+    assert!(report[0].interruptions.is_empty(), "closed ones are not listed");
+}
+
+#[tokio::test]
+async fn a_node_uncordoned_meanwhile_is_cordoned_again_before_evicting() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    cluster.nodes.lock().unwrap().iter_mut().for_each(|n| n.unschedulable = false);
+    progress(&h).await;
+    progress(&h).await;
+    assert!(cluster.node("node-i-a1").unwrap().unschedulable);
+    assert_eq!(cluster.evictions.lock().unwrap().as_slice(), ["shop/bare"]);
+}
