@@ -30,7 +30,7 @@ fn flash_sale() -> Vec<Phase> {
     vec![
         phase("quiet evening: 1.4 CPUs of load on 2 workers", 3, 0, 1.4),
         phase("flash sale starts: load climbs to 5.5 CPUs", 20, 1, 5.5),
-        phase("sale over: load falls to 0.6 CPUs", 40, 1, 0.6),
+        phase("sale over: load falls to 0.6 CPUs", 50, 1, 0.6),
     ]
 }
 
