@@ -4,6 +4,7 @@
 mod drain;
 mod intake;
 mod launch;
+mod pending;
 mod reconcile;
 mod snapshot;
 mod sweeper;
@@ -48,6 +49,8 @@ struct Inner {
     owner: String,
     triggers: HashMap<String, Arc<Notify>>,
     recent_signals: Mutex<intake::RecentSignals>,
+    /// Signal writes in flight, merged by the reconciles that read meanwhile.
+    pending: pending::PendingWrites,
     /// The last hold reason audited per pool, so a hold is recorded when it changes, not on
     /// every sweep.
     audited_holds: Mutex<HashMap<String, String>>,
@@ -69,6 +72,7 @@ impl Service {
                 owner,
                 triggers,
                 recent_signals: Mutex::new(intake::RecentSignals::default()),
+                pending: pending::PendingWrites::default(),
                 audited_holds: Mutex::new(HashMap::new()),
                 shutdown,
             }),
