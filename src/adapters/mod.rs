@@ -7,6 +7,8 @@ pub mod compute;
 pub mod dynamodb;
 pub mod ec2;
 pub mod kube;
+mod kube_cache;
+mod kube_pods;
 pub mod store;
 
 #[cfg(test)]
