@@ -21,7 +21,13 @@ run() {
   [ "$rc" -eq 0 ] || { echo "FAILED: $* (exit $rc)"; status=1; }
 }
 
+# --all-targets includes benches/bench, which runs in smoke mode under `cargo test` and
+# fails when a figure is not produced; the check below fails if it did not run at all.
 run cargo test --locked --all-targets
+if ! grep -q "k3s-autoscaler benchmark (smoke)" "$log"; then
+  echo "FAILED: the benchmark smoke run (benches/bench) printed no table"
+  status=1
+fi
 for check in scripts/check-alerting.sh scripts/check-infra.sh scripts/check-deploy.sh; do
   [ -f "$check" ] && run bash "$check"
 done

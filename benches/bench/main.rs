@@ -30,12 +30,19 @@ pub struct Mode {
     pub sizes: Vec<usize>,
     pub sweeps: u64,
     pub pods_per_node: usize,
+    /// `--only latency|storm|scale`: one section (all when absent).
+    pub only: Option<String>,
 }
 
 impl Mode {
+    fn runs(&self, section: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == section)
+    }
+
     fn from_args() -> Mode {
         let args: Vec<String> = std::env::args().collect();
         let smoke = args.iter().any(|a| a == "--smoke") || !args.iter().any(|a| a == "--bench");
+        let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
         if smoke {
             Mode {
                 smoke,
@@ -45,6 +52,7 @@ impl Mode {
                 sizes: vec![10],
                 sweeps: 2,
                 pods_per_node: 30,
+                only: only.clone(),
             }
         } else {
             Mode {
@@ -55,6 +63,7 @@ impl Mode {
                 sizes: vec![10, 100, 1000],
                 sweeps: 10,
                 pods_per_node: 30,
+                only: only.clone(),
             }
         }
     }
@@ -88,10 +97,17 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     let rows = runtime.block_on(async {
+        // Each section's rows are printed as soon as it ends, so a later failure keeps them.
         let mut rows = Vec::new();
-        rows.extend(latency::run(&mode).await);
-        rows.extend(storm::run(&mode).await);
-        rows.extend(scale::run(&mode).await);
+        if mode.runs("latency") {
+            rows.extend(print_rows(latency::run(&mode).await));
+        }
+        if mode.runs("storm") {
+            rows.extend(print_rows(storm::run(&mode).await));
+        }
+        if mode.runs("scale") {
+            rows.extend(scale::run(&mode).await);
+        }
         rows
     });
     print_table(&mode, &rows, started.elapsed());
@@ -104,6 +120,13 @@ fn main() -> ExitCode {
         }
         ExitCode::FAILURE
     }
+}
+
+pub fn print_rows(rows: Vec<Row>) -> Vec<Row> {
+    for row in &rows {
+        eprintln!("  {} / {}: {}", row.section, row.figure, row.value.as_deref().unwrap_or("MISSING"));
+    }
+    rows
 }
 
 fn print_table(mode: &Mode, rows: &[Row], took: std::time::Duration) {

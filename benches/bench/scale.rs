@@ -18,7 +18,7 @@ const SECTION: &str = "4 scale";
 pub async fn run(mode: &Mode) -> Vec<Row> {
     let mut rows = Vec::new();
     for &nodes in &mode.sizes {
-        rows.extend(one_size(nodes, mode).await);
+        rows.extend(crate::print_rows(one_size(nodes, mode).await));
     }
     rows
 }
@@ -133,29 +133,31 @@ async fn launch(
     ];
     let mut launched = Vec::new();
     for (i, (az, subnet)) in subnets.iter().enumerate() {
-        let n = count / subnets.len() + usize::from(i < count % subnets.len());
-        if n == 0 {
-            continue;
+        let mut left = count / subnets.len() + usize::from(i < count % subnets.len());
+        // moto fails (500) on very large single launches: 100 at a time.
+        while left > 0 {
+            let n = left.min(100);
+            left -= n;
+            let out = aws
+                .ec2
+                .run_instances()
+                .image_id("ami-12c6146b")
+                .subnet_id(subnet)
+                .min_count(n as i32)
+                .max_count(n as i32)
+                .tag_specifications(
+                    TagSpecification::builder()
+                        .resource_type(ResourceType::Instance)
+                        .set_tags(Some(tags.clone()))
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("launch instances in moto");
+            launched.extend(
+                out.instances().iter().map(|i| (i.instance_id().unwrap_or_default().to_string(), az.clone())),
+            );
         }
-        let out = aws
-            .ec2
-            .run_instances()
-            .image_id("ami-12c6146b")
-            .subnet_id(subnet)
-            .min_count(n as i32)
-            .max_count(n as i32)
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::Instance)
-                    .set_tags(Some(tags.clone()))
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("launch instances in moto");
-        launched.extend(
-            out.instances().iter().map(|i| (i.instance_id().unwrap_or_default().to_string(), az.clone())),
-        );
     }
     launched
 }

@@ -12,6 +12,7 @@ mod drain;
 mod duplicates;
 mod join;
 mod kube_api_semantics;
+mod kube_cache;
 mod spot_fallback;
 mod stack;
 mod store_outage;

@@ -161,6 +161,7 @@ impl Service {
     }
 
     /// The process id (benchmarks read its CPU time and memory from /proc).
+    #[allow(dead_code)] // used by benches/bench
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
