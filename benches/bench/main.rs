@@ -6,7 +6,14 @@
 //! without `--bench`, which selects the smoke mode (tiny counts, seconds) so it cannot rot.
 //! `--smoke` forces the smoke mode under `cargo bench` too.
 
-#[allow(dead_code, unused_imports)]
+// The integration tests' support code; its lints are the integration target's business.
+#[allow(
+    dead_code,
+    unused_imports,
+    clippy::redundant_closure,
+    clippy::useless_format,
+    clippy::collapsible_match
+)]
 #[path = "../../tests/integration/support/mod.rs"]
 mod support;
 
@@ -90,6 +97,11 @@ impl Row {
 
 fn main() -> ExitCode {
     let mode = Mode::from_args();
+    // moto answers DescribeInstances of 1,000 instances in seconds; the test config's 2 s
+    // call timeout would turn the scale runs into timeouts. Set before any thread starts;
+    // the service processes inherit it.
+    // SAFETY: single-threaded here: no other thread reads or writes the environment.
+    unsafe { std::env::set_var("K3S_AUTOSCALER__AWS__CALL_TIMEOUT", "30s") };
     let started = std::time::Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -45,7 +45,8 @@ impl Caches {
         let all = watcher::Config::default;
         Caches {
             nodes: Cache::spawn(Api::all(client.clone()), all().labels(LABEL_POOL), pool_node, "nodes"),
-            pods: Cache::spawn(Api::all(client.clone()), all(), pod_record, "pods"),
+            // Small pages: a list's transient objects set the process's peak memory.
+            pods: Cache::spawn(Api::all(client.clone()), all().page_size(250), pod_record, "pods"),
             pdbs: Cache::spawn(Api::all(client.clone()), all(), pdb_record, "poddisruptionbudgets"),
             claims: Cache::spawn(Api::all(client.clone()), all(), claim_volume, "persistentvolumeclaims"),
             local_volumes: Cache::spawn(Api::all(client.clone()), all(), local_volume, "persistentvolumes"),
