@@ -21,7 +21,13 @@ run() {
   [ "$rc" -eq 0 ] || { echo "FAILED: $* (exit $rc)"; status=1; }
 }
 
+# --all-targets includes tests/bench, which runs in smoke mode under `cargo test` and
+# fails when a figure is not produced; the check below fails if it did not run at all.
 run cargo test --locked --all-targets
+if ! grep -q "k3s-autoscaler benchmark (smoke)" "$log"; then
+  echo "FAILED: the benchmark smoke run (tests/bench) printed no table"
+  status=1
+fi
 # The README's other command, so the main job cannot rot: the demo exits non-zero unless the
 # flash sale scaled the pool up and drained it back to min. Its lines go to a file; the summary
 # is shown.

@@ -146,8 +146,14 @@ impl ClusterError {
 pub trait Cluster: Send + Sync {
     /// Nodes labelled with the pool.
     async fn pool_nodes(&self, pool: &str) -> Result<Vec<NodeSnapshot>, ClusterError>;
-    /// Pods by node name, reduced to drain facts (PDBs evaluated).
+    /// Pods by node name, reduced to drain facts (PDBs evaluated). May be served from a
+    /// cache a moment behind the API: good for choosing, not for terminating.
     async fn pods_by_node(&self) -> Result<HashMap<String, Vec<PodFacts>>, ClusterError>;
+    /// The pods on `node` as the API has them now, reduced to drain facts; what a drain checks
+    /// before it terminates the instance.
+    async fn node_pods(&self, node: &str) -> Result<Vec<PodFacts>, ClusterError> {
+        Ok(self.pods_by_node().await?.remove(node).unwrap_or_default())
+    }
     /// Sets or clears `spec.unschedulable`.
     async fn set_unschedulable(&self, node: &str, unschedulable: bool) -> Result<(), ClusterError>;
     /// Evicts one pod through the Eviction API (never a delete).

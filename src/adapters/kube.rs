@@ -1,19 +1,25 @@
-//! [`Cluster`] on the Kubernetes API through kube-rs. Lists are label/field-selected; pods
-//! and PDBs are listed once per call and grouped, so API requests do not grow with nodes.
+//! [`Cluster`] on the Kubernetes API through kube-rs. Sweeps read nodes, pods, PDBs and
+//! volumes from watch-backed caches (no request per sweep); until a cache has listed, they
+//! are listed directly. A drain re-reads its node's pods live before it terminates anything.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::cluster::{Cluster, ClusterError, EvictOutcome, LABEL_POOL, NodeEvent, NodeSnapshot};
-use crate::core::drainability::{PodFacts, SAFE_TO_EVICT, SCALE_DOWN_DISABLED};
+use super::kube_cache::{Cache, key_of};
+use super::kube_pods::{
+    Joins, PdbRecord, PodRecord, claim_volume, local_claims, local_volume, pdb_record, pod_record,
+};
+use crate::core::drainability::{PodFacts, SCALE_DOWN_DISABLED};
 use crate::core::time::Timestamp;
 
 /// Kubernetes-backed cluster access.
@@ -21,15 +27,90 @@ use crate::core::time::Timestamp;
 pub struct KubeCluster {
     client: Client,
     recorder: Recorder,
+    caches: Arc<Caches>,
+}
+
+/// The watched objects: pool nodes (with their pool), pods, PDBs, claims → volumes, and the
+/// names of local volumes.
+struct Caches {
+    nodes: Cache<(String, NodeSnapshot)>,
+    pods: Cache<PodRecord>,
+    pdbs: Cache<PdbRecord>,
+    claims: Cache<String>,
+    local_volumes: Cache<()>,
+}
+
+impl Caches {
+    fn start(client: &Client) -> Self {
+        let all = watcher::Config::default;
+        Caches {
+            nodes: Cache::spawn(Api::all(client.clone()), all().labels(LABEL_POOL), pool_node, "nodes"),
+            // Small pages: a list's transient objects set the process's peak memory.
+            pods: Cache::spawn(Api::all(client.clone()), all().page_size(250), pod_record, "pods"),
+            pdbs: Cache::spawn(Api::all(client.clone()), all(), pdb_record, "poddisruptionbudgets"),
+            claims: Cache::spawn(Api::all(client.clone()), all(), claim_volume, "persistentvolumeclaims"),
+            local_volumes: Cache::spawn(Api::all(client.clone()), all(), local_volume, "persistentvolumes"),
+        }
+    }
+
+    /// PDBs and local claims from the caches, once all three have listed.
+    fn joins(&self) -> Option<Joins> {
+        let pdbs = self.pdbs.read(|m| m.values().cloned().collect())?;
+        let local =
+            self.local_volumes.read(|m| m.keys().cloned().collect::<std::collections::HashSet<_>>())?;
+        let local_claims = self.claims.read(|m| local_claims(m.iter(), |v| local.contains(v)))?;
+        Some(Joins { pdbs, local_claims })
+    }
+}
+
+fn pool_node(node: &Node) -> Option<(String, (String, NodeSnapshot))> {
+    let pool = node.labels().get(LABEL_POOL)?.clone();
+    Some((key_of(node)?, (pool, snapshot(node))))
 }
 
 impl KubeCluster {
-    /// Cluster access through `client`; Events are reported as `k3s-autoscaler`.
+    /// Cluster access through `client`; Events are reported as `k3s-autoscaler`. Starts the
+    /// watches, so it must be called on a tokio runtime.
     pub fn new(client: Client) -> Self {
         let reporter =
             Reporter { controller: "k3s-autoscaler".into(), instance: std::env::var("HOSTNAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, recorder }
+        let caches = Arc::new(Caches::start(&client));
+        Self { client, recorder, caches }
+    }
+
+    /// Lists PDBs, claims and volumes directly (caches not listed yet).
+    async fn list_joins(&self) -> Result<Joins, ClusterError> {
+        let all = ListParams::default();
+        let pdbs: Api<PodDisruptionBudget> = Api::all(self.client.clone());
+        let claims: Api<PersistentVolumeClaim> = Api::all(self.client.clone());
+        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+        let (pdbs, claims, volumes) = tokio::try_join!(
+            async { pdbs.list(&all).await.map_err(api_error("list poddisruptionbudgets")) },
+            async { claims.list(&all).await.map_err(api_error("list persistentvolumeclaims")) },
+            async { volumes.list(&all).await.map_err(api_error("list persistentvolumes")) },
+        )?;
+        let local: std::collections::HashSet<String> =
+            volumes.items.iter().filter_map(local_volume).map(|(name, ())| name).collect();
+        let claims: HashMap<String, String> = claims.items.iter().filter_map(claim_volume).collect();
+        Ok(Joins {
+            pdbs: pdbs.items.iter().filter_map(pdb_record).map(|(_, r)| r).collect(),
+            local_claims: local_claims(claims.iter(), |v| local.contains(v)),
+        })
+    }
+
+    async fn joins(&self) -> Result<Joins, ClusterError> {
+        match self.caches.joins() {
+            Some(joins) => Ok(joins),
+            None => self.list_joins().await,
+        }
+    }
+
+    /// Lists pods directly (`params` may select a node), reduced.
+    async fn list_pods(&self, params: &ListParams) -> Result<Vec<PodRecord>, ClusterError> {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let list = pods.list(params).await.map_err(api_error("list pods"))?;
+        Ok(list.items.iter().filter_map(pod_record).map(|(_, r)| r).collect())
     }
 
     /// A client from the kubeconfig at `path`, else in-cluster config or `KUBECONFIG`.
@@ -90,66 +171,16 @@ fn snapshot(node: &Node) -> NodeSnapshot {
     }
 }
 
-/// Whether `selector` selects `labels` (matchLabels and matchExpressions).
-fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_match =
-        selector.match_labels.as_ref().is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
-    let expressions_match = selector.match_expressions.as_ref().is_none_or(|exprs| {
-        exprs.iter().all(|e| {
-            let values = e.values.clone().unwrap_or_default();
-            match e.operator.as_str() {
-                "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
-                "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
-                "Exists" => labels.contains_key(&e.key),
-                "DoesNotExist" => !labels.contains_key(&e.key),
-                _ => false,
-            }
-        })
-    });
-    labels_match && expressions_match
-}
-
-/// `local_claims`: (namespace, claim) pairs bound to a `local` PersistentVolume.
-fn pod_facts(pod: &Pod, pdbs: &[PodDisruptionBudget], local_claims: &HashSet<(String, String)>) -> PodFacts {
-    let namespace = pod.namespace().unwrap_or_default();
-    let controller_kind =
-        pod.owner_references().iter().find(|o| o.controller == Some(true)).map(|o| o.kind.clone());
-    let spec = pod.spec.as_ref();
-    let local_storage = spec.and_then(|s| s.volumes.as_ref()).is_some_and(|volumes| {
-        volumes.iter().any(|v| {
-            v.host_path.is_some()
-                || v.empty_dir.as_ref().is_some_and(|e| e.medium.as_deref() != Some("Memory"))
-                || v.persistent_volume_claim
-                    .as_ref()
-                    .is_some_and(|c| local_claims.contains(&(namespace.clone(), c.claim_name.clone())))
-        })
-    });
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    let covering: Vec<&PodDisruptionBudget> = pdbs
-        .iter()
-        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|p| {
-            p.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some_and(|sel| selects(sel, pod.labels()))
-        })
-        .collect();
-    PodFacts {
-        namespace,
-        name: pod.name_any(),
-        controller_kind,
-        mirror: pod.annotations().contains_key("kubernetes.io/config.mirror"),
-        priority_class: spec.and_then(|s| s.priority_class_name.clone()),
-        local_storage,
-        safe_to_evict: pod.annotations().get(SAFE_TO_EVICT).map(|v| v == "true"),
-        has_pdb: !covering.is_empty(),
-        pdb_blocks: covering.iter().any(|p| p.status.as_ref().is_some_and(|s| s.disruptions_allowed <= 0)),
-        finished: matches!(phase, Some("Succeeded" | "Failed")),
-        terminating: pod.metadata.deletion_timestamp.is_some(),
-    }
-}
-
 #[async_trait]
 impl Cluster for KubeCluster {
     async fn pool_nodes(&self, pool: &str) -> Result<Vec<NodeSnapshot>, ClusterError> {
+        let cached = self
+            .caches
+            .nodes
+            .read(|nodes| nodes.values().filter(|(p, _)| p == pool).map(|(_, node)| node.clone()).collect());
+        if let Some(nodes) = cached {
+            return Ok(nodes);
+        }
         let nodes: Api<Node> = Api::all(self.client.clone());
         let list = nodes
             .list(&ListParams::default().labels(&format!("{LABEL_POOL}={pool}")))
@@ -159,41 +190,26 @@ impl Cluster for KubeCluster {
     }
 
     async fn pods_by_node(&self) -> Result<HashMap<String, Vec<PodFacts>>, ClusterError> {
-        let pods: Api<Pod> = Api::all(self.client.clone());
-        let pdbs: Api<PodDisruptionBudget> = Api::all(self.client.clone());
-        let claims: Api<PersistentVolumeClaim> = Api::all(self.client.clone());
-        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
-        let all = ListParams::default();
-        let (pods, pdbs, claims, volumes) = tokio::try_join!(
-            async { pods.list(&all).await.map_err(api_error("list pods")) },
-            async { pdbs.list(&all).await.map_err(api_error("list poddisruptionbudgets")) },
-            async { claims.list(&all).await.map_err(api_error("list persistentvolumeclaims")) },
-            async { volumes.list(&all).await.map_err(api_error("list persistentvolumes")) },
-        )?;
-        let local_volumes: HashSet<String> = volumes
-            .items
-            .iter()
-            .filter(|v| v.spec.as_ref().is_some_and(|s| s.local.is_some()))
-            .map(|v| v.name_any())
-            .collect();
-        let local_claims: HashSet<(String, String)> = claims
-            .items
-            .iter()
-            .filter(|c| {
-                c.spec
-                    .as_ref()
-                    .and_then(|s| s.volume_name.as_ref())
-                    .is_some_and(|v| local_volumes.contains(v))
-            })
-            .map(|c| (c.namespace().unwrap_or_default(), c.name_any()))
-            .collect();
-        let mut by_node: HashMap<String, Vec<PodFacts>> = HashMap::new();
-        for pod in &pods.items {
-            if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
-                by_node.entry(node).or_default().push(pod_facts(pod, &pdbs.items, &local_claims));
+        let joins = self.joins().await?;
+        let group = |pods: &mut dyn Iterator<Item = &PodRecord>| {
+            let mut by_node: HashMap<String, Vec<PodFacts>> = HashMap::new();
+            for pod in pods {
+                by_node.entry(pod.node.clone()).or_default().push(pod.facts(&joins));
             }
+            by_node
+        };
+        if let Some(by_node) = self.caches.pods.read(|pods| group(&mut pods.values())) {
+            return Ok(by_node);
         }
-        Ok(by_node)
+        let pods = self.list_pods(&ListParams::default()).await?;
+        Ok(group(&mut pods.iter()))
+    }
+
+    /// A live, node-selected list: a drain never terminates on what a cache believed.
+    async fn node_pods(&self, node: &str) -> Result<Vec<PodFacts>, ClusterError> {
+        let on_node = ListParams::default().fields(&format!("spec.nodeName={node}"));
+        let (pods, joins) = tokio::try_join!(self.list_pods(&on_node), self.joins())?;
+        Ok(pods.iter().map(|p| p.facts(&joins)).collect())
     }
 
     async fn set_unschedulable(&self, node: &str, unschedulable: bool) -> Result<(), ClusterError> {
@@ -245,39 +261,5 @@ impl Cluster for KubeCluster {
         if let Err(e) = self.recorder.publish(&ev, &reference).await {
             tracing::warn!(node, reason = event.reason(), error = %e, "cannot publish node event");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
-    #[test]
-    fn label_selectors_match_like_the_api_server() {
-        let sel = LabelSelector {
-            match_labels: Some(labels(&[("app", "web")])),
-            match_expressions: Some(vec![
-                LabelSelectorRequirement {
-                    key: "tier".into(),
-                    operator: "In".into(),
-                    values: Some(vec!["a".into(), "b".into()]),
-                },
-                LabelSelectorRequirement {
-                    key: "canary".into(),
-                    operator: "DoesNotExist".into(),
-                    values: None,
-                },
-            ]),
-        };
-        assert!(selects(&sel, &labels(&[("app", "web"), ("tier", "a")])));
-        assert!(!selects(&sel, &labels(&[("app", "web"), ("tier", "c")])));
-        assert!(!selects(&sel, &labels(&[("app", "web"), ("tier", "a"), ("canary", "1")])));
-        assert!(!selects(&sel, &labels(&[("tier", "a")])));
-        assert!(selects(&LabelSelector::default(), &labels(&[])), "an empty selector selects everything");
     }
 }

@@ -9,6 +9,8 @@ pub mod compute;
 pub mod dynamodb;
 pub mod ec2;
 pub mod kube;
+mod kube_cache;
+mod kube_pods;
 pub mod sink;
 pub mod store;
 

@@ -48,7 +48,7 @@ impl Service {
             drain.phase = DrainPhase::Evicting;
         }
         if drain.phase == DrainPhase::Evicting {
-            let pods = cluster.pods_by_node().await?.remove(&drain.node).unwrap_or_default();
+            let pods = cluster.node_pods(&drain.node).await?;
             let to_move: Vec<_> = pods.iter().filter(|p| p.must_move()).collect();
             // A pod that must not be evicted may have arrived since the decision: give up
             // rather than lose it. PDB refusals are waited out instead.

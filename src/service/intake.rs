@@ -10,6 +10,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::Service;
+use super::pending::{SignalChange, WriteGuard};
 use crate::adapters::StoreError;
 use crate::core::alert::Notification;
 use crate::core::model::{Direction, Signal};
@@ -64,45 +65,52 @@ impl RecentSignals {
     }
 }
 
+type SignalKey = (String, String);
+
+/// One signal write of a notification.
+#[derive(Clone, Copy)]
+enum Write<'a> {
+    Put(&'a Signal),
+    Delete(&'a str, &'a str),
+}
+
 fn firing_state(signal: &Signal) -> SeenState {
     SeenState::Firing { direction: signal.direction, step: signal.step, reason: signal.reason.clone() }
 }
 
 impl Service {
-    /// Makes the notification's signals durable, then triggers the pools it touched.
+    /// Makes the notification's signals durable and triggers the pools it touched.
+    ///
+    /// The pools are triggered before the writes finish: their reconciles read at the same
+    /// time and merge these writes once durable (see [`super::pending`]).
     pub async fn accept(&self, notification: Notification) -> Result<IntakeSummary, IntakeError> {
-        let store = &self.inner.edges.store;
         let now = self.inner.edges.clock.now();
-        let expires_at = now.plus(self.inner.config.timing.signal_ttl);
         let mut summary = IntakeSummary { ignored: notification.ignored, ..IntakeSummary::default() };
         self.count_alerts(&notification);
+        let mut writes = Vec::new();
         for signal in &notification.firing {
             let key = (signal.pool.clone(), signal.fingerprint.clone());
-            if !self.claim(&key, firing_state(signal), now) {
+            if self.claim(&key, firing_state(signal), now) {
+                let guard = self.inner.pending.register(&signal.pool, SignalChange::Fire(signal.clone()));
+                writes.push((key, Write::Put(signal), guard));
+            } else {
                 summary.duplicates += 1;
-                continue;
             }
-            if let Err(e) = store.put_signal(signal, expires_at).await {
-                self.unclaim(&key);
-                return Err(e.into());
-            }
-            summary.stored += 1;
         }
         for resolved in &notification.resolved {
             let key = (resolved.pool.clone(), resolved.fingerprint.clone());
-            if !self.claim(&key, SeenState::Resolved, now) {
+            if self.claim(&key, SeenState::Resolved, now) {
+                let change = SignalChange::Resolve(resolved.fingerprint.clone());
+                let guard = self.inner.pending.register(&resolved.pool, change);
+                writes.push((key, Write::Delete(&resolved.pool, &resolved.fingerprint), guard));
+            } else {
                 summary.duplicates += 1;
-                continue;
             }
-            if let Err(e) = store.delete_signal(&resolved.pool, &resolved.fingerprint).await {
-                self.unclaim(&key);
-                return Err(e.into());
-            }
-            summary.removed += 1;
         }
         for pool in notification.pools() {
             self.trigger(&pool);
         }
+        self.write_all(writes, now, &mut summary).await?;
         self.inner.metrics.last_notification.set(now.as_millis() as f64 / 1000.0);
         tracing::info!(
             stored = summary.stored,
@@ -112,6 +120,40 @@ impl Service {
             "notification accepted"
         );
         Ok(summary)
+    }
+
+    /// Performs the claimed writes in order, reporting each outcome to waiting reconciles. On
+    /// the first failure the rest are not attempted and their claims are given back.
+    async fn write_all(
+        &self,
+        writes: Vec<(SignalKey, Write<'_>, WriteGuard)>,
+        now: Timestamp,
+        summary: &mut IntakeSummary,
+    ) -> Result<(), IntakeError> {
+        let store = &self.inner.edges.store;
+        let expires_at = now.plus(self.inner.config.timing.signal_ttl);
+        let mut failure = None;
+        for (key, write, guard) in writes {
+            if failure.is_some() {
+                self.unclaim(&key);
+                guard.finish(false);
+                continue;
+            }
+            let result = match write {
+                Write::Put(signal) => store.put_signal(signal, expires_at).await,
+                Write::Delete(pool, fingerprint) => store.delete_signal(pool, fingerprint).await,
+            };
+            guard.finish(result.is_ok());
+            match result {
+                Ok(()) if matches!(write, Write::Put(_)) => summary.stored += 1,
+                Ok(()) => summary.removed += 1,
+                Err(e) => {
+                    self.unclaim(&key);
+                    failure = Some(e);
+                }
+            }
+        }
+        failure.map_or(Ok(()), |e| Err(e.into()))
     }
 
     /// Claims the write of this alert state: false when the same state was written (or is

@@ -49,7 +49,8 @@ impl Service {
         let policy = self.policy(&pool)?;
         let now = self.now();
         let record = self.inner.edges.store.read_pool(&pool).await?;
-        let snapshot = self.snapshot(&pool, false).await?;
+        let observed = self.observe_pool(&pool).await?;
+        let snapshot = self.snapshot(&pool, observed, false).await?;
         let Some(interrupted) = snapshot.workers.iter().find(|w| &w.instance_id == instance_id) else {
             return Ok(self.ignored(kind.label(), format!("instance {instance_id} is no longer running")));
         };

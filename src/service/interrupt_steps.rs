@@ -51,7 +51,8 @@ impl Service {
     ) -> Result<bool, ReconcileError> {
         let cluster = self.inner.edges.cluster.clone();
         let pods: Vec<PodFacts> = match (&cluster, &record.node) {
-            (Some(cluster), Some(node)) => cluster.pods_by_node().await?.remove(node).unwrap_or_default(),
+            // Live, not from the watch cache: this list decides when the instance is terminated.
+            (Some(cluster), Some(node)) => cluster.node_pods(node).await?,
             _ => Vec::new(),
         };
         let to_move: Vec<&PodFacts> = pods.iter().filter(|p| p.must_move()).collect();

@@ -6,6 +6,7 @@ mod intake;
 mod interrupt;
 mod interrupt_steps;
 mod launch;
+mod pending;
 mod reconcile;
 mod snapshot;
 mod sweeper;
@@ -56,6 +57,8 @@ struct Inner {
     /// Wakes the interrupt worker (an EC2 notice arrived, or a sweep).
     interrupt_trigger: Arc<Notify>,
     recent_signals: Mutex<intake::RecentSignals>,
+    /// Signal writes in flight, merged by the reconciles that read meanwhile.
+    pending: pending::PendingWrites,
     /// The last hold reason audited per pool, so a hold is recorded when it changes, not on
     /// every sweep.
     audited_holds: Mutex<HashMap<String, String>>,
@@ -78,6 +81,7 @@ impl Service {
                 triggers,
                 interrupt_trigger: Arc::new(Notify::new()),
                 recent_signals: Mutex::new(intake::RecentSignals::default()),
+                pending: pending::PendingWrites::default(),
                 audited_holds: Mutex::new(HashMap::new()),
                 shutdown,
             }),

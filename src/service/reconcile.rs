@@ -8,6 +8,7 @@ use thiserror::Error;
 use tracing::{Level, info, warn};
 
 use super::Service;
+use super::pending;
 use super::snapshot::PoolSnapshot;
 use crate::adapters::cluster::ClusterError;
 use crate::adapters::{AuditEvent, ComputeError, Lease, StoreError};
@@ -80,7 +81,18 @@ impl Service {
         let policy = self.policy(pool)?;
         let edges = &self.inner.edges;
         let now = self.now();
-        let record = edges.store.read_pool(pool).await?;
+        // Taken before the query: a write finishing later is merged below, one that finished
+        // earlier is in the query's answer.
+        let pending = self.inner.pending.of(pool);
+        // The reads are independent, so they go out together (one round trip, not three),
+        // alongside the intake's signal write that triggered this reconcile.
+        let (record, signals, observed, durable) = tokio::join!(
+            edges.store.read_pool(pool),
+            edges.store.active_signals(pool, now),
+            self.observe_pool(pool),
+            pending::settle(pending),
+        );
+        let record = record?;
         if let Some(op) = &record.state.op {
             if self.inner.config.dry_run {
                 tracing::debug!(pool, op_id = %op.id, "dry-run: leaving the in-flight operation alone");
@@ -94,10 +106,10 @@ impl Service {
             }
             return self.progress(pool, &policy).await;
         }
-        let signals = edges.store.active_signals(pool, now).await?;
+        let signals = pending::merge(signals?, &durable);
         let considering_scale_down = signals.iter().any(|s| s.direction == Direction::Down)
             && !signals.iter().any(|s| s.direction == Direction::Up);
-        let snapshot = self.snapshot(pool, considering_scale_down).await?;
+        let snapshot = self.snapshot(pool, observed?, considering_scale_down).await?;
         self.clean_up_never_joined(&policy, &snapshot).await;
         self.observe(pool, &signals, &snapshot.workers);
         let decision = decide(DecideInput {

@@ -24,24 +24,41 @@ pub(super) struct PoolSnapshot {
     pub cluster_seen: bool,
 }
 
+/// The pool's instances and nodes as read, before drain facts are added.
+pub(super) struct Observed {
+    instances: Vec<ManagedInstance>,
+    /// `None` when Kubernetes is not configured.
+    nodes: Option<Vec<NodeSnapshot>>,
+}
+
 impl Service {
-    /// Reads the pool; `with_pods` adds drain facts (one pod list, one PDB list).
-    pub(super) async fn snapshot(&self, pool: &str, with_pods: bool) -> Result<PoolSnapshot, ReconcileError> {
+    /// Reads the pool's instances and nodes (at the same time: they are independent).
+    pub(super) async fn observe_pool(&self, pool: &str) -> Result<Observed, ReconcileError> {
         let edges = &self.inner.edges;
-        let instances: Vec<ManagedInstance> = edges
-            .compute
-            .list_pool(pool)
-            .await?
-            .into_iter()
-            .filter(|i| i.state != InstanceState::Gone)
-            .collect();
-        let Some(cluster) = &edges.cluster else {
+        let nodes = async {
+            match &edges.cluster {
+                Some(cluster) => cluster.pool_nodes(pool).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (instances, nodes) = tokio::join!(edges.compute.list_pool(pool), nodes);
+        let instances = instances?.into_iter().filter(|i| i.state != InstanceState::Gone).collect();
+        Ok(Observed { instances, nodes: nodes? })
+    }
+
+    /// Joins what [`Service::observe_pool`] read; `with_pods` adds drain facts.
+    pub(super) async fn snapshot(
+        &self,
+        pool: &str,
+        observed: Observed,
+        with_pods: bool,
+    ) -> Result<PoolSnapshot, ReconcileError> {
+        let Observed { instances, nodes } = observed;
+        let (Some(cluster), Some(nodes)) = (&self.inner.edges.cluster, nodes) else {
             let workers = instances.iter().map(|i| worker(i, None)).collect();
             return Ok(PoolSnapshot { instances, nodes: HashMap::new(), workers, cluster_seen: false });
         };
-        let nodes: HashMap<String, NodeSnapshot> = cluster
-            .pool_nodes(pool)
-            .await?
+        let nodes: HashMap<String, NodeSnapshot> = nodes
             .into_iter()
             .filter_map(|n| n.instance_id().map(|id| (id.to_string(), n.clone())))
             .filter(|(id, _)| instances.iter().any(|i| &i.instance_id == id))

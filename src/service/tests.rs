@@ -348,3 +348,49 @@ async fn the_sweeper_gives_a_still_firing_alert_its_next_step_without_a_repeat()
         tokio::time::timeout(Duration::from_secs(1), task).await.expect("tasks stop on shutdown").unwrap();
     }
 }
+
+/// A reconcile that reads while the intake's signal write is in flight acts on the signal
+/// only once the write is durable, and not at all if it failed.
+#[tokio::test]
+async fn a_reconcile_reading_during_the_signal_write_merges_it_only_once_durable() {
+    use super::pending::SignalChange;
+    let h = harness(&[]);
+    let signal = firing(Direction::Up, "fp", 1).firing.remove(0);
+    for durable in [false, true] {
+        let guard = h.service.inner.pending.register("workers", SignalChange::Fire(signal.clone()));
+        let service = h.service.clone();
+        let reconcile = tokio::spawn(async move { service.reconcile("workers").await.unwrap() });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!reconcile.is_finished(), "the reconcile waits for the write");
+        assert_eq!(h.compute.launch_count(), 0);
+        if durable {
+            h.store.put_signal(&signal, Timestamp::from_millis(2_000_000_000)).await.unwrap();
+        }
+        guard.finish(durable);
+        let outcome = reconcile.await.unwrap();
+        if durable {
+            assert!(matches!(outcome, ReconcileOutcome::Acted { .. }), "{outcome:?}");
+            assert_eq!(h.compute.launch_count(), 1);
+        } else {
+            assert_eq!(outcome, ReconcileOutcome::Held("no_signal"), "a failed write is not acted on");
+        }
+    }
+}
+
+/// The intake triggers the pool before its write, so a resolve in flight also counts: the
+/// queried copy of the signal is not acted on once the delete is durable.
+#[tokio::test]
+async fn a_durable_resolve_in_flight_hides_the_queried_signal() {
+    use super::pending::SignalChange;
+    let h = harness(&[]);
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    let guard = h.service.inner.pending.register("workers", SignalChange::Resolve("fp".into()));
+    let service = h.service.clone();
+    let reconcile = tokio::spawn(async move { service.reconcile("workers").await.unwrap() });
+    tokio::task::yield_now().await;
+    guard.finish(true);
+    assert_eq!(reconcile.await.unwrap(), ReconcileOutcome::Held("no_signal"));
+    assert_eq!(h.compute.launch_count(), 0);
+}

@@ -15,6 +15,7 @@ mod duplicates;
 mod interruption;
 mod join;
 mod kube_api_semantics;
+mod kube_cache;
 mod pipeline_e2e;
 mod spot_fallback;
 mod stack;

@@ -152,25 +152,42 @@ impl FakeKube {
     /// Creates or replaces an object directly (as if it already existed in the cluster),
     /// keeping a seeded creationTimestamp and the uid of an object it replaces.
     fn seed(&self, kind: Kind, v: Value) {
-        let ns = v.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string();
-        let ns = if kind.info().namespaced { ns } else { String::new() };
-        let name = v
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .expect("seeded object needs a name")
-            .to_string();
+        self.seed_all(kind, vec![v]);
+    }
+
+    /// Seeds many objects with one pass of the controllers (bulk loading stays linear).
+    fn seed_all(&self, kind: Kind, objects: Vec<Value>) {
         let mut st = self.state();
-        st.ensure_namespace(&ns);
-        let mut o = v;
-        st.stamp_new(kind, &ns, &mut o);
-        if let Some(old) = st.get(kind, &ns, &name) {
-            o["metadata"]["uid"] = old["metadata"]["uid"].clone();
+        for v in objects {
+            let ns =
+                v.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string();
+            let ns = if kind.info().namespaced { ns } else { String::new() };
+            let name = v
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .expect("seeded object needs a name")
+                .to_string();
+            st.ensure_namespace(&ns);
+            let mut o = v;
+            st.stamp_new(kind, &ns, &mut o);
+            if let Some(old) = st.get(kind, &ns, &name) {
+                o["metadata"]["uid"] = old["metadata"]["uid"].clone();
+            }
+            if let Err(e) = store::validate(kind, &name, &o) {
+                panic!("seeded {kind:?} {name} is invalid: {}", e.body);
+            }
+            st.write(kind, &ns, &name, o);
         }
-        if let Err(e) = store::validate(kind, &name, &o) {
-            panic!("seeded {kind:?} {name} is invalid: {}", e.body);
-        }
-        st.write(kind, &ns, &name, o);
         st.settle();
+    }
+
+    /// Seeds many nodes at once.
+    pub fn add_nodes(&self, nodes: Vec<Node>) {
+        self.seed_all(Kind::Node, nodes.iter().map(value).collect());
+    }
+    /// Seeds many pods at once.
+    pub fn add_pods(&self, pods: Vec<Pod>) {
+        self.seed_all(Kind::Pod, pods.iter().map(value).collect());
     }
 
     pub fn add_node(&self, node: Node) {

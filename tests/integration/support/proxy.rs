@@ -28,11 +28,22 @@ struct Faults {
     run_instances: Mutex<Option<RunInstancesFault>>,
 }
 
+/// When one call reached the proxy and when its answer left (benchmarks time RunInstances
+/// and find which calls overlapped).
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // read by tests/bench, which includes this module too
+pub struct CallTiming {
+    pub api: String,
+    pub start: std::time::Instant,
+    pub end: std::time::Instant,
+}
+
 /// Shared proxy state.
 #[derive(Clone)]
 pub struct Proxy {
     faults: Arc<Faults>,
     calls: Arc<Mutex<Vec<(String, std::time::SystemTime)>>>,
+    timings: Arc<Mutex<Vec<CallTiming>>>,
     upstream: String,
     client: reqwest::Client,
     /// `http://127.0.0.1:<port>` of the proxy.
@@ -47,6 +58,7 @@ impl Proxy {
         let proxy = Proxy {
             faults: Arc::default(),
             calls: Arc::default(),
+            timings: Arc::default(),
             upstream: upstream.to_string(),
             client: reqwest::Client::new(),
             url,
@@ -98,6 +110,13 @@ impl Proxy {
     /// Forgets the calls seen so far.
     pub fn reset_calls(&self) {
         self.calls.lock().unwrap().clear();
+        self.timings.lock().unwrap().clear();
+    }
+
+    /// The answered calls since the last reset, in the order their answers left.
+    #[allow(dead_code)] // used by tests/bench
+    pub fn timings(&self) -> Vec<CallTiming> {
+        self.timings.lock().unwrap().clone()
     }
 }
 
@@ -124,6 +143,7 @@ async fn forward(
     body: Bytes,
 ) -> Response<Body> {
     let api = api_name(&headers, &body);
+    let start = std::time::Instant::now();
     proxy.calls.lock().unwrap().push((api.clone(), std::time::SystemTime::now()));
     let is_dynamodb =
         headers.get("x-amz-target").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("DynamoDB"));
@@ -168,6 +188,8 @@ async fn forward(
     if run_fault == Some(RunInstancesFault::AnswerLost) {
         return std::future::pending().await;
     }
+    let end = std::time::Instant::now();
+    proxy.timings.lock().unwrap().push(CallTiming { api: api.clone(), start, end });
     let mut response = Response::builder().status(status.as_u16());
     for (name, value) in &upstream_headers {
         if name != "content-length" && name != "transfer-encoding" && name != "connection" {

@@ -173,9 +173,15 @@ impl Service {
                 }
             }
             assert!(start.elapsed() < Duration::from_secs(20), "service never became ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         service
+    }
+
+    /// The process id (benchmarks read its CPU time and memory from /proc).
+    #[allow(dead_code)] // used by tests/bench
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Posts a webhook payload with the right token; returns the status code.

@@ -1,0 +1,160 @@
+//! Alert delivered → RunInstances issued, over many scale-up notifications that each really
+//! launch: between notifications the pool is reset behind the service's back (instances
+//! terminated, state and signal items deleted, directly on moto so it is not counted).
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::proc::{ms, percentile};
+use crate::support::proxy::CallTiming;
+use crate::support::{World, scale_up};
+use crate::{Mode, Row};
+
+const SECTION: &str = "1 alert → RunInstances";
+
+/// One notification: latency to RunInstances, calls before it, and its sequential depth.
+struct Sample {
+    latency: Duration,
+    calls_before: usize,
+    depth: usize,
+}
+
+/// moto never forgets an instance: its DescribeInstances slows from ~6 ms to ~300 ms over 200
+/// launches (measured), which would time moto, not the service. So a fresh moto (and service)
+/// serves each batch of this many notifications.
+const PER_MOTO: usize = 25;
+
+pub async fn run(mode: &Mode) -> Vec<Row> {
+    let mut samples = Vec::new();
+    let mut cold = Vec::new();
+    for batch in 0..mode.notifications.div_ceil(PER_MOTO) {
+        let world = World::new(&format!("bench-latency-{batch}"), |c| c.max = 1000).await;
+        // Nodes are not needed here, and the joiner's polling would load moto.
+        world.joiner.pause();
+        let service = world.service().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let count = PER_MOTO.min(mode.notifications - batch * PER_MOTO);
+        // The first notification after start also opens the SDK's connections: a warm-up,
+        // reported on its own line.
+        for i in 0..=count {
+            let fingerprint = format!("fp-latency-{i}");
+            world.proxy.reset_calls();
+            let sent = Instant::now();
+            let status = service.post(&scale_up(&fingerprint)).await;
+            if status != 200 {
+                eprintln!("notification {i}: status {status}");
+                continue;
+            }
+            match wait_for_launch(&world, sent).await {
+                Some(sample) if i == 0 => cold.push(sample.latency),
+                Some(sample) => samples.push(sample),
+                None => eprintln!("notification {i}: no RunInstances within 10 s"),
+            }
+            reset(&world, &fingerprint).await;
+        }
+    }
+    let latencies: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
+    let complete = samples.len() == mode.notifications;
+    let figure = |v: Option<String>| if complete { v } else { None };
+    let mean_calls = (!samples.is_empty())
+        .then(|| samples.iter().map(|s| s.calls_before).sum::<usize>() as f64 / samples.len() as f64);
+    let mut depths: Vec<usize> = samples.iter().map(|s| s.depth).collect();
+    depths.sort();
+    let depth_figure = (!depths.is_empty())
+        .then(|| format!("{} (max {})", depths[depths.len() / 2], depths[depths.len() - 1]));
+    vec![
+        Row::new(SECTION, "notifications, each launching", figure(Some(samples.len().to_string())), "≥ 200"),
+        Row::new(SECTION, "p50", figure(percentile(&latencies, 50.0).map(ms)), ""),
+        Row::new(SECTION, "p99", figure(percentile(&latencies, 99.0).map(ms)), "< 100 ms"),
+        Row::new(SECTION, "max", figure(percentile(&latencies, 100.0).map(ms)), ""),
+        Row::new(
+            SECTION,
+            format!("first notification after start, max of {} (not in the above)", cold.len()),
+            percentile(&cold, 100.0).map(ms),
+            "",
+        ),
+        Row::new(
+            SECTION,
+            "AWS calls up to and incl. RunInstances (mean)",
+            figure(mean_calls.map(|c| format!("{:.1}", c + 1.0))),
+            "",
+        ),
+        Row::new(
+            SECTION,
+            "sequential AWS round trips incl. RunInstances, median (max)",
+            figure(depth_figure),
+            "≤ 4",
+        ),
+    ]
+}
+
+/// Waits for the RunInstances the notification sent at `sent` causes.
+async fn wait_for_launch(world: &World, sent: Instant) -> Option<Sample> {
+    let deadline = sent + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let timings = world.proxy.timings();
+        if let Some(run) = timings.iter().find(|t| t.api == "RunInstances") {
+            let before: Vec<&CallTiming> = timings.iter().filter(|t| t.end <= run.start).collect();
+            if std::env::var_os("BENCH_DEBUG").is_some() {
+                let at = |i: Instant| i.duration_since(sent).as_secs_f64() * 1000.0;
+                let calls: Vec<String> = timings
+                    .iter()
+                    .map(|t| format!("{} {:.1}-{:.1}", t.api, at(t.start), at(t.end)))
+                    .collect();
+                eprintln!("calls: {calls:?}");
+            }
+            return Some(Sample {
+                latency: run.start.duration_since(sent),
+                calls_before: before.len(),
+                depth: depth(&before) + 1,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    None
+}
+
+/// The longest chain of calls each starting after the previous one answered: how many round
+/// trips happened one after another. Calls issued together but started late by a busy CPU can
+/// look sequential, so the median is the figure; the max shows that jitter.
+fn depth(calls: &[&CallTiming]) -> usize {
+    let mut sorted: Vec<&&CallTiming> = calls.iter().collect();
+    sorted.sort_by_key(|c| c.start);
+    let mut chain = vec![0usize; sorted.len()];
+    for i in 0..sorted.len() {
+        let longest_before =
+            (0..i).filter(|&j| sorted[j].end <= sorted[i].start).map(|j| chain[j]).max().unwrap_or(0);
+        chain[i] = longest_before + 1;
+    }
+    chain.into_iter().max().unwrap_or(0)
+}
+
+/// Lets the launch's record land, then terminates the pool's instances and deletes its state
+/// and the signal, so the next notification launches again.
+async fn reset(world: &World, fingerprint: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let timings = world.proxy.timings();
+        let run_end = timings.iter().find(|t| t.api == "RunInstances").map(|t| t.end);
+        if run_end.is_some_and(|end| timings.iter().any(|t| t.api == "UpdateItem" && t.start >= end)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let ids: Vec<String> = world.instances().await.into_iter().map(|(id, _, _)| id).collect();
+    if !ids.is_empty() {
+        let _ = world.aws.ec2.terminate_instances().set_instance_ids(Some(ids)).send().await;
+    }
+    for sk in ["state#workers".to_string(), format!("signal#workers#{fingerprint}")] {
+        let _ = world
+            .aws
+            .dynamodb
+            .delete_item()
+            .table_name(&world.config.table)
+            .key("cluster_id", AttributeValue::S(world.config.cluster_id.clone()))
+            .key("sk", AttributeValue::S(sk))
+            .send()
+            .await;
+    }
+}

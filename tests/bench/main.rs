@@ -1,0 +1,149 @@
+//! The benchmark: decision latency, duplicate storms, footprint and 1,000-node scale, measured
+//! on loopback against moto (through the counting proxy) and the fake Kubernetes API, with the
+//! real release binary. Prints one table; exits non-zero if a figure could not be produced.
+//!
+//! `cargo bench --bench bench` runs the full benchmark (minutes); `cargo test` runs this target
+//! without `--bench`, which selects the smoke mode (tiny counts, seconds) so it cannot rot.
+//! `--smoke` forces the smoke mode under `cargo bench` too.
+
+// The integration tests' support code; its lints are the integration target's business.
+#[allow(dead_code, unused_imports)]
+#[path = "../integration/support/mod.rs"]
+mod support;
+
+mod latency;
+mod proc;
+mod scale;
+mod storm;
+
+use std::process::ExitCode;
+
+/// How much to measure.
+#[derive(Debug, Clone)]
+pub struct Mode {
+    pub smoke: bool,
+    /// Scale-up notifications timed end to end.
+    pub notifications: usize,
+    /// Requests in a duplicate storm, and the concurrent clients sending them.
+    pub storm_requests: usize,
+    pub storm_clients: usize,
+    /// Pool sizes of the scale runs, and the sweeps measured at each.
+    pub sizes: Vec<usize>,
+    pub sweeps: u64,
+    pub pods_per_node: usize,
+    /// `--only latency|storm|scale`: one section (all when absent).
+    pub only: Option<String>,
+}
+
+impl Mode {
+    fn runs(&self, section: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == section)
+    }
+
+    fn from_args() -> Mode {
+        let args: Vec<String> = std::env::args().collect();
+        let smoke = args.iter().any(|a| a == "--smoke") || !args.iter().any(|a| a == "--bench");
+        let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+        if smoke {
+            Mode {
+                smoke,
+                notifications: 10,
+                storm_requests: 300,
+                storm_clients: 8,
+                sizes: vec![10],
+                sweeps: 2,
+                pods_per_node: 30,
+                only: only.clone(),
+            }
+        } else {
+            Mode {
+                smoke,
+                notifications: 200,
+                storm_requests: 20_000,
+                storm_clients: 64,
+                sizes: vec![10, 100, 1000],
+                sweeps: 10,
+                pods_per_node: 30,
+                only: only.clone(),
+            }
+        }
+    }
+}
+
+/// One line of the table; `value` is `None` when the figure could not be measured.
+pub struct Row {
+    pub section: &'static str,
+    pub figure: String,
+    pub value: Option<String>,
+    pub target: &'static str,
+}
+
+impl Row {
+    pub fn new(
+        section: &'static str,
+        figure: impl Into<String>,
+        value: Option<String>,
+        target: &'static str,
+    ) -> Row {
+        Row { section, figure: figure.into(), value, target }
+    }
+}
+
+fn main() -> ExitCode {
+    let mode = Mode::from_args();
+    // moto answers DescribeInstances of 1,000 instances in seconds; the test config's 2 s
+    // call timeout would turn the scale runs into timeouts. Set before any thread starts;
+    // the service processes inherit it.
+    // SAFETY: single-threaded here: no other thread reads or writes the environment.
+    unsafe { std::env::set_var("K3S_AUTOSCALER__AWS__CALL_TIMEOUT", "30s") };
+    let started = std::time::Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let rows = runtime.block_on(async {
+        // Each section's rows are printed as soon as it ends, so a later failure keeps them.
+        let mut rows = Vec::new();
+        if mode.runs("latency") {
+            rows.extend(print_rows(latency::run(&mode).await));
+        }
+        if mode.runs("storm") {
+            rows.extend(print_rows(storm::run(&mode).await));
+        }
+        if mode.runs("scale") {
+            rows.extend(scale::run(&mode).await);
+        }
+        rows
+    });
+    print_table(&mode, &rows, started.elapsed());
+    let missing: Vec<&Row> = rows.iter().filter(|r| r.value.is_none()).collect();
+    if missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for row in missing {
+            eprintln!("figure not produced: {} / {}", row.section, row.figure);
+        }
+        ExitCode::FAILURE
+    }
+}
+
+pub fn print_rows(rows: Vec<Row>) -> Vec<Row> {
+    for row in &rows {
+        eprintln!("  {} / {}: {}", row.section, row.figure, row.value.as_deref().unwrap_or("MISSING"));
+    }
+    rows
+}
+
+fn print_table(mode: &Mode, rows: &[Row], took: std::time::Duration) {
+    let machine = proc::machine();
+    println!();
+    println!("k3s-autoscaler benchmark ({}), {machine}", if mode.smoke { "smoke" } else { "full" });
+    println!("| section | figure | value | target |");
+    println!("|---|---|---|---|");
+    for row in rows {
+        let value = row.value.as_deref().unwrap_or("MISSING");
+        println!("| {} | {} | {} | {} |", row.section, row.figure, value, row.target);
+    }
+    println!("benchmark took {:.1} s", took.as_secs_f64());
+}
