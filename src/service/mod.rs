@@ -62,6 +62,8 @@ struct Inner {
     /// The last hold reason audited per pool, so a hold is recorded when it changes, not on
     /// every sweep.
     audited_holds: Mutex<HashMap<String, String>>,
+    /// When each pool's instances were last listed (see `reconcile::QUIET_REFRESH`).
+    full_observations: Mutex<HashMap<String, crate::core::time::Timestamp>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -83,6 +85,7 @@ impl Service {
                 recent_signals: Mutex::new(intake::RecentSignals::default()),
                 pending: pending::PendingWrites::default(),
                 audited_holds: Mutex::new(HashMap::new()),
+                full_observations: Mutex::new(HashMap::new()),
                 shutdown,
             }),
         }

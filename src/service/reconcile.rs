@@ -4,6 +4,8 @@
 //! write as the operation) only when there is something to do, so duplicate notifications
 //! cost reads, never writes.
 
+use std::time::Duration;
+
 use thiserror::Error;
 use tracing::{Level, info, warn};
 
@@ -12,7 +14,7 @@ use super::pending;
 use super::snapshot::PoolSnapshot;
 use crate::adapters::cluster::ClusterError;
 use crate::adapters::{AuditEvent, ComputeError, Lease, StoreError};
-use crate::core::decide::{DecideInput, Decision, Plan, decide};
+use crate::core::decide::{DecideInput, Decision, Plan, Reason, decide};
 use crate::core::model::{
     Direction, LaunchOp, LaunchPhase, Operation, OperationKind, PoolPolicy, PoolState, Signal, Worker,
 };
@@ -66,6 +68,12 @@ impl ReconcileError {
     }
 }
 
+/// How long a quiet pool (no operation, no active signal) goes between instance listings.
+/// Sweeps in between read only the pool record and the signals (DynamoDB), which keeps a
+/// sweep of a 1,000-node pool cheap; refilling below `min` and cleaning up instances that
+/// never joined wait at most this long. Any signal or operation lists at once.
+pub(super) const QUIET_REFRESH: Duration = Duration::from_secs(60);
+
 impl Service {
     pub(super) fn policy(&self, pool: &str) -> Result<PoolPolicy, ReconcileError> {
         self.inner.config.policy(pool).ok_or_else(|| ReconcileError::UnknownPool(pool.to_string()))
@@ -84,15 +92,28 @@ impl Service {
         // Taken before the query: a write finishing later is merged below, one that finished
         // earlier is in the query's answer.
         let pending = self.inner.pending.of(pool);
-        // The reads are independent, so they go out together (one round trip, not three),
-        // alongside the intake's signal write that triggered this reconcile.
-        let (record, signals, observed, durable) = tokio::join!(
-            edges.store.read_pool(pool),
-            edges.store.active_signals(pool, now),
-            self.observe_pool(pool),
-            pending::settle(pending),
-        );
-        let record = record?;
+        let (record, signals, observed, durable) = if pending.is_empty() {
+            // A sweep (no alert just arrived): state and signals first, and the instance list
+            // only when there is something to decide or the last one is getting old.
+            let (record, signals) =
+                tokio::join!(edges.store.read_pool(pool), edges.store.active_signals(pool, now));
+            let (record, signals) = (record?, signals?);
+            if record.state.op.is_none() && signals.is_empty() && self.observed_recently(pool, now) {
+                self.observe_signals(pool, &signals);
+                return Ok(ReconcileOutcome::Held(Reason::NoSignal.label()));
+            }
+            (record, Ok(signals), self.observe_pool(pool).await, Vec::new())
+        } else {
+            // An alert is being stored: the reads are independent, so they go out together
+            // (one round trip, not three), alongside the intake's signal write.
+            let (record, signals, observed, durable) = tokio::join!(
+                edges.store.read_pool(pool),
+                edges.store.active_signals(pool, now),
+                self.observe_pool(pool),
+                pending::settle(pending),
+            );
+            (record?, signals, observed, durable)
+        };
         if let Some(op) = &record.state.op {
             if self.inner.config.dry_run {
                 tracing::debug!(pool, op_id = %op.id, "dry-run: leaving the in-flight operation alone");
@@ -110,6 +131,7 @@ impl Service {
         let considering_scale_down = signals.iter().any(|s| s.direction == Direction::Down)
             && !signals.iter().any(|s| s.direction == Direction::Up);
         let snapshot = self.snapshot(pool, observed?, considering_scale_down).await?;
+        self.note_observed(pool, now);
         self.clean_up_never_joined(&policy, &snapshot).await;
         self.observe(pool, &signals, &snapshot.workers);
         let decision = decide(DecideInput {
@@ -255,15 +277,21 @@ impl Service {
         }
     }
 
-    fn observe(&self, pool: &str, signals: &[Signal], workers: &[Worker]) {
-        let metrics = &self.inner.metrics;
-        for direction in [Direction::Up, Direction::Down] {
-            let n = signals.iter().filter(|s| s.direction == direction).count();
-            metrics
-                .active_signals
-                .get_or_create(&SignalLabels { pool: pool.to_string(), direction: direction.as_str() })
-                .set(n as i64);
+    /// Whether the pool's instances were listed within [`QUIET_REFRESH`].
+    fn observed_recently(&self, pool: &str, now: Timestamp) -> bool {
+        let observed = self.inner.full_observations.lock().ok().and_then(|m| m.get(pool).copied());
+        observed.is_some_and(|at| now.since(at) < QUIET_REFRESH)
+    }
+
+    fn note_observed(&self, pool: &str, now: Timestamp) {
+        if let Ok(mut observed) = self.inner.full_observations.lock() {
+            observed.insert(pool.to_string(), now);
         }
+    }
+
+    fn observe(&self, pool: &str, signals: &[Signal], workers: &[Worker]) {
+        self.observe_signals(pool, signals);
+        let metrics = &self.inner.metrics;
         metrics.pool_workers.get_or_create(&PoolLabels { pool: pool.to_string() }).set(workers.len() as i64);
         if let Some(config) = self.inner.config.pools.get(pool) {
             let zones = config.subnets.keys().map(String::as_str);
@@ -272,6 +300,17 @@ impl Service {
                 zones,
                 workers.iter().map(|w| (w.az.as_str(), w.market.as_str())),
             );
+        }
+    }
+
+    fn observe_signals(&self, pool: &str, signals: &[Signal]) {
+        let metrics = &self.inner.metrics;
+        for direction in [Direction::Up, Direction::Down] {
+            let n = signals.iter().filter(|s| s.direction == direction).count();
+            metrics
+                .active_signals
+                .get_or_create(&SignalLabels { pool: pool.to_string(), direction: direction.as_str() })
+                .set(n as i64);
         }
     }
 

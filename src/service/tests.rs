@@ -9,7 +9,7 @@ use super::{Edges, ReconcileOutcome, Service};
 use crate::adapters::fakes::{
     FakeCluster, FakeCompute, ManualClock, MemoryStore, RecordingSink, capacity_error,
 };
-use crate::adapters::{ComputeError, StateStore};
+use crate::adapters::{Compute, ComputeError, StateStore};
 use crate::config::Config;
 use crate::core::alert::{Notification, ResolvedSignal};
 use crate::core::model::{
@@ -393,4 +393,31 @@ async fn a_durable_resolve_in_flight_hides_the_queried_signal() {
     guard.finish(true);
     assert_eq!(reconcile.await.unwrap(), ReconcileOutcome::Held("no_signal"));
     assert_eq!(h.compute.launch_count(), 0);
+}
+
+#[tokio::test]
+async fn a_quiet_pool_lists_its_instances_at_most_once_a_minute_and_still_refills_min() {
+    let h = harness(&[("K3S_AUTOSCALER__POOLS__WORKERS__MIN", "1")]);
+    h.compute.add_instance("i-1", "us-east-1a", "workers");
+    assert_eq!(h.reconcile().await, ReconcileOutcome::Held("no_signal"));
+    // The instance goes behind the autoscaler's back (a reclaimed spot instance).
+    h.compute.terminate(&["i-1".to_string()]).await.unwrap();
+    h.clock.advance(Duration::from_secs(59));
+    assert_eq!(h.reconcile().await, ReconcileOutcome::Held("no_signal"), "quiet: not listed again yet");
+    assert_eq!(h.compute.launch_count(), 0);
+    h.clock.advance(Duration::from_secs(1));
+    assert!(
+        matches!(h.reconcile().await, ReconcileOutcome::Acted { .. }),
+        "listed after a minute: below min"
+    );
+    assert_eq!(h.compute.launch_count(), 1);
+}
+
+#[tokio::test]
+async fn a_signal_makes_a_sweep_list_the_instances_at_once() {
+    let h = harness(&[]);
+    assert_eq!(h.reconcile().await, ReconcileOutcome::Held("no_signal"));
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    assert!(matches!(h.reconcile().await, ReconcileOutcome::Acted { .. }));
+    assert_eq!(h.compute.launch_count(), 1);
 }
