@@ -47,7 +47,10 @@ for check in scripts/check-alerting.sh scripts/check-infra.sh scripts/check-depl
   [ -f "$check" ] && run bash "$check"
 done
 
-sum() { grep -oE "$1" "$log" | grep -oE '^[0-9]+' | awk '{ s += $1 } END { print s + 0 }'; }
+# Only the result lines: cargo's "test result:", the check scripts' "N passed, M failed" and
+# the demo's line (a check's detail such as "AvailabilityZone1/2 passed" must not count).
+results() { grep -E '^(test result: |[0-9]+ passed, [0-9]+ failed$|demo: 1 )' "$log"; }
+sum() { results | grep -oE "$1" | grep -oE '^[0-9]+' | awk '{ s += $1 } END { print s + 0 }'; }
 passed=$(sum '[0-9]+ passed')
 failed=$(sum '[0-9]+ failed')
 echo
