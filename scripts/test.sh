@@ -44,16 +44,32 @@ demo() {
 }
 run demo
 for check in scripts/check-alerting.sh scripts/check-infra.sh scripts/check-deploy.sh; do
-  [ -f "$check" ] && run bash "$check"
+  if [ -f "$check" ]; then
+    run bash "$check"
+  else
+    echo "FAILED: $check is missing"
+    status=1
+  fi
 done
 
-# Only the result lines: cargo's "test result:", the check scripts' "N passed, M failed" and
-# the demo's line (a check's detail such as "AvailabilityZone1/2 passed" must not count).
-results() { grep -E '^(test result: |[0-9]+ passed, [0-9]+ failed$|demo: 1 )' "$log"; }
+# Only the result lines: cargo's "test result:", the check scripts' "N passed, M failed" (with
+# ", K skipped" when they skipped something) and the demo's line (a check's detail such as
+# "AvailabilityZone1/2 passed" must not count). cargo's "ignored" counts as skipped.
+results() { grep -E '^(test result: |[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$|demo: 1 )' "$log"; }
 sum() { results | grep -oE "$1" | grep -oE '^[0-9]+' | awk '{ s += $1 } END { print s + 0 }'; }
 passed=$(sum '[0-9]+ passed')
 failed=$(sum '[0-9]+ failed')
+skipped=$(($(sum '[0-9]+ skipped') + $(sum '[0-9]+ ignored')))
 echo
-echo "total: ${passed:-0} passed, ${failed:-0} failed"
+if [ "$skipped" -gt 0 ]; then
+  echo "skipped checks (see above):"
+  grep -E '^SKIP' "$log" | sed 's/^/  /'
+fi
 [ "${failed:-0}" -eq 0 ] || status=1
+# Under CI a skipped check is a failure: it proves nothing.
+if [ "$skipped" -gt 0 ] && [ -n "${CI:-}" ]; then
+  echo "FAILED: $skipped checks skipped under CI"
+  status=1
+fi
+echo "total: ${passed:-0} passed, ${failed:-0} failed, ${skipped} skipped"
 exit $status

@@ -220,8 +220,14 @@ mod tests {
 
     #[test]
     fn a_zone_may_empty_when_no_other_zone_has_two() {
-        let workers = [worker("i-a1").in_az("a").node().build(), worker("i-b1").in_az("b").node().build()];
-        assert!(choose_drain_candidate(&workers).is_ok());
+        // Each zone has one node: either may go (the youngest does), emptying its zone.
+        for (young, old) in [("i-a1", "i-b1"), ("i-b1", "i-a1")] {
+            let workers = [
+                worker(young).in_az(&young[2..3]).node().launched(200).build(),
+                worker(old).in_az(&old[2..3]).node().launched(100).build(),
+            ];
+            assert_eq!(choose_drain_candidate(&workers).map(|d| d.instance_id).ok().as_deref(), Some(young));
+        }
     }
 
     #[test]

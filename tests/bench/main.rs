@@ -76,6 +76,9 @@ pub struct Row {
     pub figure: String,
     pub value: Option<String>,
     pub target: &'static str,
+    /// A correctness figure (a count that must match, writes that must be 0): the run fails
+    /// when the value differs. Timing targets are only printed.
+    pub must_be: Option<&'static str>,
 }
 
 impl Row {
@@ -85,7 +88,18 @@ impl Row {
         value: Option<String>,
         target: &'static str,
     ) -> Row {
-        Row { section, figure: figure.into(), value, target }
+        Row { section, figure: figure.into(), value, target, must_be: None }
+    }
+
+    /// Makes this a correctness figure that must equal `expected`.
+    pub fn must_be(mut self, expected: &'static str) -> Row {
+        self.must_be = Some(expected);
+        self
+    }
+
+    /// Whether a correctness figure was measured and is wrong.
+    fn wrong(&self) -> bool {
+        self.must_be.is_some_and(|expected| self.value.as_deref().is_some_and(|v| v != expected))
     }
 }
 
@@ -118,14 +132,15 @@ fn main() -> ExitCode {
     });
     print_table(&mode, &rows, started.elapsed());
     let missing: Vec<&Row> = rows.iter().filter(|r| r.value.is_none()).collect();
-    if missing.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        for row in missing {
-            eprintln!("figure not produced: {} / {}", row.section, row.figure);
-        }
-        ExitCode::FAILURE
+    let wrong: Vec<&Row> = rows.iter().filter(|r| r.wrong()).collect();
+    for row in &missing {
+        eprintln!("figure not produced: {} / {}", row.section, row.figure);
     }
+    for row in &wrong {
+        let (value, expected) = (row.value.as_deref().unwrap_or(""), row.must_be.unwrap_or(""));
+        eprintln!("correctness figure wrong: {} / {}: {value}, must be {expected}", row.section, row.figure);
+    }
+    if missing.is_empty() && wrong.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 pub fn print_rows(rows: Vec<Row>) -> Vec<Row> {

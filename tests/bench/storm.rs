@@ -77,7 +77,7 @@ pub async fn run(mode: &Mode) -> Vec<Row> {
         Row::new(STORM, "bare axum handler: requests/s", only(Some(format!("{:.0}", bare.per_second))), ""),
         Row::new(STORM, "bare axum handler: p99 latency", only(bare.p99.map(ms)), ""),
         Row::new(STORM, "service / bare (requests/s)", only(ratio.map(|r| format!("{r:.2}×"))), "≥ 0.5×"),
-        Row::new(STORM, "AWS writes after the first", only(Some(writes.to_string())), "0"),
+        Row::new(STORM, "AWS writes after the first", only(Some(writes.to_string())), "0").must_be("0"),
         Row::new(STORM, "AWS calls during the storm (sweeps' reads)", Some(format!("{histogram:?}")), ""),
         Row::new(FOOTPRINT, "start → /readyz OK", Some(ms(ready)), "< 500 ms"),
         Row::new(FOOTPRINT, "RSS idle", idle.map(mib), "< 30 MiB"),

@@ -276,10 +276,14 @@ impl Watch {
             launches.len(),
             pipeline.options.min
         );
-        let ok = !launches.is_empty() && terminations > 0 && last == pipeline.options.min as usize;
-        if !ok {
+        let scaled = !launches.is_empty() && terminations > 0 && last == pipeline.options.min as usize;
+        if !scaled {
             println!("The run did not scale up and back down to min as expected: see the lines above.");
         }
-        ok
+        let within_max = peak <= pipeline.options.max as usize;
+        if !within_max {
+            println!("The pool went past its max of {}: peak {peak} workers.", pipeline.options.max);
+        }
+        scaled && within_max
     }
 }

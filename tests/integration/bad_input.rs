@@ -5,7 +5,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::json;
 
-use crate::support::{World, payload, scale_up};
+use crate::support::{World, eventually, payload, scale_up};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_refused_and_change_nothing() {
@@ -49,7 +49,12 @@ async fn bad_requests_are_refused_and_change_nothing() {
     // Not ours: accepted, ignored, counted.
     let foreign = payload("firing", json!({"alertname": "DiskFull"}), "fp-disk");
     assert_eq!(service.post(&foreign).await, 200);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ignored = "k3s_autoscaler_alerts_received_total{kind=\"ignored\"}";
+    eventually("the foreign alert counted", Duration::from_secs(5), || async {
+        (service.metric(ignored).await == Some(1.0)).then_some(())
+    })
+    .await;
+    world.sweeps_pass(2).await;
     assert!(world.instances().await.is_empty());
     assert_eq!(world.items("signal#").await, 0);
     assert_eq!(world.proxy.count("RunInstances"), 0);

@@ -58,10 +58,12 @@ async fn a_missing_log_group_is_counted_and_never_holds_up_scaling() {
         (world.instances().await.len() == 1 && world.op_finished().await).then_some(())
     })
     .await;
+    // Both records of the scale-up (decision and outcome) fail, and none is sent.
+    let failed = "k3s_autoscaler_cloudwatch_records_total{outcome=\"failed\"}";
     eventually("failures counted", Duration::from_secs(10), || async {
-        let metrics = service.metrics().await;
-        (!metrics.contains("k3s_autoscaler_cloudwatch_records_total{outcome=\"failed\"} 0")).then_some(())
+        (service.metric(failed).await >= Some(2.0)).then_some(())
     })
     .await;
-    assert!(service.metrics().await.contains("k3s_autoscaler_cloudwatch_records_total{outcome=\"sent\"} 0"));
+    let sent = "k3s_autoscaler_cloudwatch_records_total{outcome=\"sent\"}";
+    assert_eq!(service.metric(sent).await, Some(0.0));
 }

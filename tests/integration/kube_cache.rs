@@ -18,7 +18,7 @@ async fn steady_sweeps_list_nothing_and_a_joined_node_arrives_over_the_watch() {
     })
     .await;
     let before = lists(&world.kube.requests()).len();
-    tokio::time::sleep(Duration::from_secs(3)).await; // three sweeps of every pool
+    world.sweeps_pass(3).await;
     let requests = world.kube.requests();
     assert_eq!(lists(&requests).len(), before, "sweeps listed: {:?}", &lists(&requests)[before..]);
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{World, scale_up};
+use crate::support::{World, eventually, scale_up};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_outage_answers_503_then_the_retry_succeeds() {
@@ -13,7 +13,20 @@ async fn store_outage_answers_503_then_the_retry_succeeds() {
     assert_eq!(service.post(&scale_up("fp-outage")).await, 503);
     let ready = reqwest::get(format!("{}/readyz", service.url)).await.unwrap().status().as_u16();
     assert_eq!(ready, 503, "not ready while the store is down");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The sweeps keep trying and fail on the store: the positive sign that the service looked
+    // again while it was down.
+    eventually("a reconcile failing on the store", Duration::from_secs(10), || async {
+        let metrics = service.metrics().await;
+        let failures = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("k3s_autoscaler_aws_errors_total{") && l.contains("code=\"unavailable\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        (failures >= 2.0).then_some(())
+    })
+    .await;
     assert!(world.instances().await.is_empty(), "nothing launched while the store is down");
     world.proxy.dynamodb_down(false);
     assert_eq!(service.post(&scale_up("fp-outage")).await, 200, "Alertmanager's retry");

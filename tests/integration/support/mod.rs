@@ -120,6 +120,18 @@ impl World {
         found
     }
 
+    /// Waits until `n` more sweeps have read the pools' signals (DynamoDB Query at the proxy):
+    /// the positive sign that the service looked again, for tests that then assert nothing
+    /// else happened (instead of sleeping).
+    pub async fn sweeps_pass(&self, n: usize) {
+        let before = self.proxy.count("Query");
+        let timeout = Duration::from_secs(10 * n as u64);
+        eventually(&format!("{n} more sweeps"), timeout, || async {
+            (self.proxy.count("Query") >= before + n).then_some(())
+        })
+        .await;
+    }
+
     pub async fn items(&self, prefix: &str) -> usize {
         self.aws.items(&self.config.table, &self.config.cluster_id, prefix).await.len()
     }

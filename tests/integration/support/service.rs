@@ -206,11 +206,22 @@ impl Service {
         reqwest::get(format!("{}/metrics", self.url)).await.expect("metrics").text().await.expect("text")
     }
 
+    /// The value of one exact series (`name{labels}`) in `/metrics`; `None` when it is absent,
+    /// so a test can tell "zero" from "not exported".
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.metrics().await, series)
+    }
+
     /// SIGKILL: no chance to clean up, as in a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of the series `series` (name and labels exactly as exported) in a metrics text.
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 impl Drop for Service {
