@@ -43,7 +43,7 @@ demo() {
   fi
 }
 run demo
-for check in scripts/check-alerting.sh scripts/check-infra.sh scripts/check-deploy.sh; do
+for check in scripts/check-alerting.sh scripts/check-infra.sh scripts/check-deploy.sh scripts/check-docs.sh; do
   if [ -f "$check" ]; then
     run bash "$check"
   else
