@@ -184,6 +184,7 @@ for old, new in [
     ("http://k3s-autoscaler.k3s-autoscaler.svc:8080/v1/alerts", sink_url + "/v1/alerts"),
     ("/etc/alertmanager/secrets/k3s-autoscaler-token/token", f"{d}/token"),
     ("/etc/alertmanager/secrets/slack-webhook/url", f"{d}/slack-url"),
+    ("group_wait: 10s", "group_wait: 1s"),
     ("group_wait: 30s", "group_wait: 1s"),
     ("group_interval: 1m", "group_interval: 1s"),
     ("group_interval: 5m", "group_interval: 1s"),

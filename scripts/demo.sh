@@ -5,7 +5,7 @@
 # alert-rules/autoscaler.rules.yaml, the real Alertmanager with alertmanager/alertmanager.yml
 # and k3s-autoscaler. One line per event, then a summary. About 3 minutes after the build.
 #
-#   ./scripts/demo.sh             30x faster than production (5m windows last 10s)
+#   ./scripts/demo.sh             30x faster than production (10m windows last 20s)
 #   ./scripts/demo.sh --speed 10  slower, closer to real time
 #
 # Windows and timers are the real files' divided by the speed (scripts/shorten-rules.sh);

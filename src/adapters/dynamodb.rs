@@ -535,16 +535,25 @@ fn attribute_to_json(value: &AttributeValue) -> serde_json::Value {
     }
 }
 
+/// Maps a failed call: a request DynamoDB refuses as invalid is [`StoreError::Rejected`]
+/// (retrying cannot help), anything else is unavailability.
 fn unavailable<E, R>(operation: &'static str) -> impl Fn(SdkError<E, R>) -> StoreError
 where
-    E: std::error::Error + 'static,
+    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
     R: std::fmt::Debug,
 {
-    move |e| StoreError::Unavailable { operation, message: DisplayErrorContext(&e).to_string() }
+    move |e| {
+        let message = DisplayErrorContext(&e).to_string();
+        if e.as_service_error().and_then(|s| s.code()) == Some("ValidationException") {
+            StoreError::Rejected { operation, message }
+        } else {
+            StoreError::Unavailable { operation, message }
+        }
+    }
 }
 
 /// Maps a failed conditional write: a condition failure becomes `on_condition()`, anything
-/// else is unavailability.
+/// else as [`unavailable`] does.
 fn conditional<E, R>(
     e: SdkError<E, R>,
     operation: &'static str,
@@ -555,11 +564,7 @@ where
     R: std::fmt::Debug,
 {
     let is_condition = e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException");
-    if is_condition {
-        on_condition()
-    } else {
-        StoreError::Unavailable { operation, message: DisplayErrorContext(&e).to_string() }
-    }
+    if is_condition { on_condition() } else { unavailable(operation)(e) }
 }
 
 /// A fenced write failed its condition: someone took the lease since.

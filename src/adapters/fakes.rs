@@ -49,12 +49,17 @@ struct StoreData {
 pub struct MemoryStore {
     data: Mutex<StoreData>,
     down: AtomicBool,
+    /// Writes are refused as invalid (DynamoDB's ValidationException).
+    rejecting: AtomicBool,
     pub writes: AtomicU64,
 }
 
 impl MemoryStore {
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+    pub fn set_rejecting(&self, rejecting: bool) {
+        self.rejecting.store(rejecting, Ordering::SeqCst);
     }
     pub fn events(&self) -> Vec<AuditEvent> {
         self.data.lock().unwrap().events.clone()
@@ -75,6 +80,12 @@ impl MemoryStore {
     ) -> Result<std::sync::MutexGuard<'_, StoreData>, StoreError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable { operation, message: "connection refused".into() });
+        }
+        if write && self.rejecting.load(Ordering::SeqCst) {
+            return Err(StoreError::Rejected {
+                operation,
+                message: "Item size has exceeded the maximum".into(),
+            });
         }
         if write {
             self.writes.fetch_add(1, Ordering::SeqCst);

@@ -17,7 +17,7 @@ use serde_json::json;
 use super::cluster::{Cluster, ClusterError, EvictOutcome, LABEL_POOL, NodeEvent, NodeSnapshot};
 use super::kube_cache::{Cache, key_of};
 use super::kube_pods::{
-    Joins, PdbRecord, PodRecord, claim_volume, local_claims, local_volume, pdb_record, pod_record,
+    Joins, PdbRecord, PodRecord, VolumeSite, claim_volume, local_claims, pdb_record, pod_record, volume_site,
 };
 use crate::core::drainability::{PodFacts, SCALE_DOWN_DISABLED};
 use crate::core::time::Timestamp;
@@ -30,14 +30,14 @@ pub struct KubeCluster {
     caches: Arc<Caches>,
 }
 
-/// The watched objects: pool nodes (with their pool), pods, PDBs, claims → volumes, and the
-/// names of local volumes.
+/// The watched objects: pool nodes (with their pool), pods, PDBs, claims → volumes, and
+/// where the volumes that may live on one node live.
 struct Caches {
     nodes: Cache<(String, NodeSnapshot)>,
     pods: Cache<PodRecord>,
     pdbs: Cache<PdbRecord>,
     claims: Cache<String>,
-    local_volumes: Cache<()>,
+    volume_sites: Cache<VolumeSite>,
 }
 
 impl Caches {
@@ -49,16 +49,17 @@ impl Caches {
             pods: Cache::spawn(Api::all(client.clone()), all().page_size(250), pod_record, "pods"),
             pdbs: Cache::spawn(Api::all(client.clone()), all(), pdb_record, "poddisruptionbudgets"),
             claims: Cache::spawn(Api::all(client.clone()), all(), claim_volume, "persistentvolumeclaims"),
-            local_volumes: Cache::spawn(Api::all(client.clone()), all(), local_volume, "persistentvolumes"),
+            volume_sites: Cache::spawn(Api::all(client.clone()), all(), volume_site, "persistentvolumes"),
         }
     }
 
     /// PDBs and local claims from the caches, once all three have listed.
     fn joins(&self) -> Option<Joins> {
         let pdbs = self.pdbs.read(|m| m.values().cloned().collect())?;
-        let local =
-            self.local_volumes.read(|m| m.keys().cloned().collect::<std::collections::HashSet<_>>())?;
-        let local_claims = self.claims.read(|m| local_claims(m.iter(), |v| local.contains(v)))?;
+        let local_claims = self
+            .volume_sites
+            .read(|sites| self.claims.read(|m| local_claims(m.iter(), |v| sites.get(v).cloned())))
+            .flatten()?;
         Some(Joins { pdbs, local_claims })
     }
 }
@@ -90,12 +91,11 @@ impl KubeCluster {
             async { claims.list(&all).await.map_err(api_error("list persistentvolumeclaims")) },
             async { volumes.list(&all).await.map_err(api_error("list persistentvolumes")) },
         )?;
-        let local: std::collections::HashSet<String> =
-            volumes.items.iter().filter_map(local_volume).map(|(name, ())| name).collect();
+        let sites: HashMap<String, VolumeSite> = volumes.items.iter().filter_map(volume_site).collect();
         let claims: HashMap<String, String> = claims.items.iter().filter_map(claim_volume).collect();
         Ok(Joins {
             pdbs: pdbs.items.iter().filter_map(pdb_record).map(|(_, r)| r).collect(),
-            local_claims: local_claims(claims.iter(), |v| local.contains(v)),
+            local_claims: local_claims(claims.iter(), |v| sites.get(v).cloned()),
         })
     }
 

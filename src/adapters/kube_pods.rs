@@ -1,9 +1,9 @@
 //! Pods reduced to drain facts. A pod's own facts are kept as a [`PodRecord`] (cached per pod);
 //! the facts that depend on other objects — the PodDisruptionBudgets selecting it and whether
-//! its claims are bound to local PersistentVolumes — are joined when read, since those objects
-//! change on their own.
+//! its claims are bound to PersistentVolumes that live on its node — are joined when read,
+//! since those objects change on their own.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
 use super::kube_cache::key_of;
-use crate::core::drainability::{PodFacts, SAFE_TO_EVICT};
+use crate::core::drainability::{PodFacts, SAFE_TO_EVICT, SAFE_TO_EVICT_LOCAL_VOLUMES};
 
 /// What a pod says about itself, for drain decisions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +24,8 @@ pub(super) struct PodRecord {
     controller_kind: Option<String>,
     mirror: bool,
     priority_class: Option<String>,
-    /// hostPath or a disk-backed emptyDir.
-    node_local_volume: bool,
+    /// hostPath or a disk-backed emptyDir not listed in safe-to-evict-local-volumes.
+    local_storage: bool,
     /// Names of the PersistentVolumeClaims it mounts.
     claims: Vec<String>,
     safe_to_evict: Option<bool>,
@@ -41,18 +41,50 @@ pub(super) struct PdbRecord {
     allows_none: bool,
 }
 
-/// What pods are joined with: PDBs and the (namespace, claim) pairs bound to local PVs.
+/// What pods are joined with: PDBs and where the volumes of bound (namespace, claim) pairs
+/// live, for claims whose volume may live on one node.
 #[derive(Debug, Default)]
 pub(super) struct Joins {
     pub pdbs: Vec<PdbRecord>,
-    pub local_claims: HashSet<(String, String)>,
+    pub local_claims: HashMap<(String, String), VolumeSite>,
 }
+
+/// Where a PersistentVolume's data lives, for volumes that may live on a single node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum VolumeSite {
+    /// On whichever node mounts it: a `local` or `hostPath` source, or a required node
+    /// affinity on `kubernetes.io/hostname` (what local-path-provisioner writes).
+    OneNode,
+    /// On the nodes whose name is among these values of its required node affinity (an
+    /// affinity on another key, e.g. a provisioner's `nodeAffinityKey`, or on
+    /// `metadata.name`). A zone name never equals a node name, so a zonal volume (EBS) that
+    /// follows its pod to another node in the zone does not count.
+    NodesNamed(BTreeSet<String>),
+}
+
+impl VolumeSite {
+    /// Whether the data lives on `node`.
+    pub fn on(&self, node: &str) -> bool {
+        match self {
+            VolumeSite::OneNode => true,
+            VolumeSite::NodesNamed(names) => names.contains(node),
+        }
+    }
+}
+
+/// The node label every kubelet sets to its hostname.
+const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
 
 /// Reduces a scheduled pod (unscheduled pods sit on no node and are left out).
 pub(super) fn pod_record(pod: &Pod) -> Option<(String, PodRecord)> {
     let spec = pod.spec.as_ref()?;
     let node = spec.node_name.clone()?;
     let volumes = spec.volumes.as_deref().unwrap_or_default();
+    let may_lose: Vec<&str> = pod
+        .annotations()
+        .get(SAFE_TO_EVICT_LOCAL_VOLUMES)
+        .map(|names| names.split(',').map(str::trim).collect())
+        .unwrap_or_default();
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     let record = PodRecord {
         node,
@@ -66,9 +98,10 @@ pub(super) fn pod_record(pod: &Pod) -> Option<(String, PodRecord)> {
             .map(|o| o.kind.clone()),
         mirror: pod.annotations().contains_key("kubernetes.io/config.mirror"),
         priority_class: spec.priority_class_name.clone(),
-        node_local_volume: volumes.iter().any(|v| {
-            v.host_path.is_some()
-                || v.empty_dir.as_ref().is_some_and(|e| e.medium.as_deref() != Some("Memory"))
+        local_storage: volumes.iter().any(|v| {
+            let local = v.host_path.is_some()
+                || v.empty_dir.as_ref().is_some_and(|e| e.medium.as_deref() != Some("Memory"));
+            local && !may_lose.contains(&v.name.as_str())
         }),
         claims: volumes
             .iter()
@@ -97,20 +130,47 @@ pub(super) fn claim_volume(claim: &PersistentVolumeClaim) -> Option<(String, Str
     Some((key_of(claim)?, claim.spec.as_ref()?.volume_name.clone()?))
 }
 
-/// A `local` PersistentVolume (other volumes are left out).
-pub(super) fn local_volume(volume: &PersistentVolume) -> Option<(String, ())> {
-    volume.spec.as_ref()?.local.as_ref()?;
-    Some((volume.name_any(), ()))
+/// Where a PersistentVolume lives, if it may live on one node (other volumes are left out).
+/// Only the required affinity counts: it is what the scheduler enforces for the volume.
+pub(super) fn volume_site(volume: &PersistentVolume) -> Option<(String, VolumeSite)> {
+    let spec = volume.spec.as_ref()?;
+    let terms = spec
+        .node_affinity
+        .as_ref()
+        .and_then(|a| a.required.as_ref())
+        .map(|r| r.node_selector_terms.as_slice())
+        .unwrap_or_default();
+    let pins = |key: &str, operator: &str| key == LABEL_HOSTNAME && operator == "In";
+    let by_hostname =
+        terms.iter().any(|t| t.match_expressions.iter().flatten().any(|e| pins(&e.key, &e.operator)));
+    let site = if spec.local.is_some() || spec.host_path.is_some() || by_hostname {
+        VolumeSite::OneNode
+    } else {
+        let names: BTreeSet<String> = terms
+            .iter()
+            .flat_map(|t| t.match_expressions.iter().flatten().chain(t.match_fields.iter().flatten()))
+            .filter(|e| e.operator == "In")
+            .flat_map(|e| e.values.iter().flatten().cloned())
+            .collect();
+        if names.is_empty() {
+            return None;
+        }
+        VolumeSite::NodesNamed(names)
+    };
+    Some((volume.name_any(), site))
 }
 
-/// (namespace, claim) pairs whose volume is local, from `namespace/claim` → volume pairs.
+/// Where the volumes of bound claims live, from `namespace/claim` → volume pairs and a lookup
+/// of the volumes that may live on one node.
 pub(super) fn local_claims<'a>(
     claims: impl Iterator<Item = (&'a String, &'a String)>,
-    is_local: impl Fn(&str) -> bool,
-) -> HashSet<(String, String)> {
+    site: impl Fn(&str) -> Option<VolumeSite>,
+) -> HashMap<(String, String), VolumeSite> {
     claims
-        .filter(|(_, volume)| is_local(volume))
-        .filter_map(|(key, _)| key.split_once('/').map(|(ns, name)| (ns.to_string(), name.to_string())))
+        .filter_map(|(key, volume)| {
+            let (ns, name) = key.split_once('/')?;
+            Some(((ns.to_string(), name.to_string()), site(volume)?))
+        })
         .collect()
 }
 
@@ -123,15 +183,17 @@ impl PodRecord {
             .filter(|p| p.namespace == self.namespace)
             .filter(|p| p.selector.as_ref().is_some_and(|sel| selects(sel, &self.labels)))
             .collect();
-        let local_claim =
-            self.claims.iter().any(|c| joins.local_claims.contains(&(self.namespace.clone(), c.clone())));
+        let node_local_volume = self.claims.iter().any(|c| {
+            joins.local_claims.get(&(self.namespace.clone(), c.clone())).is_some_and(|s| s.on(&self.node))
+        });
         PodFacts {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
             controller_kind: self.controller_kind.clone(),
             mirror: self.mirror,
             priority_class: self.priority_class.clone(),
-            local_storage: self.node_local_volume || local_claim,
+            local_storage: self.local_storage,
+            node_local_volume,
             safe_to_evict: self.safe_to_evict,
             has_pdb: !covering.is_empty(),
             pdb_blocks: covering.iter().any(|p| p.allows_none),
@@ -204,7 +266,7 @@ mod tests {
         let (key, record) = pod_record(&pod).unwrap();
         assert_eq!((key.as_str(), record.node.as_str()), ("apps/db-0", "w1"));
         let plain = record.facts(&Joins::default());
-        assert!(!plain.local_storage && !plain.has_pdb);
+        assert!(!plain.node_local_volume && !plain.has_pdb);
         let pdb = PdbRecord {
             namespace: "apps".into(),
             selector: Some(LabelSelector {
@@ -213,9 +275,66 @@ mod tests {
             }),
             allows_none: true,
         };
-        let joins =
-            Joins { pdbs: vec![pdb], local_claims: [("apps".to_string(), "data-db-0".to_string())].into() };
+        let claim = ("apps".to_string(), "data-db-0".to_string());
+        let joins = Joins { pdbs: vec![pdb], local_claims: [(claim.clone(), VolumeSite::OneNode)].into() };
         let joined = record.facts(&joins);
-        assert!(joined.local_storage && joined.has_pdb && joined.pdb_blocks);
+        assert!(joined.node_local_volume && !joined.local_storage && joined.has_pdb && joined.pdb_blocks);
+        let elsewhere = VolumeSite::NodesNamed(["w2".to_string()].into());
+        let joins = Joins { pdbs: vec![], local_claims: [(claim, elsewhere)].into() };
+        assert!(!record.facts(&joins).node_local_volume, "pinned to another node: not this node's data");
+    }
+
+    fn pv(spec: serde_json::Value) -> PersistentVolume {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "pvc-1"}, "spec": spec})).unwrap()
+    }
+
+    fn affinity(key: &str, values: &[&str]) -> serde_json::Value {
+        serde_json::json!({"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": key, "operator": "In", "values": values}]}]}})
+    }
+
+    #[test]
+    fn volumes_that_live_on_one_node_are_told_from_volumes_that_follow_their_pod() {
+        let site = |spec| volume_site(&pv(spec)).map(|(_, s)| s);
+        // As rancher/local-path-provisioner writes it (K3s's default StorageClass).
+        let local_path = serde_json::json!({
+            "hostPath": {"path": "/var/lib/rancher/k3s/storage/pvc-1_apps_data", "type": "DirectoryOrCreate"},
+            "nodeAffinity": affinity("kubernetes.io/hostname", &["w1"]),
+            "storageClassName": "local-path"});
+        assert_eq!(site(local_path), Some(VolumeSite::OneNode));
+        assert_eq!(site(serde_json::json!({"local": {"path": "/mnt/disk"}})), Some(VolumeSite::OneNode));
+        assert_eq!(site(serde_json::json!({"hostPath": {"path": "/srv"}})), Some(VolumeSite::OneNode));
+        let pinned = serde_json::json!({"csi": {"driver": "x", "volumeHandle": "v"},
+                                        "nodeAffinity": affinity("kubernetes.io/hostname", &["w1"])});
+        assert_eq!(site(pinned), Some(VolumeSite::OneNode));
+        // A provisioner's own node key whose value is the node's name.
+        let by_name = site(serde_json::json!({"csi": {"driver": "x", "volumeHandle": "v"},
+                                              "nodeAffinity": affinity("example.com/node", &["w1"])}))
+        .unwrap();
+        assert!(by_name.on("w1") && !by_name.on("w2"));
+        // An EBS volume is pinned to a zone only: it follows its pod to another node.
+        let ebs = site(serde_json::json!({"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"},
+                                          "nodeAffinity": affinity("topology.kubernetes.io/zone", &["us-east-1a"])}))
+        .unwrap();
+        assert!(!ebs.on("w1"));
+        assert_eq!(site(serde_json::json!({"nfs": {"server": "nas", "path": "/x"}})), None);
+    }
+
+    #[test]
+    fn safe_to_evict_local_volumes_excuses_only_the_volumes_it_names() {
+        let pod = |annotation: &str| -> PodRecord {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "traefik-1", "namespace": "kube-system",
+                             "annotations": {SAFE_TO_EVICT_LOCAL_VOLUMES: annotation}},
+                "spec": {"nodeName": "w1", "containers": [],
+                         "volumes": [{"name": "data", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}},
+                                     {"name": "shm", "emptyDir": {"medium": "Memory"}}]}
+            }))
+            .unwrap();
+            pod_record(&pod).unwrap().1
+        };
+        assert!(pod("").facts(&Joins::default()).local_storage);
+        assert!(pod("data").facts(&Joins::default()).local_storage, "tmp is still on disk");
+        assert!(!pod("data, tmp").facts(&Joins::default()).local_storage);
     }
 }

@@ -91,6 +91,15 @@ pub enum StoreError {
         /// Our stale token.
         token: u64,
     },
+    /// The store refused the request as invalid (DynamoDB `ValidationException`, e.g. an item
+    /// over 400 KB): not an outage, and the same request will fail again.
+    #[error("state store rejected {operation}: {message}")]
+    Rejected {
+        /// What was attempted.
+        operation: &'static str,
+        /// The store's message.
+        message: String,
+    },
     /// A stored item could not be understood.
     #[error("corrupt item {key}: {message}")]
     Corrupt {
@@ -109,6 +118,7 @@ impl StoreError {
             StoreError::Contended { .. } => "contended",
             StoreError::LeaseLost { .. } => "lease_lost",
             StoreError::Corrupt { .. } => "corrupt",
+            StoreError::Rejected { .. } => "rejected",
         }
     }
 }

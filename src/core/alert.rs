@@ -10,6 +10,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use super::model::{Direction, Signal};
+use super::text::{NAME_MAX, REASON_MAX, bounded};
 
 /// Label naming the scaling direction.
 pub const LABEL_AUTOSCALER: &str = "autoscaler";
@@ -17,6 +18,9 @@ pub const LABEL_AUTOSCALER: &str = "autoscaler";
 pub const LABEL_POOL: &str = "pool";
 /// Label naming the nodes per action.
 pub const LABEL_STEP: &str = "step";
+/// Longest fingerprint accepted: Alertmanager's are 16 hex digits; the fingerprint is part of
+/// a DynamoDB sort key (at most 1 KiB).
+const FINGERPRINT_MAX: usize = 64;
 
 /// The parts of Alertmanager's webhook body that we read.
 #[derive(Debug, Deserialize)]
@@ -104,9 +108,10 @@ pub fn parse_notification(
     default_pool: &str,
     known_pool: impl Fn(&str) -> bool,
 ) -> Result<Notification, AlertError> {
-    let payload: Payload = serde_json::from_slice(body).map_err(|e| AlertError::Malformed(e.to_string()))?;
+    let payload: Payload =
+        serde_json::from_slice(body).map_err(|e| AlertError::Malformed(bounded(&e.to_string(), NAME_MAX)))?;
     if payload.version != "4" {
-        return Err(AlertError::UnsupportedVersion(payload.version));
+        return Err(AlertError::UnsupportedVersion(bounded(&payload.version, NAME_MAX)));
     }
     let mut notification = Notification::default();
     for (index, alert) in payload.alerts.into_iter().enumerate() {
@@ -116,14 +121,22 @@ pub fn parse_notification(
             notification.ignored += 1;
             continue;
         };
-        let alertname = alert.labels.get("alertname").cloned().unwrap_or_default();
+        let alertname =
+            bounded(alert.labels.get("alertname").map(String::as_str).unwrap_or_default(), NAME_MAX);
         let invalid =
             |problem: String| AlertError::InvalidAlert { index, alertname: alertname.clone(), problem };
         if alert.fingerprint.is_empty() {
             return Err(invalid("no fingerprint".into()));
         }
+        if alert.fingerprint.len() > FINGERPRINT_MAX {
+            return Err(invalid(format!(
+                "fingerprint of {} bytes (Alertmanager's are 16 hex digits)",
+                alert.fingerprint.len()
+            )));
+        }
         let pool = alert.labels.get(LABEL_POOL).map(String::as_str).unwrap_or(default_pool).to_string();
         if !known_pool(&pool) {
+            let pool = bounded(&pool, NAME_MAX);
             return Err(invalid(format!("unknown pool {pool:?} (not in the config's pools)")));
         }
         match alert.status.as_str() {
@@ -133,7 +146,7 @@ pub fn parse_notification(
                     .annotations
                     .get("summary")
                     .or_else(|| alert.annotations.get("description"))
-                    .cloned()
+                    .map(|text| bounded(text, REASON_MAX))
                     .unwrap_or_else(|| alertname.clone());
                 notification.firing.push(Signal {
                     pool,
@@ -147,7 +160,7 @@ pub fn parse_notification(
             "resolved" => {
                 notification.resolved.push(ResolvedSignal { pool, fingerprint: alert.fingerprint, direction })
             }
-            other => return Err(invalid(format!("unknown status {other:?}"))),
+            other => return Err(invalid(format!("unknown status {:?}", bounded(other, NAME_MAX)))),
         }
     }
     Ok(notification)
@@ -157,7 +170,7 @@ fn parse_step(value: Option<&String>) -> Result<u32, String> {
     let Some(text) = value else { return Ok(1) };
     match text.trim().parse::<u32>() {
         Ok(step) if step >= 1 => Ok(step),
-        _ => Err(format!("label step={text:?} is not a whole number of nodes >= 1")),
+        _ => Err(format!("label step={:?} is not a whole number of nodes >= 1", bounded(text, NAME_MAX))),
     }
 }
 
@@ -313,5 +326,30 @@ mod tests {
         assert!(parse(&body(json!([a]))).unwrap_err().to_string().contains("fingerprint"));
         let a = alert("pending", json!({"alertname": "X", "autoscaler": "scale-up"}));
         assert!(parse(&body(json!([a]))).unwrap_err().to_string().contains("status"));
+    }
+
+    #[test]
+    fn texts_copied_from_an_alert_are_bounded() {
+        let huge = "pod-x ".repeat(100_000);
+        let mut a = alert("firing", json!({"alertname": huge.clone(), "autoscaler": "scale-up"}));
+        a["annotations"] = json!({"summary": huge.clone(), "description": huge.clone()});
+        let n = parse(&body(json!([a]))).unwrap();
+        let signal = &n.firing[0];
+        assert!(signal.reason.len() <= crate::core::text::REASON_MAX, "{}", signal.reason.len());
+        assert!(signal.reason.ends_with("[cut, 600000 bytes]"), "the reason says it was cut");
+        assert!(signal.alertname.len() <= crate::core::text::NAME_MAX);
+        let bad = alert("firing", json!({"alertname": "X", "autoscaler": "scale-up", "pool": huge.clone()}));
+        assert!(parse(&body(json!([bad]))).unwrap_err().to_string().len() < 1024);
+        let bad = alert("firing", json!({"alertname": "X", "autoscaler": "scale-up", "step": huge.clone()}));
+        assert!(parse(&body(json!([bad]))).unwrap_err().to_string().len() < 1024);
+        let version = json!({"version": huge, "alerts": []}).to_string();
+        assert!(parse(version.as_bytes()).unwrap_err().to_string().len() < 1024);
+    }
+
+    #[test]
+    fn a_fingerprint_longer_than_alertmanager_writes_is_rejected() {
+        let mut a = alert("firing", json!({"alertname": "X", "autoscaler": "scale-up"}));
+        a["fingerprint"] = json!("f".repeat(2000));
+        assert!(parse(&body(json!([a]))).unwrap_err().to_string().contains("fingerprint of 2000 bytes"));
     }
 }

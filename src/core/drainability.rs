@@ -6,6 +6,9 @@ use std::fmt;
 
 /// Annotation that marks a pod safe (`"true"`) or unsafe (`"false"`) to evict.
 pub const SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
+/// Pod annotation listing (comma-separated) the hostPath/emptyDir volumes whose data may be
+/// lost, so they no longer block the drain (Cluster Autoscaler's convention).
+pub const SAFE_TO_EVICT_LOCAL_VOLUMES: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes";
 /// Node annotation that excludes the node from scale-down when `"true"`.
 pub const SCALE_DOWN_DISABLED: &str = "cluster-autoscaler.kubernetes.io/scale-down-disabled";
 
@@ -22,8 +25,13 @@ pub struct PodFacts {
     pub mirror: bool,
     /// `spec.priorityClassName`.
     pub priority_class: Option<String>,
-    /// Uses hostPath, a disk-backed emptyDir, or a local PersistentVolume.
+    /// Uses a hostPath or disk-backed emptyDir volume not listed in
+    /// [`SAFE_TO_EVICT_LOCAL_VOLUMES`].
     pub local_storage: bool,
+    /// Mounts a PersistentVolume that lives on this node (`local`, `hostPath` — what K3s's
+    /// `local-path` StorageClass creates — or pinned here by its node affinity): evicted, the
+    /// pod could never start elsewhere and its data goes with the node.
+    pub node_local_volume: bool,
     /// The safe-to-evict annotation: `Some(true)`, `Some(false)`, or absent.
     pub safe_to_evict: Option<bool>,
     /// Some PodDisruptionBudget selects this pod.
@@ -65,11 +73,13 @@ pub enum Blocker {
     LocalStorage,
     /// A PDB allows no disruption now.
     PdbAllowsNoDisruption,
+    /// A pod's PersistentVolume lives on the node: its data would go with it.
+    NodeLocalVolume,
 }
 
 impl Blocker {
     /// Every blocker, for exporting zeroes and for tests.
-    pub const ALL: [Blocker; 7] = [
+    pub const ALL: [Blocker; 8] = [
         Blocker::ScaleDownDisabled,
         Blocker::AnnotatedNotSafe,
         Blocker::CriticalPriority,
@@ -77,6 +87,7 @@ impl Blocker {
         Blocker::NoController,
         Blocker::LocalStorage,
         Blocker::PdbAllowsNoDisruption,
+        Blocker::NodeLocalVolume,
     ];
 
     /// Stable label for `unremovable_nodes{reason}`.
@@ -89,6 +100,7 @@ impl Blocker {
             Blocker::NoController => "pod_without_controller",
             Blocker::LocalStorage => "pod_with_local_storage",
             Blocker::PdbAllowsNoDisruption => "pdb_allows_no_disruption",
+            Blocker::NodeLocalVolume => "pod_with_node_local_volume",
         }
     }
 }
@@ -103,12 +115,13 @@ impl fmt::Display for Blocker {
             Blocker::NoController => "pod without a controller",
             Blocker::LocalStorage => "pod with local storage",
             Blocker::PdbAllowsNoDisruption => "PodDisruptionBudget allows no disruption",
+            Blocker::NodeLocalVolume => "pod with a PersistentVolume on the node",
         })
     }
 }
 
 /// Why this pod keeps its node, if it does. `safe-to-evict: "true"` lifts the kube-system,
-/// no-controller and local-storage rules (as in Cluster Autoscaler), never the critical
+/// no-controller and both local-storage rules (as in Cluster Autoscaler), never the critical
 /// priority or PDB rules.
 pub fn pod_blocker(pod: &PodFacts) -> Option<Blocker> {
     if !pod.must_move() {
@@ -126,6 +139,9 @@ pub fn pod_blocker(pod: &PodFacts) -> Option<Blocker> {
     }
     if !vouched && pod.controller_kind.is_none() {
         return Some(Blocker::NoController);
+    }
+    if !vouched && pod.node_local_volume {
+        return Some(Blocker::NodeLocalVolume);
     }
     if !vouched && pod.local_storage {
         return Some(Blocker::LocalStorage);
@@ -199,6 +215,8 @@ mod tests {
             (PodFacts { namespace: "kube-system".into(), ..web() }, Blocker::KubeSystemWithoutPdb),
             (PodFacts { controller_kind: None, ..web() }, Blocker::NoController),
             (PodFacts { local_storage: true, ..web() }, Blocker::LocalStorage),
+            (PodFacts { node_local_volume: true, ..web() }, Blocker::NodeLocalVolume),
+            (PodFacts { node_local_volume: true, local_storage: true, ..web() }, Blocker::NodeLocalVolume),
             (PodFacts { has_pdb: true, pdb_blocks: true, ..web() }, Blocker::PdbAllowsNoDisruption),
         ];
         for (pod, expected) in cases {
@@ -215,6 +233,7 @@ mod tests {
     fn safe_to_evict_true_lifts_storage_controller_and_kube_system_rules_only() {
         let vouched = |p: PodFacts| PodFacts { safe_to_evict: Some(true), ..p };
         assert_eq!(pod_blocker(&vouched(PodFacts { local_storage: true, ..web() })), None);
+        assert_eq!(pod_blocker(&vouched(PodFacts { node_local_volume: true, ..web() })), None);
         assert_eq!(pod_blocker(&vouched(PodFacts { controller_kind: None, ..web() })), None);
         assert_eq!(pod_blocker(&vouched(PodFacts { namespace: "kube-system".into(), ..web() })), None);
         assert_eq!(

@@ -7,6 +7,11 @@
 use serde::Deserialize;
 use thiserror::Error;
 
+use super::text::{NAME_MAX, bounded};
+
+/// Longest instance id accepted (`i-` and 17 hex digits today).
+const INSTANCE_ID_MAX: usize = 32;
+
 /// `detail-type` of the two-minute spot reclaim notice.
 pub const SPOT_INTERRUPTION: &str = "EC2 Spot Instance Interruption Warning";
 /// `detail-type` of the early "this spot instance is at elevated risk" notice.
@@ -77,24 +82,23 @@ pub enum Ec2EventError {
 /// Parses one EventBridge event as delivered by an API destination (the event itself as the
 /// body, no input transformer).
 pub fn parse_ec2_event(body: &[u8]) -> Result<Ec2Event, Ec2EventError> {
-    let envelope: Envelope =
-        serde_json::from_slice(body).map_err(|e| Ec2EventError::Malformed(e.to_string()))?;
+    let envelope: Envelope = serde_json::from_slice(body)
+        .map_err(|e| Ec2EventError::Malformed(bounded(&e.to_string(), NAME_MAX)))?;
     let field = |name: &str| envelope.detail.get(name).and_then(|v| v.as_str()).map(str::to_string);
+    let event_id = envelope.id.as_deref().map(|id| bounded(id, NAME_MAX));
     let instance = || {
-        field("instance-id")
-            .filter(|id| id.starts_with("i-"))
-            .ok_or_else(|| Ec2EventError::NoInstance { detail_type: envelope.detail_type.clone() })
+        field("instance-id").filter(|id| id.starts_with("i-") && id.len() <= INSTANCE_ID_MAX).ok_or_else(
+            || Ec2EventError::NoInstance { detail_type: bounded(&envelope.detail_type, NAME_MAX) },
+        )
     };
     match envelope.detail_type.as_str() {
         SPOT_INTERRUPTION => Ok(Ec2Event::SpotInterruption {
             instance_id: instance()?,
-            action: field("instance-action").unwrap_or_else(|| "terminate".into()),
-            event_id: envelope.id.clone(),
+            action: field("instance-action").map_or_else(|| "terminate".into(), |a| bounded(&a, NAME_MAX)),
+            event_id,
         }),
-        REBALANCE_RECOMMENDATION => {
-            Ok(Ec2Event::Rebalance { instance_id: instance()?, event_id: envelope.id.clone() })
-        }
-        _ => Ok(Ec2Event::Other { detail_type: envelope.detail_type }),
+        REBALANCE_RECOMMENDATION => Ok(Ec2Event::Rebalance { instance_id: instance()?, event_id }),
+        _ => Ok(Ec2Event::Other { detail_type: bounded(&envelope.detail_type, NAME_MAX) }),
     }
 }
 
@@ -157,5 +161,27 @@ mod tests {
         assert!(matches!(parse_ec2_event(&no_instance), Err(Ec2EventError::NoInstance { .. })));
         let bad_instance = event(REBALANCE_RECOMMENDATION, serde_json::json!({"instance-id": "x"}));
         assert!(matches!(parse_ec2_event(&bad_instance), Err(Ec2EventError::NoInstance { .. })));
+    }
+
+    #[test]
+    fn texts_copied_from_an_event_are_bounded() {
+        let huge = "x".repeat(100_000);
+        let body = |detail_type: &str, detail| {
+            let mut body: serde_json::Value = serde_json::from_slice(&event(detail_type, detail)).unwrap();
+            body["id"] = serde_json::json!(huge);
+            body.to_string().into_bytes()
+        };
+        let spot =
+            body(SPOT_INTERRUPTION, serde_json::json!({"instance-id": "i-1", "instance-action": huge}));
+        let Ok(Ec2Event::SpotInterruption { action, event_id, .. }) = parse_ec2_event(&spot) else {
+            panic!("not a spot warning")
+        };
+        assert!(action.len() <= NAME_MAX && event_id.unwrap().len() <= NAME_MAX);
+        let Ok(Ec2Event::Other { detail_type }) = parse_ec2_event(&body(&huge, serde_json::json!({}))) else {
+            panic!("not other")
+        };
+        assert!(detail_type.len() <= NAME_MAX);
+        let long_id = body(REBALANCE_RECOMMENDATION, serde_json::json!({"instance-id": format!("i-{huge}")}));
+        assert!(parse_ec2_event(&long_id).unwrap_err().to_string().len() < 1024);
     }
 }

@@ -22,6 +22,10 @@ pub enum ApiError {
     BadEvent(Ec2EventError),
     /// The state store cannot be reached (503; retried).
     Unavailable,
+    /// The state store refused what this request would write as invalid (422; not retried:
+    /// the same request would be refused again, and an outage answer would make Alertmanager
+    /// retry it forever).
+    Rejected,
     /// Something we did not expect (500; retried).
     Internal,
 }
@@ -32,6 +36,10 @@ impl From<IntakeError> for ApiError {
             IntakeError::Store(StoreError::Unavailable { operation, message }) => {
                 tracing::warn!(operation, %message, "state store unavailable; asking Alertmanager to retry");
                 ApiError::Unavailable
+            }
+            IntakeError::Store(StoreError::Rejected { operation, message }) => {
+                tracing::error!(operation, %message, "state store rejected the signals; not an outage");
+                ApiError::Rejected
             }
             IntakeError::Store(other) => {
                 tracing::error!(error = %other, "cannot store signals");
@@ -51,6 +59,10 @@ impl From<ReconcileError> for ApiError {
                 tracing::warn!(%error, "cannot handle the EC2 event now; asking the sender to retry");
                 ApiError::Unavailable
             }
+            ReconcileError::Store(StoreError::Rejected { .. }) => {
+                tracing::error!(%error, "state store rejected the EC2 event's records; not an outage");
+                ApiError::Rejected
+            }
             other => {
                 tracing::error!(error = %other, "cannot handle the EC2 event");
                 ApiError::Internal
@@ -66,6 +78,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::BadRequest(_) | ApiError::BadEvent(_) => "bad_request",
             ApiError::Unavailable => "unavailable",
+            ApiError::Rejected => "rejected",
             ApiError::Internal => "internal_error",
         }
     }
@@ -82,6 +95,10 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable => {
                 (StatusCode::SERVICE_UNAVAILABLE, "dependency unavailable; retry later".to_string())
             }
+            ApiError::Rejected => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the state store refused this request as invalid".to_string(),
+            ),
             ApiError::Internal => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the service log".to_string())
             }

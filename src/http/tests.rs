@@ -100,6 +100,18 @@ async fn store_down_is_503_for_the_webhook_and_readiness_but_not_liveness() {
 }
 
 #[tokio::test]
+async fn a_store_rejection_is_422_never_an_outage() {
+    let f = fixture();
+    f.store.set_rejecting(true);
+    let (status, body) = call(&f.state, post(FIRING, Some("Bearer tok"))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(!body.contains("maximum"), "internals are not leaked: {body}");
+    assert_eq!(call(&f.state, Request::get("/readyz").body(Body::empty()).unwrap()).await.0, StatusCode::OK);
+    let (_, metrics) = call(&f.state, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert!(metrics.contains("k3s_autoscaler_webhook_requests_total{outcome=\"rejected\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
 async fn readiness_goes_false_on_shutdown() {
     let f = fixture();
     f.state.set_shutting_down();

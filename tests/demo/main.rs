@@ -81,12 +81,8 @@ async fn main() {
         "  simulator     {}/metrics  (fake Kubernetes API {})",
         pipeline.sim.metrics_url, pipeline.world.kube.url
     );
-    println!("  pool workers: min 2, max 6; scale up above 70% CPU for 5m or a pod Pending for 3m,");
-    println!(
-        "  down below 30% for 10m (shown here as {:?} and {:?})",
-        MINUTE * 5 / speed,
-        MINUTE * 10 / speed
-    );
+    println!("  pool workers: min 2, max 6; scale up above 70% CPU for 1m or a pod Pending for 3m,");
+    println!("  down below 30% for 10m (shown here as {:?} and {:?})", MINUTE / speed, MINUTE * 10 / speed);
     println!();
 
     let mut watch = report::Watch::new(&pipeline);

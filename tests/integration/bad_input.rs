@@ -67,3 +67,33 @@ async fn bad_requests_are_refused_and_change_nothing() {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
 }
+
+/// A templated annotation can outgrow DynamoDB's 400 KB item limit (a description listing
+/// every Pending pod). The text is cut where it is copied; the alert still scales the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_with_a_500_kb_annotation_still_scales_up() {
+    let world = World::new("longtext", |c| c.body_limit = 1024 * 1024).await;
+    let service = world.service().await;
+    let mut alert = scale_up("fp-long");
+    let pending: String = (0..36_000).map(|i| format!("app/pod-{i:05} ")).collect();
+    assert!(pending.len() > 500_000);
+    alert["alerts"][0]["annotations"]["summary"] = json!(pending);
+    assert_eq!(service.post(&alert).await, 200, "the alert is taken, not answered as an outage");
+    world.expect_instances(1, Duration::from_millis(500)).await;
+    let signals = world.aws.items(&world.config.table, &world.config.cluster_id, "signal#").await;
+    let events = world.aws.items(&world.config.table, &world.config.cluster_id, "event#").await;
+    let stored: Vec<&String> = signals
+        .iter()
+        .chain(&events)
+        .flat_map(|item| item.values())
+        .filter_map(|v| v.as_s().ok())
+        .filter(|text| text.contains("app/pod-00000"))
+        .collect();
+    assert!(!stored.is_empty(), "the reason is recorded");
+    for text in stored {
+        assert!(text.len() <= 1200, "stored text of {} bytes", text.len());
+        assert!(text.contains("[cut"), "says it was cut: {}", &text[text.len() - 60..]);
+    }
+    let metrics = service.metrics().await;
+    assert!(metrics.contains("k3s_autoscaler_webhook_requests_total{outcome=\"accepted\"} 1"), "{metrics}");
+}

@@ -234,9 +234,51 @@ async fn every_not_a_candidate_rule_keeps_its_node_and_a_vouched_pod_does_not() 
         let line = format!("k3s_autoscaler_unremovable_nodes{{pool=\"workers\",reason=\"{reason}\"}} 1");
         assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
     }
-    // emptyDir on disk and a local PersistentVolume.
-    let line = "k3s_autoscaler_unremovable_nodes{pool=\"workers\",reason=\"pod_with_local_storage\"} 2";
+    // emptyDir on disk, and a local PersistentVolume with its own reason.
+    for reason in ["pod_with_local_storage", "pod_with_node_local_volume"] {
+        let line = format!("k3s_autoscaler_unremovable_nodes{{pool=\"workers\",reason=\"{reason}\"}} 1");
+        assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+    }
+}
+
+/// K3s's default storage: a StatefulSet pod on a `local-path` volume keeps its node (its
+/// data lives there and its PV can only ever be mounted there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_on_a_k3s_local_path_volume_keeps_its_node() {
+    let world = World::new("localpath", |c| c.min = 1).await;
+    let seeded = seed(&world, &[1, 1]).await;
+    let (db_node, other) = (node_name(&seeded[0].0), node_name(&seeded[1].0));
+    world.kube.add_local_path_pv("shop", "data-db-0", &db_node);
+    world.kube.add_pod(
+        pod("shop", "db-0")
+            .on_node(&db_node)
+            .owned_by("StatefulSet", "db")
+            .local_pv_claim("data-db-0")
+            .grace_period(0)
+            .build(),
+    );
+    // The other node holds a bare pod: the db node is the only one that could go.
+    world.kube.add_pod(pod("shop", "bare").on_node(&other).build());
+    let service = world.service().await;
+    assert_eq!(service.post(&scale_down()).await, 200);
+    let held =
+        "k3s_autoscaler_decisions_total{pool=\"workers\",action=\"hold\",reason=\"no_drain_candidate\"}";
+    let drained = "k3s_autoscaler_decisions_total{pool=\"workers\",action=\"drain\"";
+    let metrics = eventually("the scale-down decided", Duration::from_secs(10), || async {
+        let metrics = service.metrics().await;
+        (metrics.contains(held) || metrics.contains(drained)).then_some(metrics)
+    })
+    .await;
+    if metrics.contains(drained) {
+        let left = world.expect_instances(1, Duration::from_secs(1)).await;
+        panic!("the node with the local-path volume was drained and terminated; left: {left:?}");
+    }
+    let line = "k3s_autoscaler_unremovable_nodes{pool=\"workers\",reason=\"pod_with_node_local_volume\"} 1";
     assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    assert!(world.kube.evictions().is_empty(), "{:?}", world.kube.evictions());
+    assert!(!cordoned(&world, &db_node));
+    assert_eq!(world.instances().await.len(), 2, "nothing terminated");
+    assert_eq!(world.proxy.count("TerminateInstances"), 0, "{:?}", world.proxy.histogram());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,7 +40,7 @@ async fn cpu_over_70_percent_scales_up_one_node_at_a_time_and_stops_at_max() {
     let launches = p.launches();
     assert_eq!(launches.len(), 2, "two launches for two new nodes");
     assert!(launches[1] > ready_at.lock().unwrap()[0], "the second launch waited for the first node");
-    let lag = reaction(alert.active_at, launches[0], p.window(5 * MINUTE));
+    let lag = reaction(alert.active_at, launches[0], p.window(MINUTE));
     println!("cpu-high: condition true -> RunInstances = for-window + {lag:?}");
     assert!(lag < Duration::from_secs(10), "the pipeline added {lag:?} to the window");
 
@@ -124,4 +124,28 @@ async fn a_silence_holds_the_scale_up_until_it_expires() {
         (p.ready_workers() == 3).then_some(())
     })
     .await;
+}
+
+/// The spec's latency at production speed (no shortening): from the moment the workers' CPU
+/// jumps above 70 % to RunInstances, with the shipped rules, evaluation interval and
+/// Alertmanager route. The simulator is scraped every second, where production scrapes every
+/// 15 s: the assertion keeps those 15 s of margin. About 3 minutes:
+/// `cargo test --test integration -- --ignored at_production_speed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs at production speed, about 3 minutes"]
+async fn cpu_over_70_percent_at_production_speed_launches_within_3_minutes() {
+    let p = Pipeline::start(PipelineOptions { speed: 1, ..PipelineOptions::new("e2e-speed1") }).await;
+    // Let Prometheus see the quiet pool for a while (35 %), then the jump to 100 %.
+    tokio::time::sleep(Duration::from_secs(75)).await;
+    assert!(p.launches().is_empty());
+    let crossed = SystemTime::now();
+    p.sim.set_load(4.3);
+    let launch = eventually("RunInstances", 4 * MINUTE, || async { p.launches().first().copied() }).await;
+    let alert = p.firing("K3sWorkersCPUHigh", Duration::from_secs(5)).await;
+    let latency = launch.duration_since(crossed).expect("launch after the jump");
+    let seen = alert.active_at.duration_since(crossed).unwrap_or_default();
+    println!(
+        "speed 1: CPU above 70% -> rule true {seen:?} -> RunInstances {latency:?} (for: 1m, group_wait 10s)"
+    );
+    assert!(latency + Duration::from_secs(15) < 3 * MINUTE, "decision latency {latency:?} (+15 s scrape)");
 }

@@ -230,6 +230,49 @@ impl FakeKube {
         }));
     }
 
+    /// A claim `ns/claim` of K3s's default `local-path` StorageClass, bound to the volume
+    /// rancher/local-path-provisioner creates for it on `node`: a `hostPath` PV (not `local`)
+    /// pinned by a required node affinity on `kubernetes.io/hostname`, as its provisioner.go
+    /// and the PV controller's binding write them.
+    pub fn add_local_path_pv(&self, ns: &str, claim: &str, node: &str) {
+        let uid = uuid::Uuid::new_v4();
+        let pv = format!("pvc-{uid}");
+        let provisioner = "rancher.io/local-path";
+        self.seed(
+            Kind::Pv,
+            json!({
+                "metadata": {"name": pv, "finalizers": ["kubernetes.io/pv-protection"],
+                             "annotations": {"local.path.provisioner/selected-node": node,
+                                             "pv.kubernetes.io/provisioned-by": provisioner}},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                         "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "local-path",
+                         "volumeMode": "Filesystem",
+                         "hostPath": {"path": format!("/var/lib/rancher/k3s/storage/{pv}_{ns}_{claim}"),
+                                      "type": "DirectoryOrCreate"},
+                         "claimRef": {"kind": "PersistentVolumeClaim", "namespace": ns, "name": claim,
+                                      "uid": uid.to_string(), "apiVersion": "v1"},
+                         "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                             {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}},
+                "status": {"phase": "Bound"}
+            }),
+        );
+        self.seed(
+            Kind::Pvc,
+            json!({
+                "metadata": {"name": claim, "namespace": ns, "uid": uid.to_string(),
+                             "finalizers": ["kubernetes.io/pvc-protection"],
+                             "annotations": {"pv.kubernetes.io/bind-completed": "yes",
+                                             "pv.kubernetes.io/bound-by-controller": "yes",
+                                             "volume.beta.kubernetes.io/storage-provisioner": provisioner,
+                                             "volume.kubernetes.io/storage-provisioner": provisioner,
+                                             "volume.kubernetes.io/selected-node": node}},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+                         "storageClassName": "local-path", "volumeMode": "Filesystem", "volumeName": pv},
+                "status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}}
+            }),
+        );
+    }
+
     fn all<T: DeserializeOwned>(&self, kind: Kind) -> Vec<T> {
         self.state().objects.iter().filter(|((k, _, _), _)| *k == kind).map(|(_, v)| typed(v)).collect()
     }

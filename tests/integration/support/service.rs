@@ -23,6 +23,8 @@ pub struct ServiceConfig {
     pub scale_up_cooldown: String,
     /// Extra lines under `[timing]`.
     pub extra_timing: String,
+    /// `server.body_limit_bytes`.
+    pub body_limit: usize,
 }
 
 impl ServiceConfig {
@@ -39,6 +41,7 @@ impl ServiceConfig {
             region: REGION.to_string(),
             scale_up_cooldown: "10m".into(),
             extra_timing: String::new(),
+            body_limit: 65536,
         }
     }
 
@@ -55,7 +58,7 @@ impl ServiceConfig {
 {extra_top}
 [server]
 listen = "127.0.0.1:0"
-body_limit_bytes = 65536
+body_limit_bytes = {body_limit}
 [auth]
 bearer_token_file = "{token}"
 [aws]
@@ -90,6 +93,7 @@ scale_up_cooldown = "{cooldown}"
             region = self.region,
             cooldown = self.scale_up_cooldown,
             extra_timing = self.extra_timing,
+            body_limit = self.body_limit,
         )
     }
 }
