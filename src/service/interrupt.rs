@@ -39,7 +39,7 @@ enum Recorded {
     /// A new record.
     Created,
     /// A rebalance's record turned into a spot interruption.
-    Upgraded(Interruption),
+    Upgraded(Box<Interruption>),
     /// The record already says as much.
     Repeat,
 }
@@ -112,7 +112,7 @@ impl Service {
         }
         let (handled, outcome) = match self.record_notice(&plan).await? {
             Recorded::Created => (plan, "handled"),
-            Recorded::Upgraded(upgraded) => (upgraded, "upgraded"),
+            Recorded::Upgraded(upgraded) => (*upgraded, "upgraded"),
             Recorded::Repeat => {
                 info!(instance = %instance_id, kind = kind.label(), "interruption already being handled; repeat ignored");
                 return Ok(self.counted(kind.label(), "duplicate", String::new()));
@@ -142,7 +142,7 @@ impl Service {
             let Some((existing, version)) = existing else { continue };
             let Some(upgraded) = upgrade(&existing, plan) else { return Ok(Recorded::Repeat) };
             if self.save_interruption(&upgraded, version).await? {
-                return Ok(Recorded::Upgraded(upgraded));
+                return Ok(Recorded::Upgraded(Box::new(upgraded)));
             }
         }
         Err(StoreError::Contended { pool: plan.pool.clone() }.into())

@@ -275,11 +275,13 @@ async fn forged_notices_for_on_demand_or_unmarked_spot_instances_change_nothing(
     let (_, subnet_a) = &world.fixtures.subnets[0];
     let on_demand = world.aws.seed_instance("forged", subnet_a, true).await;
     let unmarked = world.aws.seed_spot_instance("forged", subnet_a).await;
+    // moto keeps no spot request for a RunInstances spot launch: EC2's answer is empty.
+    let no_request = world.aws.seed_spot_instance("forged", subnet_a).await;
     eventually("seeded nodes", Duration::from_secs(20), || async {
-        (world.kube.nodes().len() == 2).then_some(())
+        (world.kube.nodes().len() == 3).then_some(())
     })
     .await;
-    for instance in [&on_demand, &unmarked] {
+    for instance in [&on_demand, &unmarked, &no_request] {
         let node = node_name(instance);
         world.kube.add_pod(
             pod("shop", &format!("web-{instance}")).on_node(&node).owned_by("ReplicaSet", "web").build(),
@@ -291,7 +293,9 @@ async fn forged_notices_for_on_demand_or_unmarked_spot_instances_change_nothing(
     // EC2 answers for the unmarked spot instance as it does for any healthy one.
     world.proxy.spot_request_status(&unmarked, "fulfilled");
 
-    for body in [spot_warning(&on_demand), spot_warning(&unmarked), rebalance(&on_demand)] {
+    for body in
+        [spot_warning(&on_demand), spot_warning(&unmarked), spot_warning(&no_request), rebalance(&on_demand)]
+    {
         let (status, answer) = post_event(&service, body.to_string().as_bytes(), true).await;
         assert_eq!((status, answer["outcome"].as_str()), (200, Some("unverified")), "{body}: {answer}");
     }
@@ -301,10 +305,12 @@ async fn forged_notices_for_on_demand_or_unmarked_spot_instances_change_nothing(
         assert_eq!(world.proxy.count(api), 0, "{api}: {:?}", world.proxy.histogram());
     }
     assert_eq!(world.items("interrupt#").await, 0);
-    assert!(world.aws.is_live(&on_demand).await && world.aws.is_live(&unmarked).await);
+    for instance in [&on_demand, &unmarked, &no_request] {
+        assert!(world.aws.is_live(instance).await);
+    }
     let metrics = service.metrics().await;
     for line in [
-        "k3s_autoscaler_ec2_events_total{kind=\"spot_interruption\",outcome=\"unverified\"} 2",
+        "k3s_autoscaler_ec2_events_total{kind=\"spot_interruption\",outcome=\"unverified\"} 3",
         "k3s_autoscaler_ec2_events_total{kind=\"rebalance_recommendation\",outcome=\"unverified\"} 1",
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
