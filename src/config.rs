@@ -102,12 +102,18 @@ struct RawConfig {
 struct RawInterruption {
     #[serde(default = "default_rebalance")]
     rebalance: RebalanceMode,
+    #[serde(default = "default_max_rebalance_per_pool")]
+    max_rebalance_per_pool: u32,
 }
 
 impl Default for RawInterruption {
     fn default() -> Self {
-        Self { rebalance: default_rebalance() }
+        Self { rebalance: default_rebalance(), max_rebalance_per_pool: default_max_rebalance_per_pool() }
     }
+}
+
+fn default_max_rebalance_per_pool() -> u32 {
+    1
 }
 
 fn default_rebalance() -> RebalanceMode {
@@ -296,6 +302,9 @@ pub struct Config {
 pub struct InterruptionConfig {
     /// What a Rebalance Recommendation does; spot interruption warnings always drain and replace.
     pub rebalance: RebalanceMode,
+    /// How many instances of one pool rebalance recommendations may hold out of service
+    /// (cordoned) at once: EC2 cannot confirm a rebalance, so this bounds what forged ones do.
+    pub max_rebalance_per_pool: u32,
 }
 
 /// CloudWatch Logs destination of the scaling events (one JSON record each).
@@ -589,7 +598,10 @@ impl RawConfig {
             aws,
             kubernetes: KubernetesConfig { kubeconfig: self.kubernetes.kubeconfig },
             timing,
-            interruption: InterruptionConfig { rebalance: self.interruption.rebalance },
+            interruption: InterruptionConfig {
+                rebalance: self.interruption.rebalance,
+                max_rebalance_per_pool: self.interruption.max_rebalance_per_pool,
+            },
             cloudwatch,
             pools,
         })
@@ -745,6 +757,7 @@ launch_template = "lt-1"
         assert_eq!(c.auth.bearer_token.as_ref().unwrap().expose(), "s3cret-token");
         assert_eq!(c.default_pool, "workers");
         assert_eq!(c.interruption.rebalance, RebalanceMode::CordonOnly);
+        assert_eq!(c.interruption.max_rebalance_per_pool, 1);
         assert!(c.cloudwatch.is_none());
     }
 

@@ -42,7 +42,7 @@ pub struct OperationLabels {
     pub pool: String,
     /// launch, drain or interruption.
     pub kind: &'static str,
-    /// succeeded, failed, join_timeout, aborted; interruptions: drained, stranded, cordoned.
+    /// succeeded, failed, join_timeout, aborted; interruptions: drained, stranded, cordoned, held.
     pub outcome: &'static str,
 }
 
@@ -96,7 +96,8 @@ pub struct PoolNodeLabels {
 pub struct Ec2EventLabels {
     /// spot_interruption, rebalance_recommendation, other.
     pub kind: &'static str,
-    /// handled, duplicate, ignored, dry_run, bad_request.
+    /// handled, upgraded (a spot warning took over a rebalance), duplicate, ignored,
+    /// unverified (EC2 does not confirm it), capped (rebalance cap reached), dry_run, bad_request.
     pub outcome: &'static str,
 }
 
@@ -248,7 +249,7 @@ impl Metrics {
             for (kind, outcomes) in [
                 ("launch", &["succeeded", "failed", "join_timeout"][..]),
                 ("drain", &["succeeded", "aborted"][..]),
-                ("interruption", &["drained", "stranded", "cordoned"][..]),
+                ("interruption", &["drained", "stranded", "cordoned", "held"][..]),
             ] {
                 for outcome in outcomes {
                     let _ =

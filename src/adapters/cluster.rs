@@ -58,6 +58,8 @@ pub enum NodeEvent {
     InterruptionNotice,
     /// The interruption deadline passed with pods still on the node.
     InterruptionStranded,
+    /// A rebalance drain stopped at a drain blocker; the node stays cordoned with its pods.
+    InterruptionHeld,
 }
 
 impl NodeEvent {
@@ -73,6 +75,7 @@ impl NodeEvent {
             NodeEvent::NodeRemoved => "NodeRemoved",
             NodeEvent::InterruptionNotice => "InterruptionNotice",
             NodeEvent::InterruptionStranded => "InterruptionStranded",
+            NodeEvent::InterruptionHeld => "InterruptionHeld",
         }
     }
 
@@ -84,6 +87,7 @@ impl NodeEvent {
                 | NodeEvent::DrainAborted
                 | NodeEvent::InterruptionNotice
                 | NodeEvent::InterruptionStranded
+                | NodeEvent::InterruptionHeld
         )
     }
 }

@@ -155,4 +155,8 @@ pub trait Compute: Send + Sync {
     async fn launch(&self, spec: &RunSpec) -> Result<Vec<ManagedInstance>, ComputeError>;
     /// Terminates managed instances; refuses any instance not managed for this cluster.
     async fn terminate(&self, instance_ids: &[String]) -> Result<(), ComputeError>;
+    /// The status code of the spot request behind `instance_id` (`marked-for-termination`
+    /// once EC2 has decided to interrupt it), `None` when EC2 knows no request for it: what
+    /// verifies a spot interruption warning before anything is drained.
+    async fn spot_request_status(&self, instance_id: &str) -> Result<Option<String>, ComputeError>;
 }

@@ -425,7 +425,11 @@ impl StateStore for DynamoStore {
     }
 
     async fn open_interruptions(&self) -> Result<Vec<(Interruption, u64)>, StoreError> {
-        self.query_open_interruptions().await
+        self.query_interruptions(true).await
+    }
+
+    async fn interruptions(&self) -> Result<Vec<(Interruption, u64)>, StoreError> {
+        self.query_interruptions(false).await
     }
 
     async fn save_interruption(&self, record: &Interruption, seen: u64) -> Result<(), StoreError> {

@@ -177,6 +177,22 @@ impl Compute for Ec2Compute {
             .map_err(|e| classify("TerminateInstances", e))?;
         Ok(())
     }
+
+    async fn spot_request_status(&self, instance_id: &str) -> Result<Option<String>, ComputeError> {
+        let by_instance = Filter::builder().name("instance-id").values(instance_id).build();
+        let out = self
+            .client
+            .describe_spot_instance_requests()
+            .filters(by_instance)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeSpotInstanceRequests", e))?;
+        Ok(out
+            .spot_instance_requests()
+            .iter()
+            .filter(|r| r.instance_id() == Some(instance_id))
+            .find_map(|r| r.status().and_then(|s| s.code()).map(str::to_string)))
+    }
 }
 
 fn tag<'a>(instance: &'a Instance, key: &str) -> Option<&'a str> {

@@ -215,6 +215,10 @@ impl StateStore for MemoryStore {
         let d = self.check("Query", false)?;
         Ok(d.interruptions.values().filter(|(r, _)| r.phase == InterruptPhase::Open).cloned().collect())
     }
+    async fn interruptions(&self) -> Result<Vec<(Interruption, u64)>, StoreError> {
+        let d = self.check("Query", false)?;
+        Ok(d.interruptions.values().cloned().collect())
+    }
     async fn save_interruption(&self, record: &Interruption, seen: u64) -> Result<(), StoreError> {
         let mut d = self.check("PutItem", true)?;
         match d.interruptions.get_mut(&record.instance_id) {
@@ -236,6 +240,8 @@ pub struct FakeCompute {
     /// When set, a launch creates its instances and then reports an unknown outcome.
     pub lose_answers: AtomicBool,
     next_id: AtomicU64,
+    /// Spot request status code by instance id, as DescribeSpotInstanceRequests reports it.
+    spot_status: Mutex<HashMap<String, String>>,
 }
 
 impl FakeCompute {
@@ -250,10 +256,20 @@ impl FakeCompute {
         self.launches.lock().unwrap().len()
     }
     pub fn add_instance(&self, instance_id: &str, az: &str, pool: &str) {
+        self.add_instance_in(instance_id, az, pool, Market::OnDemand);
+    }
+    pub fn add_spot_instance(&self, instance_id: &str, az: &str, pool: &str) {
+        self.add_instance_in(instance_id, az, pool, Market::Spot);
+    }
+    /// EC2 now reports the instance's spot request with this status code.
+    pub fn set_spot_status(&self, instance_id: &str, code: &str) {
+        self.spot_status.lock().unwrap().insert(instance_id.into(), code.into());
+    }
+    fn add_instance_in(&self, instance_id: &str, az: &str, pool: &str, market: Market) {
         self.instances.lock().unwrap().push(ManagedInstance {
             instance_id: instance_id.into(),
             az: az.into(),
-            market: Market::OnDemand,
+            market,
             launched_at: Timestamp::from_millis(0),
             state: InstanceState::Running,
             pool: pool.into(),
@@ -324,6 +340,9 @@ impl Compute for FakeCompute {
             instance.state = InstanceState::Gone;
         }
         Ok(())
+    }
+    async fn spot_request_status(&self, instance_id: &str) -> Result<Option<String>, ComputeError> {
+        Ok(self.spot_status.lock().unwrap().get(instance_id).cloned())
     }
 }
 

@@ -186,6 +186,10 @@ pub trait StateStore: Send + Sync {
     async fn create_interruption(&self, record: &Interruption) -> Result<bool, StoreError>;
     /// Interruption records still being handled, each with its version.
     async fn open_interruptions(&self) -> Result<Vec<(Interruption, u64)>, StoreError>;
+    /// Every interruption record still kept (open and closed, two days after their deadline),
+    /// each with its version: a spot warning upgrades a rebalance's record, and the rebalance
+    /// cap counts the instances rebalances took out of service.
+    async fn interruptions(&self) -> Result<Vec<(Interruption, u64)>, StoreError>;
     /// Replaces an interruption record if its version is still `seen` (`Contended` if another
     /// replica moved it on first).
     async fn save_interruption(&self, record: &Interruption, seen: u64) -> Result<(), StoreError>;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::drainability::{Blocker, PodFacts, pod_blocker};
 use super::model::{
     LaunchPhase, LaunchRequest, LaunchedInstance, Market, OperationKind, PoolPolicy, PoolState, Worker,
 };
@@ -161,6 +162,9 @@ pub struct Interruption {
     /// How it ended, once done.
     #[serde(default)]
     pub outcome: Option<String>,
+    /// When a rebalance recommendation opened it, if a spot warning upgraded it since.
+    #[serde(default)]
+    pub rebalanced_at: Option<Timestamp>,
 }
 
 impl Interruption {
@@ -231,7 +235,34 @@ pub fn plan_interruption(input: InterruptInput<'_>) -> Option<InterruptPlan> {
             replacement,
             phase: InterruptPhase::Open,
             outcome: None,
+            rebalanced_at: None,
         },
+    })
+}
+
+/// A spot warning for an instance that already has a record: the upgraded record to write,
+/// or `None` when the notice changes nothing (a repeat, a rebalance after anything, a
+/// warning after a warning).
+///
+/// EC2 usually sends the rebalance recommendation first. Whatever that did (cordon only,
+/// a held or open `replace`, a closed record), the warning turns it into a spot interruption:
+/// drain now with the blockers overridden, deadline = warning + [`SPOT_NOTICE`], the record
+/// open again. A replacement the rebalance planned, launched or failed to launch is kept:
+/// its launch id is the same, so it is never launched twice; only a record without one
+/// (`Skipped`) takes the replacement `warning` chose.
+pub fn upgrade(existing: &Interruption, warning: &Interruption) -> Option<Interruption> {
+    if warning.kind != InterruptKind::Spot || existing.kind != InterruptKind::Rebalance {
+        return None;
+    }
+    let replacement = match &existing.replacement {
+        Replacement::Skipped { .. } => warning.replacement.clone(),
+        kept => kept.clone(),
+    };
+    Some(Interruption {
+        node: existing.node.clone().or_else(|| warning.node.clone()),
+        replacement,
+        rebalanced_at: Some(existing.received_at),
+        ..warning.clone()
     })
 }
 
@@ -266,7 +297,8 @@ pub fn choose_replacement(
 pub enum InterruptStep {
     /// Issue the planned replacement launch.
     Launch,
-    /// Rebalance: the replacement is not Ready yet; drain after it is.
+    /// Rebalance: the replacement is not Ready yet, or draining now would leave fewer than
+    /// `min` Ready nodes; drain later.
     WaitForReplacement,
     /// Pods still have to move: evict them (PDBs may refuse; retried next pass).
     Evict,
@@ -276,33 +308,149 @@ pub enum InterruptStep {
     GiveUp,
     /// Cordon-only: close the record, the node stays.
     Close,
+    /// Rebalance: a pod (or the node) may not be drained; close the record, the node stays
+    /// cordoned with its pods.
+    Held,
 }
 
-/// Chooses the next step from the record, the pods still on the node (terminating ones
-/// included) and whether the replacement's nodes are Ready. The launch comes first so the
-/// replacement boots while the node drains; only a rebalance waits for it to be Ready.
-pub fn next_step(
-    record: &Interruption,
-    pods_left: usize,
-    replacement_ready: bool,
-    now: Timestamp,
-) -> InterruptStep {
+/// What one pass of the interrupt worker sees of the node and its pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepFacts {
+    /// Pods still to move off the node (terminating ones included).
+    pub pods_left: usize,
+    /// Every replacement instance is a Ready node.
+    pub replacement_ready: bool,
+    /// Ready, schedulable nodes of the pool other than the interrupted one.
+    pub ready_others: usize,
+    /// The pool's `min`.
+    pub min: u32,
+    /// What keeps the node from a scale-down drain, if anything (see [`drain_hold`]).
+    pub hold: Option<String>,
+}
+
+/// Chooses the next step. The launch comes first so the replacement boots while the node
+/// drains. A spot interruption then evicts past every candidate rule (the instance goes in
+/// two minutes regardless; PDBs still apply through the Eviction API). A rebalance — which
+/// EC2 cannot confirm and which may never be followed by a reclaim — drains like a
+/// scale-down: it stops at the first blocker, waits for its replacement to be Ready and
+/// never leaves fewer than `min` Ready nodes.
+pub fn next_step(record: &Interruption, facts: &StepFacts, now: Timestamp) -> InterruptStep {
     if matches!(record.replacement, Replacement::Planned { .. }) {
         return InterruptStep::Launch;
     }
     if !record.drain {
         return InterruptStep::Close;
     }
-    let waiting = record.kind == InterruptKind::Rebalance
-        && matches!(record.replacement, Replacement::Launched { .. })
-        && !replacement_ready;
-    match (waiting, pods_left, now < record.deadline) {
-        (true, _, true) => InterruptStep::WaitForReplacement,
-        (_, 0, _) => InterruptStep::Finish,
-        (false, _, true) => InterruptStep::Evict,
-        // A rebalance whose replacement never got Ready leaves its pods where they are.
+    let before_deadline = now < record.deadline;
+    if record.kind == InterruptKind::Rebalance {
+        if facts.hold.is_some() {
+            return InterruptStep::Held;
+        }
+        let booting = matches!(record.replacement, Replacement::Launched { .. }) && !facts.replacement_ready;
+        if booting || facts.ready_others < facts.min as usize {
+            // A rebalance whose replacement never got Ready leaves its pods where they are.
+            return if before_deadline { InterruptStep::WaitForReplacement } else { InterruptStep::GiveUp };
+        }
+    }
+    match (facts.pods_left, before_deadline) {
+        (0, _) => InterruptStep::Finish,
+        (_, true) => InterruptStep::Evict,
         _ => InterruptStep::GiveUp,
     }
+}
+
+/// Why a rebalance may not drain this node, naming the pod: the scale-down candidate rules
+/// of `core::drainability`, checked before every eviction round as a scale-down drain does.
+/// A PDB that allows no disruption now is not a hold: the Eviction API waits it out.
+pub fn drain_hold(scale_down_disabled: bool, pods: &[PodFacts]) -> Option<String> {
+    if scale_down_disabled {
+        return Some(format!("node: {}", Blocker::ScaleDownDisabled));
+    }
+    pods.iter().find_map(|pod| match pod_blocker(pod) {
+        Some(blocker) if blocker != Blocker::PdbAllowsNoDisruption => {
+            Some(format!("{}/{}: {blocker}", pod.namespace, pod.name))
+        }
+        _ => None,
+    })
+}
+
+/// Why a notice was not acted on although it names a managed instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unverified {
+    /// EC2 reports the instance as on-demand: neither notice can be about it.
+    NotSpot,
+    /// A spot warning, but EC2 does not report the instance as marked for interruption.
+    NotMarked {
+        /// The spot request's status code, if it has a request at all.
+        status: Option<String>,
+    },
+}
+
+impl fmt::Display for Unverified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unverified::NotSpot => write!(f, "EC2 reports the instance as on-demand, not spot"),
+            Unverified::NotMarked { status: Some(code) } => {
+                write!(
+                    f,
+                    "EC2 does not report the instance as marked for interruption (spot request status {code:?})"
+                )
+            }
+            Unverified::NotMarked { status: None } => {
+                write!(
+                    f,
+                    "EC2 reports no spot request for the instance, so it is not marked for interruption"
+                )
+            }
+        }
+    }
+}
+
+/// Spot request status codes EC2 sets while a running instance is being interrupted:
+/// `marked-for-termination` (interruption behaviour terminate) and `marked-for-stop` (stop,
+/// and hibernate, which is a stop). The codes of an instance already stopped or terminated
+/// never reach here: only pending or running instances are handled.
+pub const MARKED_FOR_INTERRUPTION: &[&str] = &["marked-for-termination", "marked-for-stop"];
+
+/// Checks a notice against what EC2 itself says about the instance: its market (from
+/// DescribeInstances `InstanceLifecycle`) and, for a spot warning, its spot request's status
+/// code (DescribeSpotInstanceRequests). There is no EC2 API that confirms a rebalance
+/// recommendation, so for one only the market is checked; what a forged one can do is bounded
+/// elsewhere (drain blockers, `min`, [`rebalance_capped`]).
+pub fn verify_notice(
+    kind: InterruptKind,
+    market: Market,
+    spot_status: Option<&str>,
+) -> Result<(), Unverified> {
+    if market != Market::Spot {
+        return Err(Unverified::NotSpot);
+    }
+    match (kind, spot_status) {
+        (InterruptKind::Rebalance, _) => Ok(()),
+        (InterruptKind::Spot, Some(code)) if MARKED_FOR_INTERRUPTION.contains(&code) => Ok(()),
+        (InterruptKind::Spot, status) => Err(Unverified::NotMarked { status: status.map(str::to_string) }),
+    }
+}
+
+/// Whether a new rebalance notice for `instance_id` must be refused because `cap` other
+/// instances of the pool are already taken out of service by one: rebalance records whose
+/// instance is still a worker with a cordoned node. Returns how many are, when capped.
+pub fn rebalance_capped(
+    records: &[Interruption],
+    workers: &[Worker],
+    instance_id: &str,
+    cap: u32,
+) -> Option<usize> {
+    let busy = records
+        .iter()
+        .filter(|r| r.kind == InterruptKind::Rebalance && r.instance_id != instance_id)
+        .filter(|r| {
+            workers
+                .iter()
+                .any(|w| w.instance_id == r.instance_id && w.node.as_ref().is_some_and(|n| n.cordoned))
+        })
+        .count();
+    (busy >= cap as usize).then_some(busy)
 }
 
 #[cfg(test)]
@@ -327,6 +475,11 @@ mod tests {
             now: Timestamp::from_millis(1_000),
         })
         .map(|p| p.record)
+    }
+
+    /// A pass with `pods` left, plenty of Ready nodes and nothing holding the drain.
+    fn facts(pods: usize, replacement_ready: bool) -> StepFacts {
+        StepFacts { pods_left: pods, replacement_ready, ready_others: 3, min: 1, hold: None }
     }
 
     fn two_in_a() -> Vec<Worker> {
@@ -445,15 +598,15 @@ mod tests {
             plan(InterruptKind::Spot, RebalanceMode::Off, &two_in_a(), &PoolState::default()).unwrap();
         let before = Timestamp::from_millis(60_000);
         let after = Timestamp::from_millis(121_000);
-        assert_eq!(next_step(&record, 3, false, before), InterruptStep::Launch);
+        assert_eq!(next_step(&record, &facts(3, false), before), InterruptStep::Launch);
         record.replacement = Replacement::Launched { instances: vec![] };
         // Spot does not wait for the replacement: the node has two minutes.
-        assert_eq!(next_step(&record, 3, false, before), InterruptStep::Evict);
-        assert_eq!(next_step(&record, 0, false, before), InterruptStep::Finish);
-        assert_eq!(next_step(&record, 2, false, after), InterruptStep::GiveUp);
-        assert_eq!(next_step(&record, 0, false, after), InterruptStep::Finish);
+        assert_eq!(next_step(&record, &facts(3, false), before), InterruptStep::Evict);
+        assert_eq!(next_step(&record, &facts(0, false), before), InterruptStep::Finish);
+        assert_eq!(next_step(&record, &facts(2, false), after), InterruptStep::GiveUp);
+        assert_eq!(next_step(&record, &facts(0, false), after), InterruptStep::Finish);
         record.replacement = Replacement::Skipped { why: ReplacementSkip::NoCapacity };
-        assert_eq!(next_step(&record, 1, false, before), InterruptStep::Evict);
+        assert_eq!(next_step(&record, &facts(1, false), before), InterruptStep::Evict);
     }
 
     #[test]
@@ -463,12 +616,178 @@ mod tests {
             plan(InterruptKind::Rebalance, RebalanceMode::Replace, &workers, &PoolState::default()).unwrap();
         record.replacement = Replacement::Launched { instances: vec![] };
         let now = Timestamp::from_millis(2_000);
-        assert_eq!(next_step(&record, 2, false, now), InterruptStep::WaitForReplacement);
-        assert_eq!(next_step(&record, 2, true, now), InterruptStep::Evict);
-        assert_eq!(next_step(&record, 2, false, record.deadline), InterruptStep::GiveUp);
+        assert_eq!(next_step(&record, &facts(2, false), now), InterruptStep::WaitForReplacement);
+        assert_eq!(next_step(&record, &facts(2, true), now), InterruptStep::Evict);
+        assert_eq!(next_step(&record, &facts(2, false), record.deadline), InterruptStep::GiveUp);
         let cordon =
             plan(InterruptKind::Rebalance, RebalanceMode::CordonOnly, &workers, &PoolState::default())
                 .unwrap();
-        assert_eq!(next_step(&cordon, 2, false, now), InterruptStep::Close);
+        assert_eq!(next_step(&cordon, &facts(2, false), now), InterruptStep::Close);
+    }
+
+    fn plan_at(kind: InterruptKind, mode: RebalanceMode, now: u64) -> Interruption {
+        let workers = two_in_a();
+        plan_interruption(InterruptInput {
+            kind,
+            rebalance: mode,
+            interrupted: &workers[0],
+            workers: &workers,
+            state: &PoolState::default(),
+            policy: &policy(),
+            now: Timestamp::from_millis(now),
+        })
+        .unwrap()
+        .record
+    }
+
+    #[test]
+    fn a_spot_warning_upgrades_a_cordon_only_rebalance_open_or_closed() {
+        let warning = plan_at(InterruptKind::Spot, RebalanceMode::Off, 60_000);
+        let mut cordoned = plan_at(InterruptKind::Rebalance, RebalanceMode::CordonOnly, 1_000);
+        for phase in [InterruptPhase::Open, InterruptPhase::Done] {
+            cordoned.phase = phase;
+            cordoned.outcome = (phase == InterruptPhase::Done).then(|| "cordoned".into());
+            let up = upgrade(&cordoned, &warning).expect("upgraded");
+            assert_eq!((up.kind, up.drain, up.phase), (InterruptKind::Spot, true, InterruptPhase::Open));
+            assert_eq!(up.deadline, Timestamp::from_millis(60_000).plus(SPOT_NOTICE), "warning + 2 min");
+            assert_eq!(up.outcome, None);
+            assert_eq!(up.rebalanced_at, Some(Timestamp::from_millis(1_000)));
+            // Cordon-only had no replacement: the warning's choice is taken.
+            assert_eq!(up.replacement, warning.replacement);
+            assert!(matches!(up.replacement, Replacement::Planned { .. }));
+            assert_eq!(up.launch_id(), cordoned.launch_id());
+        }
+    }
+
+    #[test]
+    fn a_spot_warning_speeds_up_a_replace_rebalance_and_keeps_its_replacement() {
+        let warning = plan_at(InterruptKind::Spot, RebalanceMode::Off, 60_000);
+        let mut replace = plan_at(InterruptKind::Rebalance, RebalanceMode::Replace, 1_000);
+        let launched = Replacement::Launched {
+            instances: vec![LaunchedInstance {
+                instance_id: "i-new".into(),
+                az: "b".into(),
+                market: Market::Spot,
+            }],
+        };
+        for kept in [replace.replacement.clone(), launched, Replacement::Failed { why: "none".into() }] {
+            replace.replacement = kept.clone();
+            let up = upgrade(&replace, &warning).expect("upgraded");
+            assert_eq!(up.replacement, kept, "never a second replacement");
+            assert_eq!(up.deadline, Timestamp::from_millis(180_000), "sooner than the rebalance's");
+            assert_eq!(up.kind, InterruptKind::Spot);
+        }
+    }
+
+    #[test]
+    fn repeats_and_out_of_order_notices_upgrade_nothing() {
+        let warning = plan_at(InterruptKind::Spot, RebalanceMode::Off, 60_000);
+        let rebalance = plan_at(InterruptKind::Rebalance, RebalanceMode::CordonOnly, 1_000);
+        let mut closed_warning = warning.clone();
+        closed_warning.phase = InterruptPhase::Done;
+        assert_eq!(upgrade(&warning, &warning), None, "warning twice");
+        assert_eq!(upgrade(&closed_warning, &warning), None, "warning after a closed warning");
+        assert_eq!(upgrade(&warning, &rebalance), None, "rebalance after the warning");
+        assert_eq!(upgrade(&closed_warning, &rebalance), None, "rebalance after a closed warning");
+        assert_eq!(upgrade(&rebalance, &rebalance), None, "rebalance twice");
+    }
+
+    #[test]
+    fn a_rebalance_drain_stops_at_a_hold_and_never_goes_below_min_ready() {
+        let mut record = plan_at(InterruptKind::Rebalance, RebalanceMode::Replace, 1_000);
+        record.replacement = Replacement::Launched { instances: vec![] };
+        let now = Timestamp::from_millis(2_000);
+        let held = StepFacts { hold: Some("shop/bare: pod without a controller".into()), ..facts(1, true) };
+        assert_eq!(next_step(&record, &held, now), InterruptStep::Held);
+        let below_min = StepFacts { ready_others: 1, min: 2, ..facts(1, true) };
+        assert_eq!(next_step(&record, &below_min, now), InterruptStep::WaitForReplacement);
+        assert_eq!(
+            next_step(&record, &StepFacts { pods_left: 0, ..below_min.clone() }, now),
+            InterruptStep::WaitForReplacement,
+            "not even an empty node is terminated"
+        );
+        assert_eq!(next_step(&record, &below_min, record.deadline), InterruptStep::GiveUp);
+        assert_eq!(
+            next_step(&record, &StepFacts { ready_others: 2, ..below_min }, now),
+            InterruptStep::Evict
+        );
+        // The same facts on a spot warning: the instance goes anyway, so it drains.
+        record.kind = InterruptKind::Spot;
+        assert_eq!(next_step(&record, &held, now), InterruptStep::Evict);
+        assert_eq!(
+            next_step(&record, &StepFacts { ready_others: 0, min: 2, ..facts(1, false) }, now),
+            InterruptStep::Evict
+        );
+    }
+
+    #[test]
+    fn drain_hold_names_the_node_or_the_first_blocking_pod_but_not_a_pdb() {
+        let web = PodFacts {
+            namespace: "shop".into(),
+            name: "web".into(),
+            controller_kind: Some("ReplicaSet".into()),
+            ..PodFacts::default()
+        };
+        let bare = PodFacts { name: "bare".into(), controller_kind: None, ..web.clone() };
+        let budget = PodFacts { name: "db".into(), has_pdb: true, pdb_blocks: true, ..web.clone() };
+        assert_eq!(drain_hold(false, &[web.clone(), budget.clone()]), None);
+        assert_eq!(
+            drain_hold(false, &[web.clone(), bare]).as_deref(),
+            Some("shop/bare: pod without a controller")
+        );
+        let pinned = PodFacts { name: "data".into(), safe_to_evict: Some(false), ..web.clone() };
+        assert_eq!(
+            drain_hold(false, &[pinned]).as_deref(),
+            Some("shop/data: pod annotated safe-to-evict=false")
+        );
+        assert_eq!(drain_hold(true, &[web]).as_deref(), Some("node: node annotated scale-down-disabled"));
+    }
+
+    #[test]
+    fn only_what_ec2_reports_verifies_a_notice() {
+        use InterruptKind::{Rebalance, Spot};
+        assert_eq!(
+            verify_notice(Spot, Market::OnDemand, Some("marked-for-termination")),
+            Err(Unverified::NotSpot)
+        );
+        assert_eq!(verify_notice(Rebalance, Market::OnDemand, None), Err(Unverified::NotSpot));
+        assert_eq!(verify_notice(Rebalance, Market::Spot, None), Ok(()));
+        assert_eq!(verify_notice(Spot, Market::Spot, Some("marked-for-termination")), Ok(()));
+        assert_eq!(verify_notice(Spot, Market::Spot, Some("marked-for-stop")), Ok(()));
+        assert_eq!(
+            verify_notice(Spot, Market::Spot, Some("fulfilled")),
+            Err(Unverified::NotMarked { status: Some("fulfilled".into()) })
+        );
+        assert_eq!(verify_notice(Spot, Market::Spot, None), Err(Unverified::NotMarked { status: None }));
+    }
+
+    #[test]
+    fn the_rebalance_cap_counts_other_live_cordoned_rebalanced_instances_of_the_pool() {
+        let rebalance = |id: &str| Interruption {
+            instance_id: id.into(),
+            ..plan_at(InterruptKind::Rebalance, RebalanceMode::CordonOnly, 1_000)
+        };
+        let workers = vec![
+            worker("i-1").spot().node().cordoned().build(),
+            worker("i-2").spot().node().build(),
+            worker("i-3").spot().node().build(),
+        ];
+        let records = vec![rebalance("i-1"), rebalance("i-gone")];
+        assert_eq!(rebalance_capped(&records, &workers, "i-2", 1), Some(1), "i-1 is still out of service");
+        assert_eq!(rebalance_capped(&records, &workers, "i-2", 2), None);
+        assert_eq!(
+            rebalance_capped(&records, &workers, "i-1", 1),
+            None,
+            "a repeat is not counted against itself"
+        );
+        let uncordoned = vec![worker("i-1").spot().node().build()];
+        assert_eq!(
+            rebalance_capped(&records, &uncordoned, "i-2", 1),
+            None,
+            "uncordoned by an operator: free"
+        );
+        let mut upgraded = rebalance("i-1");
+        upgraded.kind = InterruptKind::Spot;
+        assert_eq!(rebalance_capped(&[upgraded], &workers, "i-2", 1), None, "spot warnings are not capped");
     }
 }

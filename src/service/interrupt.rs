@@ -1,10 +1,15 @@
 //! EC2 interruption notices (`POST /v1/events/ec2`): cordon at once, then drain and replace
 //! outside the pool's one-operation rule.
 //!
+//! A notice is acted on only when EC2 confirms what it can: the instance is spot (both
+//! notices) and, for the spot warning, marked for interruption; anything else is answered 200
+//! and counted `unverified`. EC2 cannot confirm a rebalance, so those are capped per pool.
+//!
 //! Why outside it: a spot instance goes two minutes after the warning, so its handling cannot
 //! wait for an in-flight launch or drain, nor take the pool lease from its holder. Instead each
 //! interrupted instance gets its own `interrupt#<instance-id>` record, created conditionally
-//! (a repeated event finds it and does nothing) and moved on with a version check. Every step
+//! (a repeated event finds it and does nothing; a spot warning upgrades a rebalance's record)
+//! and moved on with a version check. Every step
 //! is idempotent on its own — cordon, Eviction, RunInstances with a ClientToken derived from
 //! the instance id, terminate of that one instance — so two replicas racing on a record can at
 //! worst repeat a step, never double it. The interrupt worker (triggered by the event and by
@@ -16,24 +21,41 @@ use tracing::{info, warn};
 use super::Service;
 use super::reconcile::ReconcileError;
 use crate::adapters::cluster::NodeEvent;
-use crate::adapters::{AuditEvent, StoreError};
+use crate::adapters::{AuditEvent, ManagedInstance, StoreError};
 use crate::core::ec2_event::Ec2Event;
 use crate::core::interruption::{
-    InterruptInput, InterruptKind, InterruptPlan, Interruption, plan_interruption,
+    InterruptInput, InterruptKind, InterruptPlan, Interruption, Unverified, plan_interruption,
+    rebalance_capped, upgrade, verify_notice,
 };
+use crate::core::model::Market;
 use crate::metrics::{DecisionLabels, Ec2EventLabels};
+
+/// How often a notice re-reads a record another writer moved on before it gives up (503, so
+/// EventBridge retries).
+const UPGRADE_ATTEMPTS: usize = 3;
+
+/// What writing a notice's record did.
+enum Recorded {
+    /// A new record.
+    Created,
+    /// A rebalance's record turned into a spot interruption.
+    Upgraded(Box<Interruption>),
+    /// The record already says as much.
+    Repeat,
+}
 
 /// What a notice did, as answered to EventBridge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Ec2EventSummary {
-    /// handled, duplicate, ignored or dry_run.
+    /// handled, upgraded, duplicate, ignored, unverified, capped or dry_run.
     pub outcome: &'static str,
-    /// Why, for ignored notices.
+    /// Why, for ignored, unverified and capped notices.
     pub reason: String,
 }
 
 impl Service {
-    /// Handles one parsed EventBridge event: plan, record once, cordon now, wake the worker.
+    /// Handles one parsed EventBridge event: verify it with EC2, plan, record once (or upgrade
+    /// a rebalance's record), cordon now, wake the worker.
     pub async fn accept_ec2_event(&self, event: Ec2Event) -> Result<Ec2EventSummary, ReconcileError> {
         let (kind, instance_id) = match &event {
             Ec2Event::SpotInterruption { instance_id, .. } => (InterruptKind::Spot, instance_id),
@@ -42,10 +64,15 @@ impl Service {
                 return Ok(self.ignored("other", format!("detail-type {detail_type:?} is not acted on")));
             }
         };
-        let Some(pool) = self.pool_of(instance_id).await? else {
+        let Some(instance) = self.managed_instance(instance_id).await? else {
             let why = format!("instance {instance_id} is not managed by this autoscaler for this cluster");
             return Ok(self.ignored(kind.label(), why));
         };
+        if let Err(why) = self.verify(kind, &instance).await? {
+            warn!(instance = %instance_id, pool = %instance.pool, kind = kind.label(), %why, "EC2 notice not verified; nothing done");
+            return Ok(self.counted(kind.label(), "unverified", why.to_string()));
+        }
+        let pool = instance.pool;
         let policy = self.policy(&pool)?;
         let now = self.now();
         let record = self.inner.edges.store.read_pool(&pool).await?;
@@ -65,31 +92,89 @@ impl Service {
         }) else {
             return Ok(self.ignored(kind.label(), "interruption.rebalance is off".into()));
         };
+        if kind == InterruptKind::Rebalance {
+            let cap = self.inner.config.interruption.max_rebalance_per_pool;
+            let records: Vec<Interruption> =
+                self.inner.edges.store.interruptions().await?.into_iter().map(|(r, _)| r).collect();
+            if let Some(busy) = rebalance_capped(&records, &snapshot.workers, instance_id, cap) {
+                let why = format!(
+                    "{busy} instances of pool {pool} are already out of service for a rebalance \
+                     (interruption.max_rebalance_per_pool = {cap})"
+                );
+                warn!(instance = %instance_id, %pool, %why, "rebalance recommendation capped; nothing done");
+                return Ok(self.counted(kind.label(), "capped", why));
+            }
+        }
         if self.inner.config.dry_run {
             self.log_interrupt_decision(&plan);
             self.audit_interrupt(&plan, "decision", "interrupt", kind.label(), describe(&plan), true).await;
             return Ok(self.counted(kind.label(), "dry_run", String::new()));
         }
-        if !self.inner.edges.store.create_interruption(&plan).await? {
-            info!(instance = %instance_id, kind = kind.label(), "interruption already being handled; repeat ignored");
-            return Ok(self.counted(kind.label(), "duplicate", String::new()));
-        }
-        self.log_interrupt_decision(&plan);
-        self.audit_interrupt(&plan, "decision", "interrupt", kind.label(), describe(&plan), false).await;
-        self.cordon_interrupted(&plan).await;
+        let (handled, outcome) = match self.record_notice(&plan).await? {
+            Recorded::Created => (plan, "handled"),
+            Recorded::Upgraded(upgraded) => (*upgraded, "upgraded"),
+            Recorded::Repeat => {
+                info!(instance = %instance_id, kind = kind.label(), "interruption already being handled; repeat ignored");
+                return Ok(self.counted(kind.label(), "duplicate", String::new()));
+            }
+        };
+        self.log_interrupt_decision(&handled);
+        self.audit_interrupt(&handled, "decision", "interrupt", kind.label(), describe(&handled), false)
+            .await;
+        self.cordon_interrupted(&handled).await;
         self.trigger_interruptions();
-        Ok(self.counted(kind.label(), "handled", String::new()))
+        Ok(self.counted(kind.label(), outcome, String::new()))
     }
 
-    /// The pool whose managed instances include `instance_id` (tags checked by the adapter).
-    async fn pool_of(&self, instance_id: &str) -> Result<Option<String>, ReconcileError> {
+    /// Writes the notice's record, or upgrades the record a rebalance left for the same
+    /// instance when this is the spot warning. The upgrade is a conditional write on the
+    /// record's version: if the interrupt worker or another replica moved it on meanwhile,
+    /// the record is read again and the upgrade decided afresh.
+    async fn record_notice(&self, plan: &Interruption) -> Result<Recorded, ReconcileError> {
+        let store = &self.inner.edges.store;
+        for _ in 0..UPGRADE_ATTEMPTS {
+            if store.create_interruption(plan).await? {
+                return Ok(Recorded::Created);
+            }
+            let existing =
+                store.interruptions().await?.into_iter().find(|(r, _)| r.instance_id == plan.instance_id);
+            // Gone between the two calls (expired): create it again.
+            let Some((existing, version)) = existing else { continue };
+            let Some(upgraded) = upgrade(&existing, plan) else { return Ok(Recorded::Repeat) };
+            if self.save_interruption(&upgraded, version).await? {
+                return Ok(Recorded::Upgraded(Box::new(upgraded)));
+            }
+        }
+        Err(StoreError::Contended { pool: plan.pool.clone() }.into())
+    }
+
+    /// The managed instance `instance_id`, with its pool (tags checked by the adapter).
+    async fn managed_instance(&self, instance_id: &str) -> Result<Option<ManagedInstance>, ReconcileError> {
         for pool in self.inner.config.pools.keys() {
             let instances = self.inner.edges.compute.list_pool(pool).await?;
-            if instances.iter().any(|i| i.instance_id == instance_id) {
-                return Ok(Some(pool.clone()));
+            if let Some(found) = instances.into_iter().find(|i| i.instance_id == instance_id) {
+                return Ok(Some(found));
             }
         }
         Ok(None)
+    }
+
+    /// What EC2 itself says about the instance, checked against the notice: the market it
+    /// reports (InstanceLifecycle, read with the instance) and, for a spot warning, whether
+    /// the instance's spot request is marked for interruption.
+    async fn verify(
+        &self,
+        kind: InterruptKind,
+        instance: &ManagedInstance,
+    ) -> Result<Result<(), Unverified>, ReconcileError> {
+        let status = if kind == InterruptKind::Spot && instance.market == Market::Spot {
+            self.inner.edges.compute.spot_request_status(&instance.instance_id).await.inspect_err(|e| {
+                self.inner.metrics.aws_error(e.api(), e.code());
+            })?
+        } else {
+            None
+        };
+        Ok(verify_notice(kind, instance.market, status.as_deref()))
     }
 
     /// Cordons the node so nothing new lands on it; a failure is retried by the worker.

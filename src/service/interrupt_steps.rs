@@ -1,6 +1,7 @@
 //! The interrupt worker's steps for one open `interrupt#<instance-id>` record: launch the
-//! replacement, evict (candidate rules do not apply; PDBs still do, through the Eviction API),
-//! then terminate and delete the node — or, past the deadline, report what could not move.
+//! replacement, evict (for a spot warning the candidate rules do not apply; for a rebalance
+//! they do, and a blocker holds the drain; PDBs always apply, through the Eviction API), then
+//! terminate and delete the node — or, past the deadline, report what could not move.
 
 use std::time::Duration;
 
@@ -13,7 +14,9 @@ use super::reconcile::ReconcileError;
 use crate::adapters::ComputeError;
 use crate::adapters::cluster::{EvictOutcome, NodeEvent, NodeSnapshot};
 use crate::core::drainability::PodFacts;
-use crate::core::interruption::{InterruptPhase, InterruptStep, Interruption, Replacement, next_step};
+use crate::core::interruption::{
+    InterruptPhase, InterruptStep, Interruption, Replacement, StepFacts, drain_hold, next_step,
+};
 use crate::core::model::LaunchedInstance;
 use crate::metrics::OperationLabels;
 
@@ -60,9 +63,21 @@ impl Service {
             Some(cluster) => cluster.pool_nodes(&record.pool).await?,
             None => Vec::new(),
         };
-        let ready = replacement_ready(&record, &nodes);
+        let own = nodes.iter().find(|n| Some(&n.name) == record.node.as_ref());
+        let facts = StepFacts {
+            pods_left: to_move.len(),
+            replacement_ready: replacement_ready(&record, &nodes),
+            ready_others: nodes
+                .iter()
+                .filter(|n| {
+                    n.ready && !n.unschedulable && n.instance_id() != Some(record.instance_id.as_str())
+                })
+                .count(),
+            min: self.inner.config.pools.get(&record.pool).map_or(0, |p| p.min),
+            hold: drain_hold(own.is_some_and(|n| n.scale_down_disabled), &pods),
+        };
         let now = self.now();
-        match next_step(&record, to_move.len(), ready, now) {
+        match next_step(&record, &facts, now) {
             InterruptStep::Launch => {
                 let replacement = self.launch_replacement(&record).await;
                 if replacement == record.replacement {
@@ -82,8 +97,7 @@ impl Service {
             InterruptStep::WaitForReplacement => Ok(true),
             InterruptStep::Evict => {
                 // The notice's cordon may have failed, or something uncordoned the node.
-                let uncordoned =
-                    nodes.iter().any(|n| Some(&n.name) == record.node.as_ref() && !n.unschedulable);
+                let uncordoned = own.is_some_and(|n| !n.unschedulable);
                 if let (true, Some(cluster), Some(node)) = (uncordoned, &cluster, &record.node) {
                     cluster.set_unschedulable(node, true).await?;
                 }
@@ -102,18 +116,39 @@ impl Service {
             InterruptStep::GiveUp => {
                 let stranded: Vec<String> =
                     to_move.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect();
-                let reason = format!(
-                    "deadline {} passed; {} pods could not move: {}",
-                    record.deadline,
-                    stranded.len(),
-                    stranded.join(", ")
-                );
+                let reason = if stranded.is_empty() {
+                    format!(
+                        "deadline {} passed while waiting for the replacement to be Ready and for {} other \
+                         Ready nodes (pool min); node left cordoned, nothing terminated",
+                        record.deadline, facts.min
+                    )
+                } else {
+                    format!(
+                        "deadline {} passed; {} pods could not move: {}",
+                        record.deadline,
+                        stranded.len(),
+                        stranded.join(", ")
+                    )
+                };
                 warn!(instance = %record.instance_id, node = ?record.node, ?stranded, "interruption: pods stranded");
                 self.inner.metrics.interruption_stranded_pods.inc_by(stranded.len() as u64);
                 if let (Some(cluster), Some(node)) = (&cluster, &record.node) {
                     cluster.node_event(node, NodeEvent::InterruptionStranded, &reason).await;
                 }
                 self.close(record, version, "stranded", reason).await
+            }
+            InterruptStep::Held => {
+                let hold = facts.hold.unwrap_or_default();
+                let reason = format!(
+                    "rebalance drain of node {} held by {hold}; node left cordoned with its pods, nothing \
+                     evicted or terminated",
+                    node_name(&record)
+                );
+                warn!(instance = %record.instance_id, node = ?record.node, %hold, "interruption: rebalance drain held by a drain blocker");
+                if let (Some(cluster), Some(node)) = (&cluster, &record.node) {
+                    cluster.node_event(node, NodeEvent::InterruptionHeld, &reason).await;
+                }
+                self.close(record, version, "held", reason).await
             }
             InterruptStep::Close => {
                 let reason = format!(

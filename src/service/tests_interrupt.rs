@@ -1,9 +1,12 @@
 //! Interruption handling on the test doubles: cordon at once, replacement in the emptier
-//! zone, drain regardless of candidate rules, repeats harmless, unmanaged ignored, dry-run.
+//! zone, a spot warning drains regardless of candidate rules while a rebalance respects them,
+//! a warning upgrades a rebalance, repeats harmless, unmanaged and unverified notices ignored,
+//! rebalances capped per pool, dry-run.
 
 use std::sync::atomic::Ordering;
 
 use super::tests::{Harness, harness_with};
+use crate::adapters::cluster::Cluster;
 use crate::adapters::compute::InstanceState;
 use crate::adapters::fakes::FakeCluster;
 use crate::core::drainability::PodFacts;
@@ -14,15 +17,16 @@ fn spot(instance_id: &str) -> Ec2Event {
     Ec2Event::SpotInterruption { instance_id: instance_id.into(), action: "terminate".into(), event_id: None }
 }
 
-/// i-a1, i-a2 and i-a3 in zone a (i-a1 runs a pod with no controller, which would block a
-/// normal scale-down), i-b1 in zone b.
+/// Spot workers i-a1, i-a2 and i-a3 in zone a (i-a1 runs a pod with no controller, which
+/// would block a normal scale-down, and EC2 has marked it for interruption), i-b1 in zone b.
 fn pool(h: &Harness, cluster: &FakeCluster) {
     for (id, az) in
         [("i-a1", "us-east-1a"), ("i-a2", "us-east-1a"), ("i-a3", "us-east-1a"), ("i-b1", "us-east-1b")]
     {
-        h.compute.add_instance(id, az, "workers");
+        h.compute.add_spot_instance(id, az, "workers");
         cluster.add_node(&format!("node-{id}"), az, id, true);
     }
+    h.compute.set_spot_status("i-a1", "marked-for-termination");
     let bare = PodFacts { namespace: "shop".into(), name: "bare".into(), ..PodFacts::default() };
     cluster.add_pod("node-i-a1", bare);
 }
@@ -131,18 +135,22 @@ async fn rebalance_cordon_only_cordons_and_closes() {
 async fn rebalance_replace_drains_after_the_replacement_is_ready() {
     let (h, cluster) = harness_with(&[("K3S_AUTOSCALER__INTERRUPTION__REBALANCE", "replace")]);
     pool(&h, &cluster);
-    let event = Ec2Event::Rebalance { instance_id: "i-a1".into(), event_id: None };
-    h.service.accept_ec2_event(event).await.unwrap();
+    let web = PodFacts {
+        namespace: "shop".into(),
+        name: "web".into(),
+        controller_kind: Some("ReplicaSet".into()),
+        ..PodFacts::default()
+    };
+    cluster.add_pod("node-i-a2", web);
+    h.service.accept_ec2_event(rebalance("i-a2")).await.unwrap();
     progress(&h).await;
     progress(&h).await;
     assert!(cluster.evictions.lock().unwrap().is_empty(), "waits for the replacement");
     let replacement = h.compute.launches.lock().unwrap().len();
     assert_eq!(replacement, 1);
-    let new =
-        h.compute.list_pool_now().into_iter().find(|i| i.op_id.as_deref() == Some("interrupt-i-a1")).unwrap();
-    cluster.add_node("node-new", &new.az, &new.instance_id, true);
+    join_replacement(&h, &cluster, "i-a2");
     progress(&h).await;
-    assert_eq!(cluster.evictions.lock().unwrap().as_slice(), ["shop/bare"]);
+    assert_eq!(cluster.evictions.lock().unwrap().as_slice(), ["shop/web"]);
 }
 
 #[tokio::test]
@@ -183,4 +191,109 @@ async fn a_node_uncordoned_meanwhile_is_cordoned_again_before_evicting() {
     progress(&h).await;
     assert!(cluster.node("node-i-a1").unwrap().unschedulable);
     assert_eq!(cluster.evictions.lock().unwrap().as_slice(), ["shop/bare"]);
+}
+
+fn rebalance(instance_id: &str) -> Ec2Event {
+    Ec2Event::Rebalance { instance_id: instance_id.into(), event_id: None }
+}
+
+/// Gives the replacement launched for `instance_id` a Ready node.
+fn join_replacement(h: &Harness, cluster: &FakeCluster, instance_id: &str) {
+    let op = format!("interrupt-{instance_id}");
+    let new =
+        h.compute.list_pool_now().into_iter().find(|i| i.op_id.as_deref() == Some(op.as_str())).unwrap();
+    cluster.add_node(&format!("node-{}", new.instance_id), &new.az, &new.instance_id, true);
+}
+
+#[tokio::test]
+async fn rebalance_drain_respects_the_blockers_and_names_the_pod_that_held_it() {
+    let (h, cluster) = harness_with(&[("K3S_AUTOSCALER__INTERRUPTION__REBALANCE", "replace")]);
+    pool(&h, &cluster);
+    assert_eq!(h.service.accept_ec2_event(rebalance("i-a1")).await.unwrap().outcome, "handled");
+    progress(&h).await;
+    join_replacement(&h, &cluster, "i-a1");
+    let open = progress(&h).await;
+    assert!(
+        cluster.evictions.lock().unwrap().is_empty(),
+        "a pod with no controller is never evicted for a rebalance"
+    );
+    assert!(!open, "held: the record closes");
+    let record = h.store.interruption("i-a1").unwrap();
+    assert_eq!(record.phase, InterruptPhase::Done);
+    let outcome = record.outcome.unwrap();
+    assert!(outcome.contains("shop/bare: pod without a controller"), "{outcome}");
+    assert!(cluster.node("node-i-a1").unwrap().unschedulable, "stays cordoned, as cordon-only leaves it");
+    assert!(cluster.event_reasons().contains(&"InterruptionHeld"), "{:?}", cluster.event_reasons());
+    assert!(h.compute.list_pool_now().iter().any(|i| i.instance_id == "i-a1"), "nothing terminated");
+    let held = h.store.events().into_iter().find(|e| e.reason_label == "held").expect("audit outcome held");
+    assert!(held.reason.contains("shop/bare"), "{}", held.reason);
+}
+
+#[tokio::test]
+async fn a_spot_warning_speeds_up_an_open_rebalance_replace_keeping_its_replacement() {
+    let (h, cluster) = harness_with(&[("K3S_AUTOSCALER__INTERRUPTION__REBALANCE", "replace")]);
+    pool(&h, &cluster);
+    h.service.accept_ec2_event(rebalance("i-a1")).await.unwrap();
+    progress(&h).await;
+    assert_eq!(h.compute.launch_count(), 1, "the rebalance launched its replacement");
+    h.clock.advance(std::time::Duration::from_secs(30));
+    let warned_at = h.service.now();
+    assert_eq!(h.service.accept_ec2_event(spot("i-a1")).await.unwrap().outcome, "upgraded");
+    let record = h.store.interruption("i-a1").unwrap();
+    assert_eq!(record.kind, crate::core::interruption::InterruptKind::Spot);
+    assert_eq!(record.deadline, warned_at.plus(crate::core::interruption::SPOT_NOTICE));
+    // The replacement is not Ready, yet the node drains now, blockers overridden.
+    while progress(&h).await {}
+    assert_eq!(cluster.evictions.lock().unwrap().as_slice(), ["shop/bare"]);
+    assert!(h.compute.list_pool_now().iter().all(|i| i.instance_id != "i-a1"), "terminated");
+    let launches = h.compute.launches.lock().unwrap().clone();
+    assert_eq!(launches.len(), 1, "never a second replacement: {launches:?}");
+    assert_eq!(launches[0].op_id, "interrupt-i-a1");
+}
+
+#[tokio::test]
+async fn a_rebalance_after_the_spot_warning_and_a_repeated_warning_change_nothing() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    let before = h.store.interruption("i-a1").unwrap();
+    assert_eq!(h.service.accept_ec2_event(rebalance("i-a1")).await.unwrap().outcome, "duplicate");
+    assert_eq!(h.service.accept_ec2_event(spot("i-a1")).await.unwrap().outcome, "duplicate");
+    assert_eq!(h.store.interruption("i-a1").unwrap(), before);
+}
+
+#[tokio::test]
+async fn unverified_notices_change_nothing() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    h.compute.add_instance("i-od", "us-east-1b", "workers");
+    cluster.add_node("node-i-od", "us-east-1b", "i-od", true);
+    h.compute.set_spot_status("i-a2", "fulfilled");
+    let writes = h.store.writes.load(Ordering::SeqCst);
+    for event in [spot("i-od"), rebalance("i-od"), spot("i-a2"), spot("i-a3")] {
+        let summary = h.service.accept_ec2_event(event).await.unwrap();
+        assert_eq!(summary.outcome, "unverified", "{summary:?}");
+    }
+    assert_eq!(h.store.writes.load(Ordering::SeqCst), writes, "nothing recorded");
+    assert!(cluster.nodes.lock().unwrap().iter().all(|n| !n.unschedulable), "nothing cordoned");
+    assert!(!progress(&h).await);
+    assert_eq!(h.compute.launch_count(), 0);
+}
+
+#[tokio::test]
+async fn rebalances_are_capped_per_pool_while_their_nodes_are_out_of_service() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    assert_eq!(h.service.accept_ec2_event(rebalance("i-b1")).await.unwrap().outcome, "handled");
+    assert!(!progress(&h).await, "cordon-only closes at once");
+    let capped = h.service.accept_ec2_event(rebalance("i-a2")).await.unwrap();
+    assert_eq!(capped.outcome, "capped");
+    assert!(capped.reason.contains("max_rebalance_per_pool = 1"), "{}", capped.reason);
+    assert!(!cluster.node("node-i-a2").unwrap().unschedulable);
+    assert_eq!(h.service.accept_ec2_event(rebalance("i-b1")).await.unwrap().outcome, "duplicate");
+    // A verified spot warning is never capped.
+    assert_eq!(h.service.accept_ec2_event(spot("i-a1")).await.unwrap().outcome, "handled");
+    // An operator uncordons the first node: the slot is free again.
+    cluster.set_unschedulable("node-i-b1", false).await.unwrap();
+    assert_eq!(h.service.accept_ec2_event(rebalance("i-a2")).await.unwrap().outcome, "handled");
 }

@@ -11,13 +11,14 @@ use crate::support::{World, eventually, scale_up};
 async fn dry_run_writes_nothing_to_ec2_or_kubernetes_while_status_shows_the_would_have_decisions() {
     let world = World::new("dryrun", |c| c.extra_top = "dry_run = true".into()).await;
     let (_, subnet_a) = &world.fixtures.subnets[0];
-    let worker = world.aws.seed_instance("dryrun", subnet_a, true).await;
+    let worker = world.aws.seed_spot_instance("dryrun", subnet_a).await;
     eventually("seeded node", Duration::from_secs(20), || async {
         (world.kube.nodes().len() == 1).then_some(())
     })
     .await;
     let service = world.service().await;
     world.proxy.reset_calls();
+    world.proxy.spot_request_status(&worker, "marked-for-termination");
     let requests_before = world.kube.requests().len();
 
     assert_eq!(service.post(&scale_up("fp-dry")).await, 200);

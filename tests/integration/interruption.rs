@@ -23,6 +23,17 @@ pub fn spot_warning(instance_id: &str) -> serde_json::Value {
     })
 }
 
+/// A rebalance recommendation as EventBridge's API destination delivers it.
+pub fn rebalance(instance_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "version": "0", "id": format!("rebalance-{instance_id}"),
+        "detail-type": "EC2 Instance Rebalance Recommendation", "source": "aws.ec2",
+        "account": "123456789012", "time": "2026-11-24T07:58:00Z", "region": "us-east-1",
+        "resources": [format!("arn:aws:ec2:us-east-1a:instance/{instance_id}")],
+        "detail": {"instance-id": instance_id}
+    })
+}
+
 /// Posts an EventBridge event; returns the status and the JSON answer.
 pub async fn post_event(service: &Service, body: &[u8], auth: bool) -> (u16, serde_json::Value) {
     let mut request = reqwest::Client::new()
@@ -85,28 +96,36 @@ fn reasons_on(world: &World, node: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spot_warning_drains_at_once_replaces_in_the_emptier_zone_and_ignores_repeats() {
-    let world = World::new("interrupt", |c| c.extra_top = cloudwatch_config("interrupt")).await;
-    let logs = logs(&world).await;
+/// Two managed spot workers in zone a, joined; the first (returned first) runs `shop/bare`, a
+/// pod with no controller that would block a normal scale-down, and `shop/web`.
+async fn two_spot_workers(world: &World) -> (String, String) {
     let (_, subnet_a) = &world.fixtures.subnets[0];
     let doomed = world.aws.seed_spot_instance(&world.config.cluster_id, subnet_a).await;
-    let _neighbour = world.aws.seed_spot_instance(&world.config.cluster_id, subnet_a).await;
+    let neighbour = world.aws.seed_spot_instance(&world.config.cluster_id, subnet_a).await;
     eventually("seeded nodes", Duration::from_secs(20), || async {
         (world.kube.nodes().len() == 2).then_some(())
     })
     .await;
     let node = node_name(&doomed);
-    // A pod with no controller would block a normal scale-down; an interruption moves it anyway.
     world.kube.add_pod(pod("shop", "bare").on_node(&node).grace_period(0).build());
     world
         .kube
         .add_pod(pod("shop", "web").on_node(&node).owned_by("ReplicaSet", "web").grace_period(0).build());
+    (doomed, neighbour)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spot_warning_drains_at_once_replaces_in_the_emptier_zone_and_ignores_repeats() {
+    let world = World::new("interrupt", |c| c.extra_top = cloudwatch_config("interrupt")).await;
+    let logs = logs(&world).await;
+    let (doomed, _neighbour) = two_spot_workers(&world).await;
+    let node = node_name(&doomed);
     world
         .kube
         .add_pod(pod("kube-system", "flannel").on_node(&node).daemonset("flannel").grace_period(0).build());
     let service = world.service().await;
     world.proxy.reset_calls();
+    world.proxy.spot_request_status(&doomed, "marked-for-termination");
 
     let body = spot_warning(&doomed).to_string().into_bytes();
     let started = std::time::Instant::now();
@@ -203,4 +222,97 @@ async fn events_for_unmanaged_instances_or_other_types_change_nothing_and_bad_on
         metrics.contains("k3s_autoscaler_ec2_events_total{kind=\"unparsed\",outcome=\"bad_request\"} 1"),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalance_then_spot_warning_drains_and_replaces_once() {
+    let world = World::new("rebalspot", |_| {}).await;
+    let (doomed, neighbour) = two_spot_workers(&world).await;
+    let node = node_name(&doomed);
+    let service = world.service().await;
+    world.proxy.reset_calls();
+
+    // The usual EC2 order: the rebalance recommendation (default mode: cordon only), then
+    // the two-minute warning for the same instance, which EC2 now reports as marked.
+    let (status, answer) = post_event(&service, rebalance(&doomed).to_string().as_bytes(), true).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("handled")), "{answer}");
+    world.proxy.spot_request_status(&doomed, "marked-for-termination");
+    let warning = spot_warning(&doomed).to_string().into_bytes();
+    let (status, upgraded) = post_event(&service, &warning, true).await;
+    assert_eq!(status, 200, "{upgraded}");
+    eventually("interrupted instance terminated", Duration::from_secs(20), || async {
+        (!world.aws.is_live(&doomed).await).then_some(())
+    })
+    .await;
+    assert_eq!(upgraded["outcome"].as_str(), Some("upgraded"), "{upgraded}");
+    let instances = world.expect_instances(2, Duration::from_secs(1)).await;
+    assert!(instances.iter().any(|(id, _, _)| id != &doomed && id != &neighbour), "{instances:?}");
+    let mut evicted: Vec<String> = world.kube.evictions().into_iter().map(|(p, _)| p).collect();
+    evicted.sort();
+    assert_eq!(evicted, ["shop/bare", "shop/web"], "the warning overrides the drain blockers");
+    assert!(world.kube.node(&node).is_none(), "Node deleted");
+
+    // Repeats and late copies stay harmless: the instance is gone.
+    for body in [warning.clone(), rebalance(&doomed).to_string().into_bytes()] {
+        let (status, answer) = post_event(&service, &body, true).await;
+        assert_eq!((status, answer["outcome"].as_str()), (200, Some("ignored")), "{answer}");
+    }
+    assert_eq!(world.proxy.count("RunInstances"), 1, "{:?}", world.proxy.histogram());
+    assert_eq!(world.proxy.count("TerminateInstances"), 1, "{:?}", world.proxy.histogram());
+    let metrics = service.metrics().await;
+    for line in [
+        "k3s_autoscaler_ec2_events_total{kind=\"rebalance_recommendation\",outcome=\"handled\"} 1",
+        "k3s_autoscaler_ec2_events_total{kind=\"spot_interruption\",outcome=\"upgraded\"} 1",
+        "k3s_autoscaler_operations_total{pool=\"workers\",kind=\"interruption\",outcome=\"drained\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_notices_for_on_demand_or_unmarked_spot_instances_change_nothing() {
+    let world = World::new("forged", |_| {}).await;
+    let (_, subnet_a) = &world.fixtures.subnets[0];
+    let on_demand = world.aws.seed_instance("forged", subnet_a, true).await;
+    let unmarked = world.aws.seed_spot_instance("forged", subnet_a).await;
+    // moto keeps no spot request for a RunInstances spot launch: EC2's answer is empty.
+    let no_request = world.aws.seed_spot_instance("forged", subnet_a).await;
+    eventually("seeded nodes", Duration::from_secs(20), || async {
+        (world.kube.nodes().len() == 3).then_some(())
+    })
+    .await;
+    for instance in [&on_demand, &unmarked, &no_request] {
+        let node = node_name(instance);
+        world.kube.add_pod(
+            pod("shop", &format!("web-{instance}")).on_node(&node).owned_by("ReplicaSet", "web").build(),
+        );
+    }
+    let service = world.service().await;
+    world.proxy.reset_calls();
+    let requests_before = world.kube.requests().len();
+    // EC2 answers for the unmarked spot instance as it does for any healthy one.
+    world.proxy.spot_request_status(&unmarked, "fulfilled");
+
+    for body in
+        [spot_warning(&on_demand), spot_warning(&unmarked), spot_warning(&no_request), rebalance(&on_demand)]
+    {
+        let (status, answer) = post_event(&service, body.to_string().as_bytes(), true).await;
+        assert_eq!((status, answer["outcome"].as_str()), (200, Some("unverified")), "{body}: {answer}");
+    }
+    let writes = kube_writes_since(&world, requests_before);
+    assert!(writes.is_empty(), "no cordon, eviction or event: {writes:?}");
+    for api in ["RunInstances", "TerminateInstances", "CreateTags"] {
+        assert_eq!(world.proxy.count(api), 0, "{api}: {:?}", world.proxy.histogram());
+    }
+    assert_eq!(world.items("interrupt#").await, 0);
+    for instance in [&on_demand, &unmarked, &no_request] {
+        assert!(world.aws.is_live(instance).await);
+    }
+    let metrics = service.metrics().await;
+    for line in [
+        "k3s_autoscaler_ec2_events_total{kind=\"spot_interruption\",outcome=\"unverified\"} 3",
+        "k3s_autoscaler_ec2_events_total{kind=\"rebalance_recommendation\",outcome=\"unverified\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
 }

@@ -1,6 +1,7 @@
 //! `interrupt#<instance-id>` items: one per interrupted instance, created conditionally so a
 //! repeated EventBridge event finds it and changes nothing, then moved on with a version check
-//! so two replicas handling it cannot overwrite each other's progress.
+//! so two replicas handling it cannot overwrite each other's progress — a spot warning that
+//! upgrades a rebalance's record included.
 
 use std::time::Duration;
 
@@ -54,11 +55,15 @@ impl DynamoStore {
         }
     }
 
-    pub(super) async fn query_open_interruptions(&self) -> Result<Vec<(Interruption, u64)>, StoreError> {
+    /// Interruption records with their versions; only the open ones when `open_only`.
+    pub(super) async fn query_interruptions(
+        &self,
+        open_only: bool,
+    ) -> Result<Vec<(Interruption, u64)>, StoreError> {
         let items = self.query_prefix("interrupt#", false, None).await?;
         items
             .iter()
-            .filter(|item| get_s(item, "phase").as_deref() == Some("open"))
+            .filter(|item| !open_only || get_s(item, "phase").as_deref() == Some("open"))
             .map(|item| {
                 let sk = get_s(item, "sk").unwrap_or_default();
                 let record = item

@@ -1,6 +1,8 @@
 //! A fault-injecting HTTP proxy in front of moto: counts AWS calls by API, fails spot
 //! launches with capacity errors, takes DynamoDB "down", and can swallow the answer of a
-//! RunInstances (after moto has executed it, or before forwarding it) to simulate a crash.
+//! RunInstances (after moto has executed it, or before forwarding it) to simulate a crash,
+//! and plays EC2's DescribeSpotInstanceRequests answer for instances EC2 marked for
+//! interruption (moto creates no spot request for a RunInstances spot launch).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +28,8 @@ struct Faults {
     spot_capacity_error: AtomicBool,
     dynamodb_down: AtomicBool,
     run_instances: Mutex<Option<RunInstancesFault>>,
+    /// Instance id → spot request status code EC2 reports for it.
+    spot_status: Mutex<BTreeMap<String, String>>,
 }
 
 /// When one call reached the proxy and when its answer left (benchmarks time RunInstances
@@ -83,6 +87,12 @@ impl Proxy {
         *self.faults.run_instances.lock().unwrap() = Some(fault);
     }
 
+    /// DescribeSpotInstanceRequests for `instance_id` answers a request whose status code is
+    /// `code` (`marked-for-termination` is what EC2 reports once it sent the warning).
+    pub fn spot_request_status(&self, instance_id: &str, code: &str) {
+        self.faults.spot_status.lock().unwrap().insert(instance_id.into(), code.into());
+    }
+
     /// Every call seen, as API names, in order.
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().iter().map(|(api, _)| api.clone()).collect()
@@ -135,6 +145,18 @@ fn ec2_error(code: &str, message: &str) -> Response<Body> {
     Response::builder().status(StatusCode::INTERNAL_SERVER_ERROR).body(Body::from(xml)).expect("response")
 }
 
+/// EC2's DescribeSpotInstanceRequests answer: one one-time request behind `instance`.
+fn spot_requests_answer(instance: &str, code: &str) -> Response<Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DescribeSpotInstanceRequestsResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>proxy</requestId><spotInstanceRequestSet><item><spotInstanceRequestId>sir-{instance}</spotInstanceRequestId><state>closed</state><status><code>{code}</code><updateTime>2026-11-24T08:00:00.000Z</updateTime><message>Spot Instance is marked for interruption (proxy)</message></status><instanceId>{instance}</instanceId><type>one-time</type><productDescription>Linux/UNIX</productDescription></item></spotInstanceRequestSet></DescribeSpotInstanceRequestsResponse>"
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/xml;charset=UTF-8")
+        .body(Body::from(xml))
+        .expect("response")
+}
+
 async fn forward(
     State(proxy): State<Proxy>,
     method: Method,
@@ -159,6 +181,13 @@ async fn forward(
             "InsufficientInstanceCapacity",
             "We currently do not have sufficient capacity (proxy)",
         );
+    }
+    if api == "DescribeSpotInstanceRequests" {
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let marked = proxy.faults.spot_status.lock().unwrap().clone();
+        if let Some((instance, code)) = marked.iter().find(|(id, _)| text.contains(id.as_str())) {
+            return spot_requests_answer(instance, code);
+        }
     }
     let run_fault = if api == "RunInstances" { *proxy.faults.run_instances.lock().unwrap() } else { None };
     if run_fault == Some(RunInstancesFault::NeverArrives) {
