@@ -134,11 +134,14 @@ impl Service {
         self.note_observed(pool, now);
         self.clean_up_never_joined(&policy, &snapshot).await;
         self.observe(pool, &signals, &snapshot.workers);
+        let interrupted =
+            if considering_scale_down { self.interrupted_instances(pool).await? } else { Vec::new() };
         let decision = decide(DecideInput {
             signals: &signals,
             state: &record.state,
             workers: &snapshot.workers,
             policy: &policy,
+            interrupted: &interrupted,
             now,
         });
         self.log_decision(pool, &decision);
@@ -259,6 +262,13 @@ impl Service {
                 warn!(pool = %policy.name, %error, "cannot terminate instances that never joined");
             }
         }
+    }
+
+    /// Instances of `pool` whose interruption record is still open: a scale-down waits for
+    /// them (read only when a scale-down is considered; it is one query).
+    async fn interrupted_instances(&self, pool: &str) -> Result<Vec<String>, StoreError> {
+        let open = self.inner.edges.store.open_interruptions().await?;
+        Ok(open.into_iter().filter(|(r, _)| r.pool == pool).map(|(r, _)| r.instance_id).collect())
     }
 
     /// Counts a failed reconcile's AWS or Kubernetes error by call and code.
