@@ -1,6 +1,8 @@
 //! `decide`: the one place that says what a pool should do now, and why.
 //!
-//! Rules, in order: one operation in flight per pool; a pool below `min` is refilled; a
+//! Rules, in order: one operation in flight per pool, except that a scale-up signal supersedes
+//! a drain that has not terminated its instance yet (the drain is undone and the scale-up
+//! decided at once); a pool below `min` is refilled; a
 //! scale-up signal outranks any scale-down signal; the step is capped by `max_step` and by
 //! `max`; a scale-up waits out `scale_up_cooldown` after the last scale-up; a scale-down keeps
 //! `min` of Ready, schedulable nodes, is refused while an interruption is open or a worker has
@@ -16,7 +18,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::model::{Direction, DrainOp, LaunchRequest, PoolPolicy, PoolState, Signal, Worker};
+use super::model::{
+    Direction, DrainOp, DrainPhase, LaunchRequest, OperationKind, PoolPolicy, PoolState, Signal, Worker,
+};
 use super::placement::{choose_drain_candidate, plan_launch};
 use super::time::Timestamp;
 
@@ -44,6 +48,14 @@ pub enum Plan {
     Launch(Vec<LaunchRequest>),
     /// Drain this node and terminate its instance.
     Drain(DrainOp),
+    /// Undo the drain in flight (uncordon, nothing terminated), then launch `launch` (empty
+    /// when the scale-up itself holds: at max, cooling down, no capacity).
+    SupersedeDrain {
+        /// The drain being undone.
+        drain: DrainOp,
+        /// What the scale-up launches in the same pass.
+        launch: Vec<LaunchRequest>,
+    },
     /// Nothing now.
     Hold,
 }
@@ -208,10 +220,24 @@ impl Decision {
 /// Decides what the pool should do now. Pure: same input, same decision.
 pub fn decide(input: DecideInput<'_>) -> Decision {
     let DecideInput { signals, state, workers, policy, interrupted, now } = input;
-    if let Some(op) = &state.op {
-        return Decision::hold(Reason::OperationInFlight { op_id: op.id.clone() });
-    }
     let backoffs: Vec<_> = state.live_backoffs(now).cloned().collect();
+    let strongest_up = signals
+        .iter()
+        .filter(|s| s.direction == Direction::Up)
+        .max_by(|a, b| a.step.cmp(&b.step).then_with(|| b.fingerprint.cmp(&a.fingerprint)));
+    if let Some(op) = &state.op {
+        return match (&op.kind, strongest_up) {
+            (OperationKind::Drain(drain), Some(signal)) if drain.phase != DrainPhase::Terminated => {
+                let then = decide_up(signal, state, workers, policy, &backoffs, now);
+                let launch = match then.plan {
+                    Plan::Launch(requests) => requests,
+                    _ => Vec::new(),
+                };
+                Decision { plan: Plan::SupersedeDrain { drain: drain.clone(), launch }, reason: then.reason }
+            }
+            _ => Decision::hold(Reason::OperationInFlight { op_id: op.id.clone() }),
+        };
+    }
     let current = workers.len();
     if current < policy.min as usize {
         let missing = policy.min - current as u32;
@@ -225,10 +251,6 @@ pub fn decide(input: DecideInput<'_>) -> Decision {
         };
     }
 
-    let strongest_up = signals
-        .iter()
-        .filter(|s| s.direction == Direction::Up)
-        .max_by(|a, b| a.step.cmp(&b.step).then_with(|| b.fingerprint.cmp(&a.fingerprint)));
     if let Some(signal) = strongest_up {
         return decide_up(signal, state, workers, policy, &backoffs, now);
     }
@@ -329,7 +351,7 @@ fn decide_down(
 mod tests {
     use super::*;
     use crate::core::fixtures::{policy, worker};
-    use crate::core::model::{CapacityBackoff, LastScale, Market, Operation, OperationKind};
+    use crate::core::model::{CapacityBackoff, LastScale, LaunchOp, LaunchPhase, Market, Operation};
 
     const NOW: Timestamp = Timestamp::from_millis(10_000_000);
 
@@ -423,14 +445,14 @@ mod tests {
 
     #[test]
     fn one_operation_in_flight_per_pool() {
+        // A launch in flight holds every signal (a drain in flight yields to a scale-up, below).
         let state = PoolState {
             op: Some(Operation {
                 id: "op-1".into(),
-                kind: OperationKind::Drain(DrainOp {
-                    instance_id: "i-0".into(),
-                    node: "n".into(),
-                    az: "a".into(),
-                    phase: Default::default(),
+                kind: OperationKind::Launch(LaunchOp {
+                    requests: Vec::new(),
+                    instances: Vec::new(),
+                    phase: LaunchPhase::Requested,
                 }),
                 reason: "r".into(),
                 started_at: NOW,
@@ -442,6 +464,56 @@ mod tests {
             let d = run(&signals, &state, &workers(0), &policy());
             assert_eq!(d, Decision::hold(Reason::OperationInFlight { op_id: "op-1".into() }));
         }
+    }
+
+    fn draining(phase: DrainPhase) -> PoolState {
+        PoolState {
+            op: Some(Operation {
+                id: "op-drain".into(),
+                kind: OperationKind::Drain(DrainOp {
+                    instance_id: "i-0".into(),
+                    node: "node-i-0".into(),
+                    az: "a".into(),
+                    phase,
+                }),
+                reason: "r".into(),
+                started_at: NOW,
+                deadline: NOW,
+            }),
+            ..PoolState::default()
+        }
+    }
+
+    #[test]
+    fn a_scale_up_supersedes_a_drain_that_has_not_terminated_and_launches_at_once() {
+        for phase in [DrainPhase::Started, DrainPhase::Evicting] {
+            let d = run(&[down(), up(2)], &draining(phase), &workers(3), &policy());
+            let Plan::SupersedeDrain { drain, launch } = &d.plan else { panic!("{d:?}") };
+            assert_eq!(drain.instance_id, "i-0");
+            // The drained node stays and counts: 3 workers, max 5, step 2.
+            assert_eq!(launch.iter().map(|r| r.count).sum::<u32>(), 2);
+            assert_eq!(d.reason.label(), "scale_up_signal");
+        }
+    }
+
+    #[test]
+    fn a_superseded_drain_launches_only_what_the_scale_up_rules_allow() {
+        let d = run(&[up(1)], &draining(DrainPhase::Evicting), &workers(5), &policy());
+        assert!(matches!(&d.plan, Plan::SupersedeDrain { launch, .. } if launch.is_empty()), "{d:?}");
+        assert_eq!(d.reason, Reason::AtMax { workers: 5, max: 5 });
+        let mut state = draining(DrainPhase::Evicting);
+        state.last_scale = last(Direction::Up, 10).last_scale;
+        let d = run(&[up(1)], &state, &workers(2), &policy());
+        assert!(matches!(&d.plan, Plan::SupersedeDrain { launch, .. } if launch.is_empty()), "{d:?}");
+        assert_eq!(d.reason.label(), "scale_up_cooldown");
+    }
+
+    #[test]
+    fn a_drain_that_terminated_its_instance_finishes_and_a_scale_down_never_supersedes() {
+        let d = run(&[up(1)], &draining(DrainPhase::Terminated), &workers(3), &policy());
+        assert_eq!(d, Decision::hold(Reason::OperationInFlight { op_id: "op-drain".into() }));
+        let d = run(&[down()], &draining(DrainPhase::Evicting), &workers(3), &policy());
+        assert_eq!(d, Decision::hold(Reason::OperationInFlight { op_id: "op-drain".into() }));
     }
 
     #[test]

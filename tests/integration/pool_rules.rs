@@ -75,3 +75,65 @@ async fn scale_down_waits_while_a_spot_warning_is_handled() {
     let evicted: Vec<String> = world.kube.evictions().into_iter().map(|(p, _)| p).collect();
     assert!(evicted.iter().all(|p| p.starts_with("shop/quorum-")), "{evicted:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_up_supersedes_a_drain_held_by_a_pdb_and_launches_at_once() {
+    let world = World::new("supersede", |c| c.min = 1).await;
+    let cluster = world.config.cluster_id.clone();
+    let mut seeded = Vec::new();
+    for (_, subnet) in world.fixtures.subnets.iter().take(2) {
+        seeded.push(world.aws.seed_instance(&cluster, subnet, true).await);
+    }
+    eventually("seeded nodes", Duration::from_secs(20), || async {
+        (world.kube.nodes().len() == 2).then_some(())
+    })
+    .await;
+    // Two replicas per node under a budget of one disruption: after the first eviction the
+    // budget is spent and nothing recreates the pod, so the drain stays in `evicting`.
+    for id in &seeded {
+        for i in 0..2 {
+            world.kube.add_pod(
+                pod("shop", &format!("db-{i}-{id}"))
+                    .on_node(&node_name(id))
+                    .owned_by("ReplicaSet", "db")
+                    .label("app", "db")
+                    .grace_period(0)
+                    .build(),
+            );
+        }
+    }
+    world.kube.set_replicas("shop", "ReplicaSet", "db", 4);
+    world.kube.add_pdb(pdb("shop", "db", &[("app", "db")], Budget::MaxUnavailable(1)));
+    let service = world.service().await;
+    assert_eq!(service.post(&scale_down()).await, 200);
+    let chosen = eventually("a drain held by the PDB", Duration::from_secs(10), || async {
+        let refused = world.kube.evictions().iter().any(|(_, code)| *code == 429);
+        refused.then(|| seeded.iter().map(|id| node_name(id)).find(|n| cordoned(&world, n))).flatten()
+    })
+    .await;
+    assert_eq!(world.proxy.count("RunInstances"), 0);
+    let posted = std::time::Instant::now();
+    assert_eq!(service.post(&crate::support::scale_up("fp-up")).await, 200);
+    eventually("uncordoned and launched", Duration::from_secs(5), || async {
+        (!cordoned(&world, &chosen) && world.proxy.count("RunInstances") == 1).then_some(())
+    })
+    .await;
+    let latency = posted.elapsed();
+    assert!(latency < Duration::from_secs(3), "superseded after {latency:?}");
+    eventually("launch finished", Duration::from_secs(20), || async {
+        (world.op_finished().await && world.instances().await.len() == 3).then_some(())
+    })
+    .await;
+    assert!(world.kube.node(&chosen).is_some(), "nothing terminated");
+    assert_eq!(world.kube.pod_deletes(), 0);
+    assert!(
+        world.kube.events().iter().any(|e| e["reason"] == "DrainSuperseded"
+            && e["regarding"]["name"] == chosen.as_str()
+            && e["note"].as_str().is_some_and(|n| n.contains("superseded by scale-up"))),
+        "{:?}",
+        world.kube.events()
+    );
+    let metrics = service.metrics().await;
+    let line = "k3s_autoscaler_operations_total{pool=\"workers\",kind=\"drain\",outcome=\"superseded\"} 1";
+    assert!(metrics.contains(line), "{metrics}");
+}
