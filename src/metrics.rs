@@ -248,7 +248,7 @@ impl Metrics {
         for pool in pools {
             for (kind, outcomes) in [
                 ("launch", &["succeeded", "failed", "join_timeout"][..]),
-                ("drain", &["succeeded", "aborted"][..]),
+                ("drain", &["succeeded", "aborted", "superseded"][..]),
                 ("interruption", &["drained", "stranded", "cordoned", "held"][..]),
             ] {
                 for outcome in outcomes {

@@ -52,6 +52,8 @@ pub enum NodeEvent {
     DrainCompleted,
     /// Gave up; uncordoned, nothing terminated.
     DrainAborted,
+    /// A scale-up arrived before the instance was terminated; uncordoned, nothing terminated.
+    DrainSuperseded,
     /// Instance terminated and Node deleted.
     NodeRemoved,
     /// An EC2 interruption notice arrived for the instance; the node is cordoned.
@@ -72,6 +74,7 @@ impl NodeEvent {
             NodeEvent::DrainStarted => "DrainStarted",
             NodeEvent::DrainCompleted => "DrainCompleted",
             NodeEvent::DrainAborted => "DrainAborted",
+            NodeEvent::DrainSuperseded => "DrainSuperseded",
             NodeEvent::NodeRemoved => "NodeRemoved",
             NodeEvent::InterruptionNotice => "InterruptionNotice",
             NodeEvent::InterruptionStranded => "InterruptionStranded",

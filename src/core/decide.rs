@@ -1,15 +1,26 @@
 //! `decide`: the one place that says what a pool should do now, and why.
 //!
-//! Rules, in order: one operation in flight per pool; a pool below `min` is refilled; a
+//! Rules, in order: one operation in flight per pool, except that a scale-up signal supersedes
+//! a drain that has not terminated its instance yet (the drain is undone and the scale-up
+//! decided at once); a pool below `min` is refilled; a
 //! scale-up signal outranks any scale-down signal; the step is capped by `max_step` and by
 //! `max`; a scale-up waits out `scale_up_cooldown` after the last scale-up; a scale-down keeps
-//! `min`, waits out `scale_down_cooldown` after any action, is refused while too many nodes are
-//! NotReady, and removes one safe node per operation.
+//! `min` of Ready, schedulable nodes, is refused while an interruption is open or a worker has
+//! not joined, waits out `scale_down_cooldown` after any action, is refused while too many
+//! nodes are NotReady or cordoned, and removes one safe node per operation.
+//!
+//! Two counts, on purpose: `max` and the below-`min` refill count every pending or running
+//! instance (a booting one is capacity on its way, so a refill never launches again while its
+//! nodes join, and an interrupted or NotReady one is replaced by its own path: the interrupt
+//! worker or node repair); a scale-down counts only the nodes that serve (Ready, not
+//! cordoned, not interrupted), so it never removes the last node that can take pods.
 
 use std::fmt;
 use std::time::Duration;
 
-use super::model::{Direction, DrainOp, LaunchRequest, PoolPolicy, PoolState, Signal, Worker};
+use super::model::{
+    Direction, DrainOp, DrainPhase, LaunchRequest, OperationKind, PoolPolicy, PoolState, Signal, Worker,
+};
 use super::placement::{choose_drain_candidate, plan_launch};
 use super::time::Timestamp;
 
@@ -22,6 +33,8 @@ pub struct DecideInput<'a> {
     pub state: &'a PoolState,
     /// Managed workers: every pending or running instance of the pool.
     pub workers: &'a [Worker],
+    /// Instances of the pool with an open interruption record (`interrupt#<instance-id>`).
+    pub interrupted: &'a [String],
     /// Limits and timings.
     pub policy: &'a PoolPolicy,
     /// The current time.
@@ -35,6 +48,14 @@ pub enum Plan {
     Launch(Vec<LaunchRequest>),
     /// Drain this node and terminate its instance.
     Drain(DrainOp),
+    /// Undo the drain in flight (uncordon, nothing terminated), then launch `launch` (empty
+    /// when the scale-up itself holds: at max, cooling down, no capacity).
+    SupersedeDrain {
+        /// The drain being undone.
+        drain: DrainOp,
+        /// What the scale-up launches in the same pass.
+        launch: Vec<LaunchRequest>,
+    },
     /// Nothing now.
     Hold,
 }
@@ -93,12 +114,22 @@ pub enum Reason {
         /// The signal's alert name and reason.
         cause: String,
     },
-    /// Too many of the pool's nodes are NotReady to remove one safely.
+    /// Too many of the pool's nodes are NotReady or cordoned to remove one safely.
     Unhealthy {
-        /// NotReady nodes.
+        /// NotReady or cordoned nodes.
         unready: usize,
         /// Registered nodes.
         nodes: usize,
+    },
+    /// Scale-down wanted, but an interruption of the pool is still being handled.
+    InterruptionOpen {
+        /// Interrupted instances.
+        instances: usize,
+    },
+    /// Scale-down wanted, but a worker has not joined as a node yet.
+    WorkerJoining {
+        /// Instances without a node.
+        instances: usize,
     },
     /// No worker may be drained; the summary lists why.
     NoDrainCandidate {
@@ -122,6 +153,8 @@ impl Reason {
             Reason::NoCapacity => "no_capacity",
             Reason::ScaleDown { .. } => "scale_down_signal",
             Reason::Unhealthy { .. } => "unhealthy",
+            Reason::InterruptionOpen { .. } => "interruption_open",
+            Reason::WorkerJoining { .. } => "worker_joining",
             Reason::NoDrainCandidate { .. } => "no_drain_candidate",
         }
     }
@@ -143,7 +176,7 @@ impl fmt::Display for Reason {
                 write!(f, "scale-up wanted but {workers} workers is at max {max}")
             }
             Reason::AtMin { workers, min } => {
-                write!(f, "scale-down wanted but {workers} workers is at min {min}")
+                write!(f, "scale-down wanted but {workers} Ready, schedulable nodes is at min {min}")
             }
             Reason::Cooldown { direction, remaining } => write!(
                 f,
@@ -154,7 +187,13 @@ impl fmt::Display for Reason {
             Reason::NoCapacity => write!(f, "scale-up wanted but every zone and market is backed off"),
             Reason::ScaleDown { cause } => write!(f, "scale down by 1: {cause}"),
             Reason::Unhealthy { unready, nodes } => {
-                write!(f, "scale-down refused: {unready} of {nodes} nodes NotReady")
+                write!(f, "scale-down refused: {unready} of {nodes} nodes NotReady or cordoned")
+            }
+            Reason::InterruptionOpen { instances } => {
+                write!(f, "scale-down refused: {instances} interrupted instances still being handled")
+            }
+            Reason::WorkerJoining { instances } => {
+                write!(f, "scale-down refused: {instances} instances have not joined as nodes yet")
             }
             Reason::NoDrainCandidate { summary } => {
                 write!(f, "scale-down wanted but no node may go ({summary})")
@@ -180,11 +219,25 @@ impl Decision {
 
 /// Decides what the pool should do now. Pure: same input, same decision.
 pub fn decide(input: DecideInput<'_>) -> Decision {
-    let DecideInput { signals, state, workers, policy, now } = input;
-    if let Some(op) = &state.op {
-        return Decision::hold(Reason::OperationInFlight { op_id: op.id.clone() });
-    }
+    let DecideInput { signals, state, workers, policy, interrupted, now } = input;
     let backoffs: Vec<_> = state.live_backoffs(now).cloned().collect();
+    let strongest_up = signals
+        .iter()
+        .filter(|s| s.direction == Direction::Up)
+        .max_by(|a, b| a.step.cmp(&b.step).then_with(|| b.fingerprint.cmp(&a.fingerprint)));
+    if let Some(op) = &state.op {
+        return match (&op.kind, strongest_up) {
+            (OperationKind::Drain(drain), Some(signal)) if drain.phase != DrainPhase::Terminated => {
+                let then = decide_up(signal, state, workers, policy, &backoffs, now);
+                let launch = match then.plan {
+                    Plan::Launch(requests) => requests,
+                    _ => Vec::new(),
+                };
+                Decision { plan: Plan::SupersedeDrain { drain: drain.clone(), launch }, reason: then.reason }
+            }
+            _ => Decision::hold(Reason::OperationInFlight { op_id: op.id.clone() }),
+        };
+    }
     let current = workers.len();
     if current < policy.min as usize {
         let missing = policy.min - current as u32;
@@ -198,10 +251,6 @@ pub fn decide(input: DecideInput<'_>) -> Decision {
         };
     }
 
-    let strongest_up = signals
-        .iter()
-        .filter(|s| s.direction == Direction::Up)
-        .max_by(|a, b| a.step.cmp(&b.step).then_with(|| b.fingerprint.cmp(&a.fingerprint)));
     if let Some(signal) = strongest_up {
         return decide_up(signal, state, workers, policy, &backoffs, now);
     }
@@ -210,7 +259,7 @@ pub fn decide(input: DecideInput<'_>) -> Decision {
         .filter(|s| s.direction == Direction::Down)
         .min_by(|a, b| a.fingerprint.cmp(&b.fingerprint))
     {
-        Some(signal) => decide_down(signal, state, workers, policy, now),
+        Some(signal) => decide_down(signal, state, workers, interrupted, policy, now),
         None => Decision::hold(Reason::NoSignal),
     }
 }
@@ -265,21 +314,30 @@ fn decide_down(
     signal: &Signal,
     state: &PoolState,
     workers: &[Worker],
+    interrupted: &[String],
     policy: &PoolPolicy,
     now: Timestamp,
 ) -> Decision {
-    let current = workers.len();
-    if current <= policy.min as usize {
-        return Decision::hold(Reason::AtMin { workers: current, min: policy.min });
+    let interrupted = workers.iter().filter(|w| interrupted.contains(&w.instance_id)).count();
+    if interrupted > 0 {
+        return Decision::hold(Reason::InterruptionOpen { instances: interrupted });
+    }
+    let joining = workers.iter().filter(|w| w.node.is_none()).count();
+    if joining > 0 {
+        return Decision::hold(Reason::WorkerJoining { instances: joining });
+    }
+    let serving = workers.iter().filter(|w| w.serves()).count();
+    if serving <= policy.min as usize {
+        return Decision::hold(Reason::AtMin { workers: serving, min: policy.min });
     }
     let any = [Direction::Up, Direction::Down];
     if let Some(remaining) = cooldown_remaining(state, &any, policy.scale_down_cooldown, now) {
         return Decision::hold(Reason::Cooldown { direction: Direction::Down, remaining });
     }
-    let nodes: Vec<_> = workers.iter().filter_map(|w| w.node.as_ref()).collect();
-    let unready = nodes.iter().filter(|n| !n.ready).count();
-    if !nodes.is_empty() && unready as f64 > policy.max_unready_share * nodes.len() as f64 {
-        return Decision::hold(Reason::Unhealthy { unready, nodes: nodes.len() });
+    let nodes = workers.len();
+    let unready = nodes - serving;
+    if unready as f64 > policy.max_unready_share * nodes as f64 {
+        return Decision::hold(Reason::Unhealthy { unready, nodes });
     }
     match choose_drain_candidate(workers) {
         Ok(drain) => {
@@ -293,7 +351,7 @@ fn decide_down(
 mod tests {
     use super::*;
     use crate::core::fixtures::{policy, worker};
-    use crate::core::model::{CapacityBackoff, LastScale, Market, Operation, OperationKind};
+    use crate::core::model::{CapacityBackoff, LastScale, LaunchOp, LaunchPhase, Market, Operation};
 
     const NOW: Timestamp = Timestamp::from_millis(10_000_000);
 
@@ -319,7 +377,7 @@ mod tests {
             .collect()
     }
     fn run(signals: &[Signal], state: &PoolState, workers: &[Worker], policy: &PoolPolicy) -> Decision {
-        decide(DecideInput { signals, state, workers, policy, now: NOW })
+        decide(DecideInput { signals, state, workers, policy, interrupted: &[], now: NOW })
     }
     fn launched(d: &Decision) -> u32 {
         match &d.plan {
@@ -387,14 +445,14 @@ mod tests {
 
     #[test]
     fn one_operation_in_flight_per_pool() {
+        // A launch in flight holds every signal (a drain in flight yields to a scale-up, below).
         let state = PoolState {
             op: Some(Operation {
                 id: "op-1".into(),
-                kind: OperationKind::Drain(DrainOp {
-                    instance_id: "i-0".into(),
-                    node: "n".into(),
-                    az: "a".into(),
-                    phase: Default::default(),
+                kind: OperationKind::Launch(LaunchOp {
+                    requests: Vec::new(),
+                    instances: Vec::new(),
+                    phase: LaunchPhase::Requested,
                 }),
                 reason: "r".into(),
                 started_at: NOW,
@@ -406,6 +464,56 @@ mod tests {
             let d = run(&signals, &state, &workers(0), &policy());
             assert_eq!(d, Decision::hold(Reason::OperationInFlight { op_id: "op-1".into() }));
         }
+    }
+
+    fn draining(phase: DrainPhase) -> PoolState {
+        PoolState {
+            op: Some(Operation {
+                id: "op-drain".into(),
+                kind: OperationKind::Drain(DrainOp {
+                    instance_id: "i-0".into(),
+                    node: "node-i-0".into(),
+                    az: "a".into(),
+                    phase,
+                }),
+                reason: "r".into(),
+                started_at: NOW,
+                deadline: NOW,
+            }),
+            ..PoolState::default()
+        }
+    }
+
+    #[test]
+    fn a_scale_up_supersedes_a_drain_that_has_not_terminated_and_launches_at_once() {
+        for phase in [DrainPhase::Started, DrainPhase::Evicting] {
+            let d = run(&[down(), up(2)], &draining(phase), &workers(3), &policy());
+            let Plan::SupersedeDrain { drain, launch } = &d.plan else { panic!("{d:?}") };
+            assert_eq!(drain.instance_id, "i-0");
+            // The drained node stays and counts: 3 workers, max 5, step 2.
+            assert_eq!(launch.iter().map(|r| r.count).sum::<u32>(), 2);
+            assert_eq!(d.reason.label(), "scale_up_signal");
+        }
+    }
+
+    #[test]
+    fn a_superseded_drain_launches_only_what_the_scale_up_rules_allow() {
+        let d = run(&[up(1)], &draining(DrainPhase::Evicting), &workers(5), &policy());
+        assert!(matches!(&d.plan, Plan::SupersedeDrain { launch, .. } if launch.is_empty()), "{d:?}");
+        assert_eq!(d.reason, Reason::AtMax { workers: 5, max: 5 });
+        let mut state = draining(DrainPhase::Evicting);
+        state.last_scale = last(Direction::Up, 10).last_scale;
+        let d = run(&[up(1)], &state, &workers(2), &policy());
+        assert!(matches!(&d.plan, Plan::SupersedeDrain { launch, .. } if launch.is_empty()), "{d:?}");
+        assert_eq!(d.reason.label(), "scale_up_cooldown");
+    }
+
+    #[test]
+    fn a_drain_that_terminated_its_instance_finishes_and_a_scale_down_never_supersedes() {
+        let d = run(&[up(1)], &draining(DrainPhase::Terminated), &workers(3), &policy());
+        assert_eq!(d, Decision::hold(Reason::OperationInFlight { op_id: "op-drain".into() }));
+        let d = run(&[down()], &draining(DrainPhase::Evicting), &workers(3), &policy());
+        assert_eq!(d, Decision::hold(Reason::OperationInFlight { op_id: "op-drain".into() }));
     }
 
     #[test]
@@ -459,16 +567,75 @@ mod tests {
     }
 
     #[test]
-    fn scale_down_keeps_min_counting_booting_instances() {
+    fn scale_down_keeps_min_counting_ready_schedulable_nodes() {
         let p = policy(); // min 1
         assert_eq!(
             run(&[down()], &PoolState::default(), &workers(1), &p),
             Decision::hold(Reason::AtMin { workers: 1, min: 1 })
         );
+        // A NotReady or a cordoned node takes no pods: the Ready one is the last that serves.
+        for other in [
+            worker("i-sick").in_az("b").node().not_ready().build(),
+            worker("i-off").in_az("b").node().cordoned().build(),
+        ] {
+            let pool = vec![workers(1).remove(0), other];
+            let d = run(&[down()], &PoolState::default(), &pool, &p);
+            assert_eq!(d, Decision::hold(Reason::AtMin { workers: 1, min: 1 }), "{pool:?}");
+        }
+    }
+
+    #[test]
+    fn scale_down_waits_for_workers_to_join() {
+        // min 1, one Ready node and one booting instance: the Ready node is the only one
+        // that serves, so it stays.
         let mut pool = workers(1);
         pool.push(worker("i-booting").build());
-        let d = run(&[down()], &PoolState::default(), &pool, &p);
-        assert!(matches!(d.plan, Plan::Drain(ref op) if op.instance_id == "i-0"), "{d:?}");
+        let d = run(&[down()], &PoolState::default(), &pool, &policy());
+        assert_eq!(d, Decision::hold(Reason::WorkerJoining { instances: 1 }));
+        assert_eq!(d.reason.label(), "worker_joining");
+        // Even with room above min.
+        let mut pool = workers(3);
+        pool.push(worker("i-booting").build());
+        assert_eq!(
+            run(&[down()], &PoolState::default(), &pool, &policy()),
+            Decision::hold(Reason::WorkerJoining { instances: 1 })
+        );
+    }
+
+    #[test]
+    fn scale_down_waits_while_an_interruption_is_open() {
+        // min 2: a spot node cordoned by a warning, its replacement booting, two Ready nodes.
+        let mut p = policy();
+        p.min = 2;
+        let mut pool = workers(2);
+        pool.push(worker("i-doomed").in_az("b").spot().node().cordoned().build());
+        pool.push(worker("i-replacement").in_az("b").build());
+        let interrupted = ["i-doomed".to_string()];
+        let signals = [down()];
+        let state = PoolState::default();
+        let input = |pool| DecideInput {
+            signals: &signals,
+            state: &state,
+            workers: pool,
+            policy: &p,
+            interrupted: &interrupted,
+            now: NOW,
+        };
+        let d = decide(input(&pool));
+        assert_eq!(d, Decision::hold(Reason::InterruptionOpen { instances: 1 }));
+        assert_eq!(d.reason.label(), "interruption_open");
+        // The record of an instance that is no longer in the pool does not hold it.
+        assert!(matches!(decide(input(&workers(3))).plan, Plan::Drain(_)));
+    }
+
+    #[test]
+    fn below_min_refill_counts_booting_nodes_as_coming() {
+        let mut p = policy();
+        p.min = 3;
+        // Two nodes and one instance still joining: no second launch while it boots.
+        let mut pool = workers(2);
+        pool.push(worker("i-booting").build());
+        assert_eq!(run(&[], &PoolState::default(), &pool, &p), Decision::hold(Reason::NoSignal));
     }
 
     #[test]
@@ -496,16 +663,24 @@ mod tests {
         assert_eq!(d, Decision::hold(Reason::Unhealthy { unready: 2, nodes: 4 }));
         pool[1].node.as_mut().unwrap().ready = true; // 1 of 4 = 25 % <= 45 %
         assert!(matches!(run(&[down()], &PoolState::default(), &pool, &policy()).plan, Plan::Drain(_)));
+        pool[1].node.as_mut().unwrap().cordoned = true; // a cordoned node counts as not serving
+        assert_eq!(
+            run(&[down()], &PoolState::default(), &pool, &policy()),
+            Decision::hold(Reason::Unhealthy { unready: 2, nodes: 4 })
+        );
     }
 
     #[test]
     fn no_drain_candidate_reports_why() {
-        let pool = vec![worker("i-1").build(), worker("i-2").build()];
+        let pool = vec![
+            worker("i-1").node().blocked("pod without controller").build(),
+            worker("i-2").node().blocked("pod without controller").build(),
+        ];
         let d = run(&[down()], &PoolState::default(), &pool, &policy());
         assert_eq!(
             d,
             Decision::hold(Reason::NoDrainCandidate {
-                summary: "2 workers: 2 not registered as a node".into()
+                summary: "2 workers: 2 pod without controller".into()
             })
         );
     }
@@ -534,6 +709,8 @@ mod tests {
             Reason::NoCapacity,
             Reason::ScaleDown { cause: "c".into() },
             Reason::Unhealthy { unready: 1, nodes: 1 },
+            Reason::InterruptionOpen { instances: 1 },
+            Reason::WorkerJoining { instances: 1 },
             Reason::NoDrainCandidate { summary: "s".into() },
         ];
         let mut labels: Vec<&str> = reasons.iter().map(Reason::label).collect();

@@ -94,6 +94,14 @@ pub struct Worker {
     pub node: Option<NodeView>,
 }
 
+impl Worker {
+    /// Whether the worker can take pods now: a Ready, schedulable node. What `min`, the
+    /// unhealthy guard and the one-per-zone rule count.
+    pub fn serves(&self) -> bool {
+        self.node.as_ref().is_some_and(|n| n.ready && !n.cordoned)
+    }
+}
+
 /// What Kubernetes says about a worker's node, reduced to what decisions need.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeView {

@@ -79,12 +79,14 @@ impl NoCandidate {
 /// Reason a worker was passed over because its zone would be emptied.
 pub const WOULD_EMPTY_ZONE: &str = "would empty its zone while another has two or more";
 
-/// Picks the node to drain: a safe, Ready, uncordoned node in the zone with the most workers,
-/// never one whose removal empties a zone while another zone has two or more; among equals,
-/// on-demand before spot, then fewest pods, then the youngest.
+/// Picks the node to drain: a safe, Ready, uncordoned node in the zone with the most serving
+/// nodes, never one whose removal leaves its zone without a serving node while another zone
+/// has two or more; among equals, on-demand before spot, then fewest pods, then the youngest.
+/// Zones are counted in serving (Ready, schedulable) nodes: a booting, NotReady or cordoned
+/// node takes no pods, so it does not keep a zone alive.
 pub fn choose_drain_candidate(workers: &[Worker]) -> Result<DrainOp, NoCandidate> {
     let mut population: BTreeMap<&str, usize> = BTreeMap::new();
-    for w in workers {
+    for w in workers.iter().filter(|w| w.serves()) {
         *population.entry(w.az.as_str()).or_default() += 1;
     }
     let mut passed_over = Vec::new();
@@ -100,7 +102,7 @@ pub fn choose_drain_candidate(workers: &[Worker]) -> Result<DrainOp, NoCandidate
         .min_by_key(|w| {
             let node = w.node.as_ref().expect("eligible workers have nodes");
             (
-                std::cmp::Reverse(population[w.az.as_str()]),
+                std::cmp::Reverse(population.get(w.az.as_str()).copied().unwrap_or_default()),
                 w.market == Market::Spot,
                 node.evictable_pods,
                 std::cmp::Reverse(w.launched_at),
@@ -129,7 +131,7 @@ fn removal_blocker(worker: &Worker, population: &BTreeMap<&str, usize>) -> Optio
     if node.cordoned {
         return Some("node already cordoned".into());
     }
-    let own = population[worker.az.as_str()];
+    let own = population.get(worker.az.as_str()).copied().unwrap_or_default();
     let another_has_two = population.iter().any(|(az, n)| *az != worker.az && *n >= 2);
     if own == 1 && another_has_two {
         return Some(WOULD_EMPTY_ZONE.into());
@@ -216,6 +218,26 @@ mod tests {
             err.summary(),
             "3 workers: 2 pod without controller, 1 would empty its zone while another has two or more"
         );
+    }
+
+    #[test]
+    fn zones_count_serving_nodes_only() {
+        // Zone b has two workers but one is cordoned: its other node is the last one serving
+        // there, so it stays even though it is the cheapest to remove.
+        let workers = [
+            worker("i-a1").in_az("a").node().pods(3).launched(1).build(),
+            worker("i-a2").in_az("a").node().pods(3).launched(1).build(),
+            worker("i-b1").in_az("b").node().pods(0).launched(9).build(),
+            worker("i-b2").in_az("b").node().cordoned().build(),
+        ];
+        let chosen = choose_drain_candidate(&workers).unwrap();
+        assert_eq!(chosen.az, "a", "{chosen:?}");
+        let mut unready = workers.clone();
+        unready[3] = worker("i-b2").in_az("b").node().not_ready().build();
+        assert_eq!(choose_drain_candidate(&unready).unwrap().az, "a");
+        let mut booting = workers.clone();
+        booting[3] = worker("i-b2").in_az("b").build();
+        assert_eq!(choose_drain_candidate(&booting).unwrap().az, "a");
     }
 
     #[test]

@@ -13,7 +13,6 @@ use crate::core::drainability::{Blocker, pod_blocker};
 use crate::core::model::{
     Direction, DrainOp, DrainPhase, LastScale, Operation, OperationKind, PoolPolicy, PoolState,
 };
-use crate::metrics::OperationLabels;
 
 impl Service {
     /// One step of the drain in `state.op`.
@@ -122,13 +121,7 @@ impl Service {
         state.last_scale = Some(LastScale { at: now, direction: Direction::Down });
         let workers = self.inner.edges.compute.list_pool(&policy.name).await.ok().map(|w| w.len() as u32);
         self.save_state(lease, &state, workers, LeaseAction::Release).await?;
-        let labels = OperationLabels { pool: policy.name.clone(), kind: "drain", outcome };
-        self.inner.metrics.operations.get_or_create(&labels).inc();
-        self.inner
-            .metrics
-            .operation_duration
-            .get_or_create(&labels)
-            .observe(now.since(op.started_at).as_secs_f64());
+        self.count_operation(&policy.name, "drain", outcome, op.started_at);
         info!(pool = %policy.name, op_id = %op.id, outcome, %reason, "drain finished");
         self.record(AuditEvent {
             at: now,

@@ -9,6 +9,7 @@ mod launch;
 mod pending;
 mod reconcile;
 mod snapshot;
+mod supersede;
 mod sweeper;
 
 use std::collections::HashMap;

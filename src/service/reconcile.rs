@@ -13,13 +13,14 @@ use super::Service;
 use super::pending;
 use super::snapshot::PoolSnapshot;
 use crate::adapters::cluster::ClusterError;
-use crate::adapters::{AuditEvent, ComputeError, Lease, StoreError};
+use crate::adapters::{AuditEvent, ComputeError, Lease, PoolRecord, StoreError};
 use crate::core::decide::{DecideInput, Decision, Plan, Reason, decide};
 use crate::core::model::{
-    Direction, LaunchOp, LaunchPhase, Operation, OperationKind, PoolPolicy, PoolState, Signal, Worker,
+    Direction, DrainPhase, LaunchOp, LaunchPhase, Operation, OperationKind, PoolPolicy, PoolState, Signal,
+    Worker,
 };
 use crate::core::time::Timestamp;
-use crate::metrics::{DecisionLabels, PoolLabels, SignalLabels};
+use crate::metrics::{DecisionLabels, OperationLabels, PoolLabels, SignalLabels};
 
 /// What a reconcile ended with.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,23 +123,35 @@ impl Service {
             if record.leased_by_other(&self.inner.owner, now) {
                 return Ok(ReconcileOutcome::Contended);
             }
-            if self.still_joining(&policy, op, now).await? {
-                return Ok(ReconcileOutcome::Held("operation_in_flight"));
+            // A drain that a scale-up may supersede goes through `decide`; any other op is
+            // progressed.
+            let scale_up = signals.as_ref().is_ok_and(|s| {
+                pending::merge(s.clone(), &durable).iter().any(|s| s.direction == Direction::Up)
+            });
+            if !(scale_up && supersedable(op)) {
+                if self.still_joining(&policy, op, now).await? {
+                    return Ok(ReconcileOutcome::Held("operation_in_flight"));
+                }
+                return self.progress(pool, &policy).await;
             }
-            return self.progress(pool, &policy).await;
         }
         let signals = pending::merge(signals?, &durable);
         let considering_scale_down = signals.iter().any(|s| s.direction == Direction::Down)
             && !signals.iter().any(|s| s.direction == Direction::Up);
         let snapshot = self.snapshot(pool, observed?, considering_scale_down).await?;
         self.note_observed(pool, now);
-        self.clean_up_never_joined(&policy, &snapshot).await;
+        if record.state.op.is_none() {
+            self.clean_up_never_joined(&policy, &snapshot).await;
+        }
         self.observe(pool, &signals, &snapshot.workers);
+        let interrupted =
+            if considering_scale_down { self.interrupted_instances(pool).await? } else { Vec::new() };
         let decision = decide(DecideInput {
             signals: &signals,
             state: &record.state,
             workers: &snapshot.workers,
             policy: &policy,
+            interrupted: &interrupted,
             now,
         });
         self.log_decision(pool, &decision);
@@ -146,6 +159,9 @@ impl Service {
             Plan::Hold => {
                 self.audit_hold_if_changed(pool, &decision).await;
                 return Ok(ReconcileOutcome::Held(decision.reason.label()));
+            }
+            Plan::SupersedeDrain { drain, launch } => {
+                return self.supersede_drain(&policy, &decision, &drain, launch).await;
             }
             _ if self.inner.config.dry_run => {
                 self.audit(pool, "decision", &decision, None, true).await;
@@ -186,15 +202,26 @@ impl Service {
         Ok(ReconcileOutcome::Acted { op_id: op.id })
     }
 
-    /// Moves the in-flight operation on under the lease.
-    async fn progress(&self, pool: &str, policy: &PoolPolicy) -> Result<ReconcileOutcome, ReconcileError> {
+    /// Takes the pool's lease for an operation in flight, with the record as it is now;
+    /// `None` when another holder has it.
+    pub(super) async fn acquire(&self, pool: &str) -> Result<Option<(Lease, PoolRecord)>, StoreError> {
         let now = self.now();
         let ttl = self.inner.config.timing.lease_ttl;
-        let (lease, record) = match self.inner.edges.store.acquire(pool, &self.inner.owner, now, ttl).await {
-            Err(StoreError::Contended { .. }) => return Ok(ReconcileOutcome::Contended),
-            other => other?,
+        match self.inner.edges.store.acquire(pool, &self.inner.owner, now, ttl).await {
+            Err(StoreError::Contended { .. }) => Ok(None),
+            Err(other) => Err(other),
+            Ok(taken) => {
+                self.inner.metrics.set_lease_held(pool, true);
+                Ok(Some(taken))
+            }
+        }
+    }
+
+    /// Moves the in-flight operation on under the lease.
+    async fn progress(&self, pool: &str, policy: &PoolPolicy) -> Result<ReconcileOutcome, ReconcileError> {
+        let Some((lease, record)) = self.acquire(pool).await? else {
+            return Ok(ReconcileOutcome::Contended);
         };
-        self.inner.metrics.set_lease_held(pool, true);
         if record.state.op.is_none() {
             self.release(&lease).await?;
             return Ok(ReconcileOutcome::Progressed);
@@ -203,7 +230,7 @@ impl Service {
         Ok(ReconcileOutcome::Progressed)
     }
 
-    async fn run_op(
+    pub(super) async fn run_op(
         &self,
         policy: &PoolPolicy,
         lease: &Lease,
@@ -259,6 +286,27 @@ impl Service {
                 warn!(pool = %policy.name, %error, "cannot terminate instances that never joined");
             }
         }
+    }
+
+    /// Instances of `pool` whose interruption record is still open: a scale-down waits for
+    /// them (read only when a scale-down is considered; it is one query).
+    async fn interrupted_instances(&self, pool: &str) -> Result<Vec<String>, StoreError> {
+        let open = self.inner.edges.store.open_interruptions().await?;
+        Ok(open.into_iter().filter(|(r, _)| r.pool == pool).map(|(r, _)| r.instance_id).collect())
+    }
+
+    /// Counts a finished operation and how long it took.
+    pub(super) fn count_operation(
+        &self,
+        pool: &str,
+        kind: &'static str,
+        outcome: &'static str,
+        started_at: Timestamp,
+    ) {
+        let labels = OperationLabels { pool: pool.to_string(), kind, outcome };
+        let metrics = &self.inner.metrics;
+        metrics.operations.get_or_create(&labels).inc();
+        metrics.operation_duration.get_or_create(&labels).observe(self.now().since(started_at).as_secs_f64());
     }
 
     /// Counts a failed reconcile's AWS or Kubernetes error by call and code.
@@ -374,6 +422,7 @@ impl Service {
         let detail = match &decision.plan {
             Plan::Launch(requests) => serde_json::json!({ "launch": requests }),
             Plan::Drain(drain) => serde_json::json!({ "drain": drain }),
+            Plan::SupersedeDrain { drain, launch } => serde_json::json!({ "drain": drain, "launch": launch }),
             Plan::Hold => serde_json::Value::Null,
         };
         let event = AuditEvent {
@@ -434,10 +483,16 @@ fn plan_action(plan: &Plan) -> &'static str {
     match plan {
         Plan::Launch(_) => "launch",
         Plan::Drain(_) => "drain",
+        Plan::SupersedeDrain { .. } => "supersede_drain",
         Plan::Hold => "hold",
     }
 }
 
-fn new_op_id() -> String {
+/// A drain that has not terminated its instance yet: a scale-up may still undo it.
+fn supersedable(op: &Operation) -> bool {
+    matches!(&op.kind, OperationKind::Drain(drain) if drain.phase != DrainPhase::Terminated)
+}
+
+pub(super) fn new_op_id() -> String {
     format!("op-{}", uuid::Uuid::new_v4().simple())
 }

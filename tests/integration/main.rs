@@ -17,6 +17,7 @@ mod join;
 mod kube_api_semantics;
 mod kube_cache;
 mod pipeline_e2e;
+mod pool_rules;
 mod signals;
 mod spot_fallback;
 mod stack;
