@@ -28,8 +28,8 @@ async fn dry_run_writes_nothing_to_ec2_or_kubernetes_while_status_shows_the_woul
         (world.items("event#").await >= 2).then_some(())
     })
     .await;
-    // Several sweeps (1 s each) pass: still nothing.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Several sweeps pass (each reads the pool's signals): still nothing.
+    world.sweeps_pass(3).await;
 
     for api in ["RunInstances", "TerminateInstances", "CreateTags"] {
         assert_eq!(world.proxy.count(api), 0, "{api}: {:?}", world.proxy.histogram());

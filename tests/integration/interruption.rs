@@ -147,7 +147,8 @@ async fn spot_warning_drains_at_once_replaces_in_the_emptier_zone_and_ignores_re
     assert_eq!(replacement.1, "us-east-1b", "zone a keeps its other node; b was empty");
     let (status, answer) = post_event(&service, &body, true).await;
     assert_eq!(status, 200, "{answer}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The interrupt worker runs at every sweep: let two pass, then nothing more was done.
+    world.sweeps_pass(2).await;
     assert_eq!(world.proxy.count("RunInstances"), 1, "{:?}", world.proxy.histogram());
     assert_eq!(world.proxy.count("TerminateInstances"), 1, "{:?}", world.proxy.histogram());
     let mut evicted: Vec<String> = world.kube.evictions().into_iter().map(|(p, _)| p).collect();
@@ -205,7 +206,8 @@ async fn events_for_unmanaged_instances_or_other_types_change_nothing_and_bad_on
     assert_eq!((status, answer["outcome"].as_str()), (200, Some("ignored")), "{answer}");
     assert_eq!(post_event(&service, b"{not json", true).await.0, 400);
     assert_eq!(post_event(&service, &body, false).await.0, 401, "same auth as /v1/alerts");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The interrupt worker runs at every sweep: let two pass, then nothing was done.
+    world.sweeps_pass(2).await;
     for api in ["RunInstances", "TerminateInstances", "CreateTags"] {
         assert_eq!(world.proxy.count(api), 0, "{api}: {:?}", world.proxy.histogram());
     }
