@@ -132,6 +132,12 @@ impl ClusterError {
         }
     }
 
+    /// Whether the object the call named does not exist (404): e.g. a Node deleted by an
+    /// operator or by the cloud controller while an operation was using it.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClusterError::Api { code: 404, .. })
+    }
+
     /// Low-cardinality label for metrics.
     pub fn label(&self) -> String {
         match self {

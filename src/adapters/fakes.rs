@@ -224,6 +224,8 @@ pub struct FakeCompute {
     failures: Mutex<HashMap<Market, Vec<ComputeError>>>,
     /// When set, a launch creates its instances and then reports an unknown outcome.
     pub lose_answers: AtomicBool,
+    /// Called after every successful terminate (e.g. to take the store down right after it).
+    pub after_terminate: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     next_id: AtomicU64,
 }
 
@@ -311,6 +313,10 @@ impl Compute for FakeCompute {
                 .find(|i| &i.instance_id == id)
                 .ok_or_else(|| ComputeError::NotManaged(id.clone()))?;
             instance.state = InstanceState::Gone;
+        }
+        drop(instances);
+        if let Some(hook) = self.after_terminate.lock().unwrap().as_ref() {
+            hook();
         }
         Ok(())
     }

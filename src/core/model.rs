@@ -213,6 +213,10 @@ pub enum DrainPhase {
     Started,
     /// Cordoned; evicting until only DaemonSet and mirror pods remain.
     Evicting,
+    /// Empty of pods that must move, checked live: TerminateInstances is being issued. Written
+    /// ahead of the call, so a pass that fails after terminating resumes here (re-terminates if
+    /// needed) and is never taken for a drain that terminated nothing.
+    Terminating,
     /// The instance is terminated; the Node object is deleted next.
     Terminated,
 }
