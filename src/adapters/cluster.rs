@@ -152,6 +152,9 @@ impl ClusterError {
 pub trait Cluster: Send + Sync {
     /// Nodes labelled with the pool.
     async fn pool_nodes(&self, pool: &str) -> Result<Vec<NodeSnapshot>, ClusterError>;
+    /// Every Node, whatever its labels, listed live (no cache): what the never-joined cleanup
+    /// checks before it terminates an instance the pool's node list does not show.
+    async fn all_nodes_live(&self) -> Result<Vec<NodeSnapshot>, ClusterError>;
     /// Pods by node name, reduced to drain facts (PDBs evaluated). May be served from a
     /// cache a moment behind the API: good for choosing, not for terminating.
     async fn pods_by_node(&self) -> Result<HashMap<String, Vec<PodFacts>>, ClusterError>;

@@ -333,6 +333,8 @@ pub struct FakeCluster {
     pub events: Mutex<Vec<(String, &'static str)>>,
     /// Evictions PDB-covered pods may still have; `None` is unlimited.
     pub pdb_budget: Mutex<Option<usize>>,
+    /// Names of nodes without the pool label: in `all_nodes_live`, not in `pool_nodes`.
+    pub unlabelled: Mutex<Vec<String>>,
 }
 
 impl FakeCluster {
@@ -358,6 +360,10 @@ impl FakeCluster {
 #[async_trait]
 impl Cluster for FakeCluster {
     async fn pool_nodes(&self, _pool: &str) -> Result<Vec<NodeSnapshot>, ClusterError> {
+        let unlabelled = self.unlabelled.lock().unwrap();
+        Ok(self.nodes.lock().unwrap().iter().filter(|n| !unlabelled.contains(&n.name)).cloned().collect())
+    }
+    async fn all_nodes_live(&self) -> Result<Vec<NodeSnapshot>, ClusterError> {
         Ok(self.nodes.lock().unwrap().clone())
     }
     async fn pods_by_node(&self) -> Result<HashMap<String, Vec<PodFacts>>, ClusterError> {

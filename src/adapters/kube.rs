@@ -189,6 +189,13 @@ impl Cluster for KubeCluster {
         Ok(list.items.iter().map(snapshot).collect())
     }
 
+    async fn all_nodes_live(&self) -> Result<Vec<NodeSnapshot>, ClusterError> {
+        // Field selectors cannot select spec.providerID: one list of every Node.
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let list = nodes.list(&ListParams::default()).await.map_err(api_error("list nodes"))?;
+        Ok(list.items.iter().map(snapshot).collect())
+    }
+
     async fn pods_by_node(&self) -> Result<HashMap<String, Vec<PodFacts>>, ClusterError> {
         let joins = self.joins().await?;
         let group = |pods: &mut dyn Iterator<Item = &PodRecord>| {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::ReconcileOutcome;
 use super::tests::{Harness, firing, harness_with};
+use crate::adapters::Clock;
 use crate::adapters::fakes::FakeCluster;
 use crate::core::drainability::PodFacts;
 use crate::core::model::{Direction, LaunchPhase, Market, OperationKind};
@@ -285,4 +286,29 @@ async fn a_terminate_whose_save_failed_is_never_recorded_as_nothing_terminated()
         h.store.events().iter().filter(|e| e.kind == "outcome").map(|e| e.reason_label.clone()).collect();
     assert_eq!(outcomes, vec!["succeeded"], "past the deadline, still not an abort");
     assert!(!cluster.event_reasons().contains(&"DrainAborted"));
+}
+
+#[tokio::test]
+async fn a_ready_node_that_lost_its_pool_label_is_reported_never_cleaned_up() {
+    let (h, cluster) = harness_with(&[("K3S_AUTOSCALER__POOLS__WORKERS__JOIN_TIMEOUT", "5m")]);
+    three_workers(&h, &cluster);
+    cluster.add_pod("node-i-b2", web("web-1"));
+    cluster.unlabelled.lock().unwrap().push("node-i-b2".into());
+    h.reconcile().await;
+    assert_eq!(h.compute.list_pool_now().len(), 3, "a registered Node is not an orphan");
+    assert!(!h.store.events().iter().any(|e| e.reason_label == "never_joined"));
+    let metrics = h.service.metrics().render();
+    assert!(metrics.contains("k3s_autoscaler_nodes_without_pool_label{pool=\"workers\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn never_joined_cleanup_waits_for_another_replicas_lease() {
+    let (h, cluster) = harness_with(&[("K3S_AUTOSCALER__POOLS__WORKERS__JOIN_TIMEOUT", "5m")]);
+    three_workers(&h, &cluster);
+    h.compute.add_instance("i-orphan", "us-east-1a", "workers");
+    let mut record = h.store.record("workers");
+    record.lease = Some(("other-replica".into(), h.clock.now().plus(Duration::from_secs(30))));
+    h.store.set_record("workers", record);
+    h.reconcile().await;
+    assert_eq!(h.compute.list_pool_now().len(), 4, "not terminated without the lease");
 }
