@@ -75,6 +75,8 @@ impl Service {
                 return self.abort_drain(policy, lease, state, &op, &drain, cluster.as_ref(), why).await;
             }
             if !to_move.is_empty() {
+                // The pod list may have taken long: evict only while the lease is still ours.
+                self.fence(lease, "evictions").await?;
                 let mut blocked = Vec::new();
                 for pod in to_move.iter().filter(|p| !p.terminating) {
                     if let EvictOutcome::Blocked(message) = cluster.evict(&pod.namespace, &pod.name).await? {
@@ -99,7 +101,7 @@ impl Service {
         }
         let mut terminated_now = true;
         if drain.phase == DrainPhase::Terminating {
-            terminated_now = self.terminate_drained(policy, &op, &drain).await?;
+            terminated_now = self.terminate_drained(policy, lease, &op, &drain).await?;
             drain.phase = DrainPhase::Terminated;
         }
         let what = if terminated_now { "terminated" } else { "was already terminated" };
@@ -125,12 +127,14 @@ impl Service {
     async fn terminate_drained(
         &self,
         policy: &PoolPolicy,
+        lease: &Lease,
         op: &Operation,
         drain: &DrainOp,
     ) -> Result<bool, ReconcileError> {
         let compute = &self.inner.edges.compute;
         let live = compute.list_pool(&policy.name).await?;
         if live.iter().any(|i| i.instance_id == drain.instance_id) {
+            self.fence(lease, "TerminateInstances").await?;
             compute.terminate(std::slice::from_ref(&drain.instance_id)).await?;
             info!(pool = %policy.name, op_id = %op.id, node = %drain.node, instance = %drain.instance_id, "instance terminated");
             return Ok(true);

@@ -184,6 +184,7 @@ impl Service {
             return self.finish_launch(pool, lease, state, &op.id, launch, "succeeded", reason).await;
         }
         let unjoined: Vec<String> = waiting.iter().map(|i| i.instance_id.clone()).collect();
+        self.fence(lease, "TerminateInstances").await?;
         if let Err(error) = self.inner.edges.compute.terminate(&unjoined).await {
             self.inner.metrics.aws_error("TerminateInstances", error.code());
             warn!(pool, op_id = %op.id, %error, "cannot terminate instances that did not join; retrying");

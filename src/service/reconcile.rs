@@ -478,6 +478,20 @@ impl Service {
         saved
     }
 
+    /// The fenced lease check right before an irreversible act (`before` names it): renews the
+    /// lease if it is still ours. A lease lost meanwhile (this pass stalled past `lease_ttl`,
+    /// e.g. in a slow API call, and another replica took over) stops the pass here, logged.
+    pub(super) async fn fence(&self, lease: &Lease, before: &'static str) -> Result<(), StoreError> {
+        let ttl = self.inner.config.timing.lease_ttl;
+        let renewed = self.inner.edges.store.renew(lease, self.now(), ttl).await;
+        if let Err(StoreError::LeaseLost { .. }) = &renewed {
+            self.inner.metrics.set_lease_held(&lease.pool, false);
+            warn!(pool = %lease.pool, fencing_token = lease.fencing_token, before,
+                  "lease lost to another replica: stopping this pass before acting; the new holder carries on");
+        }
+        renewed
+    }
+
     /// Gives the lease up and says so in `lease_held`.
     pub(super) async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         self.inner.metrics.set_lease_held(&lease.pool, false);

@@ -312,3 +312,46 @@ async fn never_joined_cleanup_waits_for_another_replicas_lease() {
     h.reconcile().await;
     assert_eq!(h.compute.list_pool_now().len(), 4, "not terminated without the lease");
 }
+
+/// Another replica takes the pool's lease (a newer fencing token) while this one reads a
+/// node's pods live, as if that read had hung past `lease_ttl`.
+fn lease_taken_over_during_pod_reads(h: &Harness, cluster: &FakeCluster) {
+    let store = h.store.clone();
+    let until = h.clock.now().plus(Duration::from_secs(600));
+    *cluster.during_node_pods.lock().unwrap() = Some(Box::new(move || {
+        let mut record = store.record("workers");
+        if record.lease.as_ref().is_some_and(|(holder, _)| holder == "other-replica") {
+            return;
+        }
+        record.fencing_token += 1;
+        record.lease = Some(("other-replica".into(), until));
+        store.set_record("workers", record);
+    }));
+}
+
+#[tokio::test]
+async fn a_lease_lost_during_the_pod_check_stops_the_terminate() {
+    let (h, cluster) = harness_with(&[]);
+    three_workers(&h, &cluster);
+    for node in ["node-i-a1", "node-i-b1", "node-i-b2"] {
+        cluster.add_pod(node, web(&format!("web-{node}")));
+    }
+    h.service.accept(firing(Direction::Down, "fp-down", 1)).await.unwrap();
+    h.reconcile().await;
+    assert_eq!(cluster.evictions.lock().unwrap().len(), 1, "evicted; empty at the next pass");
+    lease_taken_over_during_pod_reads(&h, &cluster);
+    let error = h.service.reconcile("workers").await.expect_err("the lease is lost");
+    assert_eq!(error.label(), "lease_lost");
+    assert_eq!(h.compute.list_pool_now().len(), 3, "no TerminateInstances without the lease");
+}
+
+#[tokio::test]
+async fn a_lease_lost_during_the_pod_check_stops_the_evictions() {
+    let (h, cluster) = harness_with(&[]);
+    three_workers(&h, &cluster);
+    budgeted_pairs(&cluster);
+    h.service.accept(firing(Direction::Down, "fp-down", 1)).await.unwrap();
+    lease_taken_over_during_pod_reads(&h, &cluster);
+    assert!(h.service.reconcile("workers").await.is_err(), "the lease is lost");
+    assert!(cluster.evictions.lock().unwrap().is_empty(), "no eviction without the lease");
+}
