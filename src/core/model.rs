@@ -154,6 +154,21 @@ pub struct LaunchOp {
     pub instances: Vec<LaunchedInstance>,
     /// Whether RunInstances has been issued and its answer recorded.
     pub phase: LaunchPhase,
+    /// Markets EC2 answered with a failure, per request: written before the next market is
+    /// tried, so a resumed launch re-issues exactly the call whose outcome is unknown (same
+    /// market, same ClientToken) and never opens a second market for a request whose first
+    /// call may have launched. Empty in records written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedAttempt>,
+}
+
+/// A RunInstances call known to have failed: request `request` (its index) in `market`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    /// Index of the request in [`LaunchOp::requests`].
+    pub request: usize,
+    /// The market that failed.
+    pub market: Market,
 }
 
 /// Where a launch stands.

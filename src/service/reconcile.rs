@@ -158,6 +158,7 @@ impl Service {
                     requests,
                     instances: Vec::new(),
                     phase: LaunchPhase::Requested,
+                    failed: Vec::new(),
                 }),
                 now.plus(policy.join_timeout),
             ),
