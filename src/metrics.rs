@@ -143,6 +143,9 @@ pub struct Metrics {
     pub interruption_stranded_pods: Counter,
     /// Scaling events sent to CloudWatch Logs, by outcome.
     pub cloudwatch_records: Family<SinkLabels, Counter>,
+    /// Managed instances of the pool that are registered Nodes without the pool's label (a
+    /// removed label, a template/pool name mismatch): never cleaned up, reported instead.
+    pub nodes_without_pool_label: Family<PoolLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -221,6 +224,12 @@ impl Metrics {
             "Scaling events sent to CloudWatch Logs, by outcome",
             cloudwatch_records.clone(),
         );
+        let nodes_without_pool_label = Family::default();
+        registry.register(
+            "nodes_without_pool_label",
+            "Managed instances registered as Nodes without the pool label, as last checked",
+            nodes_without_pool_label.clone(),
+        );
         Metrics {
             registry,
             webhook_requests,
@@ -239,6 +248,7 @@ impl Metrics {
             ec2_events,
             interruption_stranded_pods,
             cloudwatch_records,
+            nodes_without_pool_label,
         }
     }
 

@@ -139,6 +139,12 @@ impl ClusterError {
         }
     }
 
+    /// Whether the object the call named does not exist (404): e.g. a Node deleted by an
+    /// operator or by the cloud controller while an operation was using it.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClusterError::Api { code: 404, .. })
+    }
+
     /// Low-cardinality label for metrics.
     pub fn label(&self) -> String {
         match self {
@@ -153,6 +159,9 @@ impl ClusterError {
 pub trait Cluster: Send + Sync {
     /// Nodes labelled with the pool.
     async fn pool_nodes(&self, pool: &str) -> Result<Vec<NodeSnapshot>, ClusterError>;
+    /// Every Node, whatever its labels, listed live (no cache): what the never-joined cleanup
+    /// checks before it terminates an instance the pool's node list does not show.
+    async fn all_nodes_live(&self) -> Result<Vec<NodeSnapshot>, ClusterError>;
     /// Pods by node name, reduced to drain facts (PDBs evaluated). May be served from a
     /// cache a moment behind the API: good for choosing, not for terminating.
     async fn pods_by_node(&self) -> Result<HashMap<String, Vec<PodFacts>>, ClusterError>;

@@ -367,6 +367,22 @@ impl StateStore for DynamoStore {
         Ok(())
     }
 
+    async fn renew(&self, lease: &Lease, now: Timestamp, ttl: Duration) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.key(state_key(&lease.pool))))
+            .update_expression("SET lease_expires_at = :exp")
+            .condition_expression("fencing_token = :token AND lease_owner = :owner")
+            .expression_attribute_values(":token", n(lease.fencing_token))
+            .expression_attribute_values(":owner", s(&lease.owner))
+            .expression_attribute_values(":exp", n(now.plus(ttl).as_millis()))
+            .send()
+            .await
+            .map_err(|e| conditional(e, "UpdateItem", || lost(lease)))?;
+        Ok(())
+    }
+
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         self.client
             .update_item()

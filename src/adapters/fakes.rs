@@ -94,6 +94,16 @@ impl MemoryStore {
     }
 }
 
+/// The fencing condition of every write under a lease: same token, same owner.
+fn still_mine(record: &PoolRecord, lease: &Lease) -> Result<(), StoreError> {
+    let mine = record.fencing_token == lease.fencing_token
+        && record.lease.as_ref().is_some_and(|(holder, _)| holder == &lease.owner);
+    if !mine {
+        return Err(StoreError::LeaseLost { pool: lease.pool.clone(), token: lease.fencing_token });
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl StateStore for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -171,11 +181,7 @@ impl StateStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut d = self.check("UpdateItem", true)?;
         let record = d.pools.entry(lease.pool.clone()).or_default();
-        let mine = record.fencing_token == lease.fencing_token
-            && record.lease.as_ref().is_some_and(|(holder, _)| holder == &lease.owner);
-        if !mine {
-            return Err(StoreError::LeaseLost { pool: lease.pool.clone(), token: lease.fencing_token });
-        }
+        still_mine(record, lease)?;
         record.state = PoolState { backoffs: state.live_backoffs(now).cloned().collect(), ..state.clone() };
         if let Some(count) = node_count {
             record.node_count = count;
@@ -184,6 +190,13 @@ impl StateStore for MemoryStore {
             LeaseAction::Extend => Some((lease.owner.clone(), now.plus(ttl))),
             LeaseAction::Release => None,
         };
+        Ok(())
+    }
+    async fn renew(&self, lease: &Lease, now: Timestamp, ttl: Duration) -> Result<(), StoreError> {
+        let mut d = self.check("UpdateItem", true)?;
+        let record = d.pools.entry(lease.pool.clone()).or_default();
+        still_mine(record, lease)?;
+        record.lease = Some((lease.owner.clone(), now.plus(ttl)));
         Ok(())
     }
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
@@ -239,6 +252,8 @@ pub struct FakeCompute {
     failures: Mutex<HashMap<Market, Vec<ComputeError>>>,
     /// When set, a launch creates its instances and then reports an unknown outcome.
     pub lose_answers: AtomicBool,
+    /// Called after every successful terminate (e.g. to take the store down right after it).
+    pub after_terminate: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     next_id: AtomicU64,
     /// Spot request status code by instance id, as DescribeSpotInstanceRequests reports it.
     spot_status: Mutex<HashMap<String, String>>,
@@ -339,6 +354,10 @@ impl Compute for FakeCompute {
                 .ok_or_else(|| ComputeError::NotManaged(id.clone()))?;
             instance.state = InstanceState::Gone;
         }
+        drop(instances);
+        if let Some(hook) = self.after_terminate.lock().unwrap().as_ref() {
+            hook();
+        }
         Ok(())
     }
     async fn spot_request_status(&self, instance_id: &str) -> Result<Option<String>, ComputeError> {
@@ -357,6 +376,11 @@ pub struct FakeCluster {
     pub events: Mutex<Vec<(String, &'static str)>>,
     /// Evictions PDB-covered pods may still have; `None` is unlimited.
     pub pdb_budget: Mutex<Option<usize>>,
+    /// Names of nodes without the pool label: in `all_nodes_live`, not in `pool_nodes`.
+    pub unlabelled: Mutex<Vec<String>>,
+    /// Called on every live pod read of a node (e.g. to let another replica take the lease
+    /// while this one waits on the API).
+    pub during_node_pods: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
 
 impl FakeCluster {
@@ -382,7 +406,17 @@ impl FakeCluster {
 #[async_trait]
 impl Cluster for FakeCluster {
     async fn pool_nodes(&self, _pool: &str) -> Result<Vec<NodeSnapshot>, ClusterError> {
+        let unlabelled = self.unlabelled.lock().unwrap();
+        Ok(self.nodes.lock().unwrap().iter().filter(|n| !unlabelled.contains(&n.name)).cloned().collect())
+    }
+    async fn all_nodes_live(&self) -> Result<Vec<NodeSnapshot>, ClusterError> {
         Ok(self.nodes.lock().unwrap().clone())
+    }
+    async fn node_pods(&self, node: &str) -> Result<Vec<PodFacts>, ClusterError> {
+        if let Some(hook) = self.during_node_pods.lock().unwrap().as_ref() {
+            hook();
+        }
+        Ok(self.pods.lock().unwrap().get(node).cloned().unwrap_or_default())
     }
     async fn pods_by_node(&self) -> Result<HashMap<String, Vec<PodFacts>>, ClusterError> {
         Ok(self.pods.lock().unwrap().clone())

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod};
@@ -69,14 +70,23 @@ fn pool_node(node: &Node) -> Option<(String, (String, NodeSnapshot))> {
     Some((key_of(node)?, (pool, snapshot(node))))
 }
 
+/// The timeout of every Kubernetes request (not the watches) for a given `lease_ttl`: a
+/// third of it, between 1 and 10 seconds. A call that hangs fails well before the lease could
+/// pass to another replica, and the fenced checks before terminating and evicting catch the
+/// rest.
+pub fn request_timeout(lease_ttl: Duration) -> Duration {
+    (lease_ttl / 3).clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
 impl KubeCluster {
-    /// Cluster access through `client`; Events are reported as `k3s-autoscaler`. Starts the
-    /// watches, so it must be called on a tokio runtime.
-    pub fn new(client: Client) -> Self {
+    /// Cluster access through `client` (requests) and `watches` (the caches' long-lived
+    /// watches, which must not carry the requests' timeout); Events are reported as
+    /// `k3s-autoscaler`. Starts the watches, so it must be called on a tokio runtime.
+    pub fn new(client: Client, watches: Client) -> Self {
         let reporter =
             Reporter { controller: "k3s-autoscaler".into(), instance: std::env::var("HOSTNAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        let caches = Arc::new(Caches::start(&client));
+        let caches = Arc::new(Caches::start(&watches));
         Self { client, recorder, caches }
     }
 
@@ -117,7 +127,9 @@ impl KubeCluster {
     ///
     /// kube's built-in retry is turned off: it would retry an eviction's 429 (a PDB saying
     /// "not now") for minutes inside one call; the sweeper retries at its own pace instead.
-    pub async fn connect(path: Option<&std::path::Path>) -> Result<Self, kube::Error> {
+    /// Every request (connect, send, answer) times out after `timeout`; the watches keep
+    /// kube's own idle handling.
+    pub async fn connect(path: Option<&std::path::Path>, timeout: Duration) -> Result<Self, kube::Error> {
         let mut config = match path {
             Some(path) => {
                 let kubeconfig =
@@ -129,7 +141,13 @@ impl KubeCluster {
             None => kube::Config::infer().await.map_err(kube::Error::InferConfig)?,
         };
         config.default_retry = false;
-        Ok(Self::new(Client::try_from(config)?))
+        let watches = Client::try_from(config.clone())?;
+        config.connect_timeout = Some(timeout);
+        config.read_timeout = Some(timeout);
+        config.write_timeout = Some(timeout);
+        // The read timeout counts from the request, not from when a pooled connection went idle.
+        config.reset_reader_on_write = true;
+        Ok(Self::new(Client::try_from(config)?, watches))
     }
 }
 
@@ -186,6 +204,13 @@ impl Cluster for KubeCluster {
             .list(&ListParams::default().labels(&format!("{LABEL_POOL}={pool}")))
             .await
             .map_err(api_error("list nodes"))?;
+        Ok(list.items.iter().map(snapshot).collect())
+    }
+
+    async fn all_nodes_live(&self) -> Result<Vec<NodeSnapshot>, ClusterError> {
+        // Field selectors cannot select spec.providerID: one list of every Node.
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let list = nodes.list(&ListParams::default()).await.map_err(api_error("list nodes"))?;
         Ok(list.items.iter().map(snapshot).collect())
     }
 
@@ -261,5 +286,17 @@ impl Cluster for KubeCluster {
         if let Err(e) = self.recorder.publish(&ev, &reference).await {
             tracing::warn!(node, reason = event.reason(), error = %e, "cannot publish node event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_time_out_well_inside_the_lease() {
+        assert_eq!(request_timeout(Duration::from_secs(30)), Duration::from_secs(10));
+        assert_eq!(request_timeout(Duration::from_secs(3)), Duration::from_secs(1));
+        assert_eq!(request_timeout(Duration::from_secs(300)), Duration::from_secs(10));
     }
 }

@@ -4,18 +4,19 @@
 //!
 //! Objects are reduced to the few facts the autoscaler needs as they arrive, so memory holds
 //! tens of bytes per pod instead of the whole object. A cache answers only once its first list
-//! is complete; until then callers list directly. After a watch error kube's watcher resumes
-//! from the last resourceVersion, or relists when that is too old, and a relist replaces the
+//! is complete; until then callers list directly. A watch error (a 410 Gone, a dropped or
+//! refused connection) makes the cache unsynced at once, so no decision is taken from what it
+//! held, and the watch starts over with a full list (after a backoff); a relist replaces the
 //! whole map at once (objects deleted meanwhile disappear).
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use kube::Resource;
 use kube::api::Api;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
 
@@ -59,6 +60,9 @@ impl<V: Send + Sync + 'static> Cache<V> {
     }
 }
 
+/// First and longest pause before a failed watch starts again with a fresh list.
+const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+
 async fn run<K, V>(
     api: Api<K>,
     config: watcher::Config,
@@ -69,22 +73,34 @@ async fn run<K, V>(
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     V: Send + Sync + 'static,
 {
-    let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
-    let mut buffer: Option<HashMap<String, V>> = None;
-    while let Some(event) = events.next().await {
-        let event = match event {
-            Ok(event) => event,
-            Err(error) => {
-                tracing::warn!(what, %error, "watch failed; resuming (relisting if too old)");
-                continue;
+    let mut backoff = RESTART_BACKOFF.0;
+    loop {
+        // A fresh watcher starts with a full list: after a failure the cache answers again
+        // only once that list is complete, never from a map a broken watch left behind.
+        let mut events = std::pin::pin!(watcher::watcher(api.clone(), config.clone()));
+        let mut buffer: Option<HashMap<String, V>> = None;
+        while let Some(event) = events.next().await {
+            // A poisoned lock means a reader panicked; the map itself is still whole.
+            let mut guard = match state.write() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            match event {
+                Ok(event) => {
+                    if matches!(event, Event::InitDone) {
+                        backoff = RESTART_BACKOFF.0;
+                    }
+                    apply(&mut guard, &mut buffer, event, reduce, what);
+                }
+                Err(error) => {
+                    guard.synced = false;
+                    tracing::warn!(what, %error, "watch failed: cache unsynced (callers read the API) until it has listed again");
+                    break;
+                }
             }
-        };
-        // A poisoned lock means a reader panicked; the map itself is still whole.
-        let mut guard = match state.write() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        apply(&mut guard, &mut buffer, event, reduce, what);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RESTART_BACKOFF.1);
     }
 }
 

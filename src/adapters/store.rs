@@ -175,6 +175,11 @@ pub trait StateStore: Send + Sync {
         now: Timestamp,
         ttl: Duration,
     ) -> Result<(), StoreError>;
+    /// Pushes the lease's expiry out, only if the lease is still ours (conditional on its
+    /// fencing token): the check right before an irreversible act (TerminateInstances, a round
+    /// of evictions), so a holder that stalled past `lease_ttl` and was replaced stops there
+    /// (`LeaseLost`).
+    async fn renew(&self, lease: &Lease, now: Timestamp, ttl: Duration) -> Result<(), StoreError>;
     /// Gives the lease up without changing state.
     async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
     /// Appends an audit record (kept 30 days).

@@ -227,7 +227,7 @@ pub fn decide(input: DecideInput<'_>) -> Decision {
         .max_by(|a, b| a.step.cmp(&b.step).then_with(|| b.fingerprint.cmp(&a.fingerprint)));
     if let Some(op) = &state.op {
         return match (&op.kind, strongest_up) {
-            (OperationKind::Drain(drain), Some(signal)) if drain.phase != DrainPhase::Terminated => {
+            (OperationKind::Drain(drain), Some(signal)) if drain.phase.before_terminate() => {
                 let then = decide_up(signal, state, workers, policy, &backoffs, now);
                 let launch = match then.plan {
                     Plan::Launch(requests) => requests,
@@ -453,6 +453,7 @@ mod tests {
                     requests: Vec::new(),
                     instances: Vec::new(),
                     phase: LaunchPhase::Requested,
+                    failed: Vec::new(),
                 }),
                 reason: "r".into(),
                 started_at: NOW,
@@ -510,8 +511,15 @@ mod tests {
 
     #[test]
     fn a_drain_that_terminated_its_instance_finishes_and_a_scale_down_never_supersedes() {
-        let d = run(&[up(1)], &draining(DrainPhase::Terminated), &workers(3), &policy());
-        assert_eq!(d, Decision::hold(Reason::OperationInFlight { op_id: "op-drain".into() }));
+        // `terminating`: TerminateInstances may already have gone out; never undone either.
+        for phase in [DrainPhase::Terminating, DrainPhase::Terminated] {
+            let d = run(&[up(1)], &draining(phase), &workers(3), &policy());
+            assert_eq!(
+                d,
+                Decision::hold(Reason::OperationInFlight { op_id: "op-drain".into() }),
+                "{phase:?}"
+            );
+        }
         let d = run(&[down()], &draining(DrainPhase::Evicting), &workers(3), &policy());
         assert_eq!(d, Decision::hold(Reason::OperationInFlight { op_id: "op-drain".into() }));
     }

@@ -535,6 +535,7 @@ mod tests {
                     }],
                     instances: vec![],
                     phase: LaunchPhase::Requested,
+                    failed: Vec::new(),
                 }),
                 reason: String::new(),
                 started_at: Timestamp::default(),

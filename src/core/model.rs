@@ -162,6 +162,21 @@ pub struct LaunchOp {
     pub instances: Vec<LaunchedInstance>,
     /// Whether RunInstances has been issued and its answer recorded.
     pub phase: LaunchPhase,
+    /// Markets EC2 answered with a failure, per request: written before the next market is
+    /// tried, so a resumed launch re-issues exactly the call whose outcome is unknown (same
+    /// market, same ClientToken) and never opens a second market for a request whose first
+    /// call may have launched. Empty in records written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedAttempt>,
+}
+
+/// A RunInstances call known to have failed: request `request` (its index) in `market`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    /// Index of the request in [`LaunchOp::requests`].
+    pub request: usize,
+    /// The market that failed.
+    pub market: Market,
 }
 
 /// Where a launch stands.
@@ -221,8 +236,20 @@ pub enum DrainPhase {
     Started,
     /// Cordoned; evicting until only DaemonSet and mirror pods remain.
     Evicting,
+    /// Empty of pods that must move, checked live: TerminateInstances is being issued. Written
+    /// ahead of the call, so a pass that fails after terminating resumes here (re-terminates if
+    /// needed) and is never taken for a drain that terminated nothing.
+    Terminating,
     /// The instance is terminated; the Node object is deleted next.
     Terminated,
+}
+
+impl DrainPhase {
+    /// Whether the drain has not reached TerminateInstances yet, so it can still be undone
+    /// (uncordon) by a scale-up: `Terminating` may already have terminated the instance.
+    pub fn before_terminate(self) -> bool {
+        matches!(self, DrainPhase::Started | DrainPhase::Evicting)
+    }
 }
 
 /// A (zone, market) that recently failed for lack of capacity and is skipped until `until`.

@@ -6,7 +6,7 @@ use tracing::{info, warn};
 
 use super::Service;
 use super::reconcile::ReconcileError;
-use crate::adapters::cluster::{Cluster, EvictOutcome, NodeEvent};
+use crate::adapters::cluster::{Cluster, ClusterError, EvictOutcome, NodeEvent};
 use crate::adapters::store::LeaseAction;
 use crate::adapters::{AuditEvent, Lease};
 use crate::core::drainability::{Blocker, pod_blocker};
@@ -30,23 +30,37 @@ impl Service {
             return Ok(());
         };
         let now = self.now();
-        if drain.phase != DrainPhase::Terminated && now >= op.deadline {
+        let committed = matches!(drain.phase, DrainPhase::Terminating | DrainPhase::Terminated);
+        if !committed && now >= op.deadline {
             let why = format!("not empty after {}", humantime::format_duration(policy.drain_timeout));
             return self.abort_drain(policy, lease, state, &op, &drain, cluster.as_ref(), why).await;
         }
-        if drain.phase == DrainPhase::Started {
-            cluster.set_unschedulable(&drain.node, true).await?;
-            cluster
-                .node_event(
-                    &drain.node,
-                    NodeEvent::DrainStarted,
-                    &format!("cordoned by {}: {}", op.id, op.reason),
-                )
-                .await;
-            info!(pool = %policy.name, op_id = %op.id, node = %drain.node, "drain started: node cordoned");
-            drain.phase = DrainPhase::Evicting;
+        // What the drain found out on the way, for the outcome record.
+        let mut vanished = false;
+        if matches!(drain.phase, DrainPhase::Started | DrainPhase::Evicting) {
+            // Cordoning again on every pass keeps the node cordoned if someone uncordoned it,
+            // and is how a drain learns that its Node object was deleted under it.
+            if !node_exists(cluster.set_unschedulable(&drain.node, true).await)? {
+                vanished = true;
+                let pods = cluster.node_pods(&drain.node).await?;
+                let bound = pods.iter().filter(|p| p.must_move()).count();
+                if bound > 0 {
+                    return self.node_vanished(policy, lease, state, &op, &drain, bound).await;
+                }
+                warn!(pool = %policy.name, op_id = %op.id, node = %drain.node, "drained node's Node object was deleted and no pod is bound to it: terminating its instance");
+            } else if drain.phase == DrainPhase::Started {
+                cluster
+                    .node_event(
+                        &drain.node,
+                        NodeEvent::DrainStarted,
+                        &format!("cordoned by {}: {}", op.id, op.reason),
+                    )
+                    .await;
+                info!(pool = %policy.name, op_id = %op.id, node = %drain.node, "drain started: node cordoned");
+                drain.phase = DrainPhase::Evicting;
+            }
         }
-        if drain.phase == DrainPhase::Evicting {
+        if drain.phase == DrainPhase::Evicting && !vanished {
             let pods = cluster.node_pods(&drain.node).await?;
             let to_move: Vec<_> = pods.iter().filter(|p| p.must_move()).collect();
             // A pod that must not be evicted may have arrived since the decision: give up
@@ -60,6 +74,8 @@ impl Service {
                 return self.abort_drain(policy, lease, state, &op, &drain, cluster.as_ref(), why).await;
             }
             if !to_move.is_empty() {
+                // The pod list may have taken long: evict only while the lease is still ours.
+                self.fence(lease, "evictions").await?;
                 let mut blocked = Vec::new();
                 for pod in to_move.iter().filter(|p| !p.terminating) {
                     if let EvictOutcome::Blocked(message) = cluster.evict(&pod.namespace, &pod.name).await? {
@@ -74,17 +90,78 @@ impl Service {
             cluster
                 .node_event(&drain.node, NodeEvent::DrainCompleted, "only DaemonSet and mirror pods remain")
                 .await;
-            self.inner.edges.compute.terminate(std::slice::from_ref(&drain.instance_id)).await?;
-            info!(pool = %policy.name, op_id = %op.id, node = %drain.node, instance = %drain.instance_id, "instance terminated");
-            drain.phase = DrainPhase::Terminated;
+        }
+        if matches!(drain.phase, DrainPhase::Started | DrainPhase::Evicting) {
+            // Written ahead (and fenced): from here on the drain is never aborted as "nothing
+            // terminated", whatever fails after the call.
+            drain.phase = DrainPhase::Terminating;
             state.op = Some(Operation { kind: OperationKind::Drain(drain.clone()), ..op.clone() });
             self.save_state(lease, &state, None, LeaseAction::Extend).await?;
         }
-        let message = format!("instance {} terminated; node deleted", drain.instance_id);
-        cluster.node_event(&drain.node, NodeEvent::NodeRemoved, &message).await;
+        let mut terminated_now = true;
+        if drain.phase == DrainPhase::Terminating {
+            terminated_now = self.terminate_drained(policy, lease, &op, &drain).await?;
+            drain.phase = DrainPhase::Terminated;
+        }
+        let what = if terminated_now { "terminated" } else { "was already terminated" };
+        let message = format!("instance {} {what}; node deleted", drain.instance_id);
+        if !vanished {
+            cluster.node_event(&drain.node, NodeEvent::NodeRemoved, &message).await;
+        }
         cluster.delete_node(&drain.node).await?;
-        let reason = format!("node {} drained, {}", drain.node, message);
+        let reason = if vanished {
+            format!(
+                "node {} was deleted outside the autoscaler during the drain and no pod was bound to it; instance {} {what}",
+                drain.node, drain.instance_id
+            )
+        } else {
+            format!("node {} drained, {}", drain.node, message)
+        };
         self.finish_drain(policy, lease, state, &op, "succeeded", reason).await
+    }
+
+    /// Terminates the drained instance, unless an earlier pass already did (its save failed
+    /// after the call, or something else terminated it): an instance EC2 no longer lists as
+    /// live is not terminated again. True when this call terminated it.
+    async fn terminate_drained(
+        &self,
+        policy: &PoolPolicy,
+        lease: &Lease,
+        op: &Operation,
+        drain: &DrainOp,
+    ) -> Result<bool, ReconcileError> {
+        let compute = &self.inner.edges.compute;
+        let live = compute.list_pool(&policy.name).await?;
+        if live.iter().any(|i| i.instance_id == drain.instance_id) {
+            self.fence(lease, "TerminateInstances").await?;
+            compute.terminate(std::slice::from_ref(&drain.instance_id)).await?;
+            info!(pool = %policy.name, op_id = %op.id, node = %drain.node, instance = %drain.instance_id, "instance terminated");
+            return Ok(true);
+        }
+        info!(pool = %policy.name, op_id = %op.id, instance = %drain.instance_id, "instance already terminated");
+        Ok(false)
+    }
+
+    /// The Node was deleted during the drain (an operator's `kubectl delete node`, the
+    /// interruption worker) while pods are still bound to its name: there is nothing to
+    /// uncordon and nothing safe to terminate, so the drain ends and the pool is free. A
+    /// running kubelet registers the Node again and the pool sees it at the next sweep.
+    async fn node_vanished(
+        &self,
+        policy: &PoolPolicy,
+        lease: &Lease,
+        state: PoolState,
+        op: &Operation,
+        drain: &DrainOp,
+        bound: usize,
+    ) -> Result<(), ReconcileError> {
+        let reason = format!(
+            "node {} was deleted outside the autoscaler during the drain; nothing to uncordon; \
+             {bound} pod(s) that must move are still bound to it, so instance {} is left running",
+            drain.node, drain.instance_id
+        );
+        warn!(pool = %policy.name, op_id = %op.id, node = %drain.node, bound, "drained node vanished: drain ended, nothing terminated");
+        self.finish_drain(policy, lease, state, op, "node_vanished", reason).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -98,9 +175,17 @@ impl Service {
         cluster: &dyn Cluster,
         why: String,
     ) -> Result<(), ReconcileError> {
-        cluster.set_unschedulable(&drain.node, false).await?;
-        let reason = format!("drain of {} aborted, node uncordoned, nothing terminated: {why}", drain.node);
-        cluster.node_event(&drain.node, NodeEvent::DrainAborted, &reason).await;
+        let reason = if node_exists(cluster.set_unschedulable(&drain.node, false).await)? {
+            let reason =
+                format!("drain of {} aborted, node uncordoned, nothing terminated: {why}", drain.node);
+            cluster.node_event(&drain.node, NodeEvent::DrainAborted, &reason).await;
+            reason
+        } else {
+            format!(
+                "drain of {} aborted, Node already deleted (nothing to uncordon), nothing terminated: {why}",
+                drain.node
+            )
+        };
         warn!(pool = %policy.name, op_id = %op.id, node = %drain.node, %why, "drain aborted");
         self.finish_drain(policy, lease, state, op, "aborted", reason).await
     }
@@ -136,5 +221,14 @@ impl Service {
         })
         .await;
         Ok(())
+    }
+}
+
+/// A Node write's answer as "did the Node exist": a 404 is no error here.
+fn node_exists(written: Result<(), ClusterError>) -> Result<bool, ClusterError> {
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
     }
 }

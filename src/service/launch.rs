@@ -1,5 +1,6 @@
 //! Executing a launch operation: spot first, on-demand fallback in the same pass, capacity
-//! failures remembered per (zone, market), and a resume path that never launches twice.
+//! failures remembered per (zone, market), and a resume path that never launches twice: it
+//! adopts what the op launched, or re-issues exactly the call whose outcome is unknown.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,8 +14,8 @@ use crate::adapters::store::LeaseAction;
 use crate::adapters::{AuditEvent, ComputeError, Lease, RunSpec};
 use crate::config::PoolConfig;
 use crate::core::model::{
-    CapacityBackoff, Direction, LastScale, LaunchOp, LaunchPhase, LaunchRequest, LaunchedInstance, Market,
-    Operation, OperationKind, PoolPolicy, PoolState,
+    CapacityBackoff, Direction, FailedAttempt, LastScale, LaunchOp, LaunchPhase, LaunchRequest,
+    LaunchedInstance, Market, Operation, OperationKind, PoolPolicy, PoolState,
 };
 use crate::core::time::Timestamp;
 use crate::metrics::OperationLabels;
@@ -44,7 +45,10 @@ impl Service {
             };
             let mut errors = Vec::new();
             let mut unknown_outcome = false;
-            for (index, request) in launch.requests.iter().enumerate() {
+            for (index, request) in launch.requests.clone().iter().enumerate() {
+                if launch.instances.iter().any(|i| i.az == request.az) {
+                    continue; // launched and recorded by an earlier pass
+                }
                 let adopted: Vec<_> = existing.iter().filter(|i| i.az == request.az).collect();
                 if !adopted.is_empty() {
                     info!(pool, op_id = %op.id, az = %request.az, count = adopted.len(), "adopting instances of an earlier attempt");
@@ -55,7 +59,22 @@ impl Service {
                     }));
                     continue;
                 }
-                for market in &request.markets {
+                // A market EC2 refused is not asked again; the first one left is either new or
+                // the call whose outcome is unknown, re-issued as it was (same ClientToken).
+                let failed =
+                    |m: &Market| launch.failed.contains(&FailedAttempt { request: index, market: *m });
+                let markets: Vec<Market> = request.markets.iter().filter(|m| !failed(m)).copied().collect();
+                if markets.is_empty() {
+                    errors.push(format!("{}: every market failed", request.az));
+                }
+                for (position, market) in markets.iter().enumerate() {
+                    if position > 0 {
+                        // Written ahead (fenced): the previous market is known to have failed,
+                        // so a resumed pass starts from this one, never from both.
+                        op.kind = OperationKind::Launch(launch.clone());
+                        state.op = Some(op.clone());
+                        self.save_state(lease, &state, None, LeaseAction::Extend).await?;
+                    }
                     let token = format!("{}-{index}-{}", op.id, market.as_str());
                     let spec = run_spec(pool, pool_config, &op.id, token, request, *market);
                     match compute.launch(&spec).await {
@@ -81,6 +100,7 @@ impl Service {
                                 ComputeError::Capacity { .. } | ComputeError::Rejected { .. }
                             );
                             if next_market {
+                                launch.failed.push(FailedAttempt { request: index, market: *market });
                                 state.backoffs.push(CapacityBackoff {
                                     az: request.az.clone(),
                                     market: *market,
@@ -98,7 +118,9 @@ impl Service {
             }
             let now = self.now();
             if launch.instances.is_empty() && unknown_outcome && now < op.deadline {
-                // EC2 may have launched: keep the op, let the next sweep look for its instances.
+                // EC2 may have launched: keep the op, let the next sweep look for its instances
+                // (or re-issue the same call).
+                op.kind = OperationKind::Launch(launch);
                 state.op = Some(op);
                 self.save_state(lease, &state, None, LeaseAction::Release).await?;
                 return Ok(());
@@ -184,6 +206,7 @@ impl Service {
             return self.finish_launch(pool, lease, state, &op.id, launch, "succeeded", reason).await;
         }
         let unjoined: Vec<String> = waiting.iter().map(|i| i.instance_id.clone()).collect();
+        self.fence(lease, "TerminateInstances").await?;
         if let Err(error) = self.inner.edges.compute.terminate(&unjoined).await {
             self.inner.metrics.aws_error("TerminateInstances", error.code());
             warn!(pool, op_id = %op.id, %error, "cannot terminate instances that did not join; retrying");

@@ -13,11 +13,10 @@ use super::Service;
 use super::pending;
 use super::snapshot::PoolSnapshot;
 use crate::adapters::cluster::ClusterError;
-use crate::adapters::{AuditEvent, ComputeError, Lease, PoolRecord, StoreError};
+use crate::adapters::{AuditEvent, ComputeError, Lease, ManagedInstance, PoolRecord, StoreError};
 use crate::core::decide::{DecideInput, Decision, Plan, Reason, decide};
 use crate::core::model::{
-    Direction, DrainPhase, LaunchOp, LaunchPhase, Operation, OperationKind, PoolPolicy, PoolState, Signal,
-    Worker,
+    Direction, LaunchOp, LaunchPhase, Operation, OperationKind, PoolPolicy, PoolState, Signal, Worker,
 };
 use crate::core::time::Timestamp;
 use crate::metrics::{DecisionLabels, OperationLabels, PoolLabels, SignalLabels};
@@ -140,8 +139,9 @@ impl Service {
             && !signals.iter().any(|s| s.direction == Direction::Up);
         let snapshot = self.snapshot(pool, observed?, considering_scale_down).await?;
         self.note_observed(pool, now);
-        if record.state.op.is_none() {
-            self.clean_up_never_joined(&policy, &snapshot).await;
+        // Cleanup waits while an operation is in flight (its instances are its own to handle).
+        if record.state.op.is_none() && self.clean_up_never_joined(&policy, &snapshot).await {
+            return Ok(ReconcileOutcome::Progressed);
         }
         self.observe(pool, &signals, &snapshot.workers);
         let interrupted =
@@ -172,6 +172,7 @@ impl Service {
                     requests,
                     instances: Vec::new(),
                     phase: LaunchPhase::Requested,
+                    failed: Vec::new(),
                 }),
                 now.plus(policy.join_timeout),
             ),
@@ -246,44 +247,106 @@ impl Service {
 
     /// Terminates managed instances that never became nodes within `join_timeout` (left by
     /// an operation whose record was lost). Only when Kubernetes answered, so an unreachable
-    /// API never looks like a pool of orphans.
-    async fn clean_up_never_joined(&self, policy: &PoolPolicy, snapshot: &PoolSnapshot) {
-        if !snapshot.cluster_seen || self.inner.config.dry_run {
-            return;
-        }
+    /// API never looks like a pool of orphans; and only after a live list of every Node
+    /// (whatever its labels) shows no Node for the instance: the pool's node list is
+    /// label-filtered and may come from a cache, so an instance missing from it may still be a
+    /// working node (its label removed, a template naming another pool). Such a node is
+    /// reported, never terminated. The terminate is done under the pool's lease. True when it
+    /// took the lease (the record's fencing token moved on: the caller decides next sweep).
+    async fn clean_up_never_joined(&self, policy: &PoolPolicy, snapshot: &PoolSnapshot) -> bool {
+        let (Some(cluster), true, false) =
+            (&self.inner.edges.cluster, snapshot.cluster_seen, self.inner.config.dry_run)
+        else {
+            return false;
+        };
         let now = self.now();
-        let orphans: Vec<String> = snapshot
+        let pool = policy.name.as_str();
+        let candidates: Vec<&ManagedInstance> = snapshot
             .instances
             .iter()
             .filter(|i| !snapshot.nodes.contains_key(&i.instance_id))
             .filter(|i| now.since(i.launched_at) > policy.join_timeout)
-            .map(|i| i.instance_id.clone())
             .collect();
+        let report_unlabelled = |count: usize| {
+            let labels = PoolLabels { pool: pool.into() };
+            self.inner.metrics.nodes_without_pool_label.get_or_create(&labels).set(count as i64);
+        };
+        if candidates.is_empty() {
+            report_unlabelled(0);
+            return false;
+        }
+        let nodes = match cluster.all_nodes_live().await {
+            Ok(nodes) => nodes,
+            Err(error) => {
+                warn!(pool, %error, "cannot list nodes live: no never-joined cleanup this pass");
+                return false;
+            }
+        };
+        let (registered, orphans): (Vec<&ManagedInstance>, Vec<&ManagedInstance>) = candidates
+            .into_iter()
+            .partition(|i| nodes.iter().any(|n| n.instance_id() == Some(i.instance_id.as_str())));
+        report_unlabelled(registered.len());
+        for instance in &registered {
+            let node = nodes.iter().find(|n| n.instance_id() == Some(instance.instance_id.as_str()));
+            warn!(pool, instance = %instance.instance_id, node = ?node.map(|n| &n.name),
+                  "managed instance is a registered Node without this pool's label: left alone (check the node's labels and the launch template's pool)");
+        }
         if orphans.is_empty() {
+            return false;
+        }
+        let store = &self.inner.edges.store;
+        let ttl = self.inner.config.timing.lease_ttl;
+        let (lease, record) = match store.acquire(pool, &self.inner.owner, now, ttl).await {
+            Ok(taken) => taken,
+            Err(error) => {
+                tracing::debug!(pool, %error, "no lease: never-joined cleanup left to the holder");
+                return false;
+            }
+        };
+        self.terminate_never_joined(policy, &lease, record.state.op.is_none(), &orphans).await;
+        if let Err(error) = self.release(&lease).await {
+            warn!(pool, %error, "cannot release the lease after never-joined cleanup");
+        }
+        true
+    }
+
+    /// The terminate of [`Service::clean_up_never_joined`], under `lease`; skipped when an
+    /// operation started since the snapshot (its instances are its own to handle).
+    async fn terminate_never_joined(
+        &self,
+        policy: &PoolPolicy,
+        lease: &Lease,
+        idle: bool,
+        orphans: &[&ManagedInstance],
+    ) {
+        let pool = policy.name.as_str();
+        if !idle {
+            tracing::debug!(pool, "an operation started since the snapshot: no never-joined cleanup");
             return;
         }
-        match self.inner.edges.compute.terminate(&orphans).await {
+        let ids: Vec<String> = orphans.iter().map(|i| i.instance_id.clone()).collect();
+        match self.inner.edges.compute.terminate(&ids).await {
             Ok(()) => {
-                warn!(pool = %policy.name, instances = ?orphans, "terminated instances that never joined within join_timeout");
+                warn!(pool, instances = ?ids, fencing_token = lease.fencing_token, "terminated instances that never joined within join_timeout");
                 self.record(AuditEvent {
-                    at: now,
-                    pool: policy.name.clone(),
+                    at: self.now(),
+                    pool: pool.to_string(),
                     kind: "outcome".into(),
                     action: "terminate".into(),
                     reason_label: "never_joined".into(),
                     reason: format!(
-                        "instances never joined within {}",
+                        "instances never joined within {} and no Node has their providerID",
                         humantime::format_duration(policy.join_timeout)
                     ),
                     op_id: None,
-                    detail: serde_json::json!({ "instances": orphans }),
+                    detail: serde_json::json!({ "instances": ids }),
                     dry_run: false,
                 })
                 .await;
             }
             Err(error) => {
                 self.inner.metrics.aws_error("TerminateInstances", error.code());
-                warn!(pool = %policy.name, %error, "cannot terminate instances that never joined");
+                warn!(pool, %error, "cannot terminate instances that never joined");
             }
         }
     }
@@ -463,6 +526,20 @@ impl Service {
         saved
     }
 
+    /// The fenced lease check right before an irreversible act (`before` names it): renews the
+    /// lease if it is still ours. A lease lost meanwhile (this pass stalled past `lease_ttl`,
+    /// e.g. in a slow API call, and another replica took over) stops the pass here, logged.
+    pub(super) async fn fence(&self, lease: &Lease, before: &'static str) -> Result<(), StoreError> {
+        let ttl = self.inner.config.timing.lease_ttl;
+        let renewed = self.inner.edges.store.renew(lease, self.now(), ttl).await;
+        if let Err(StoreError::LeaseLost { .. }) = &renewed {
+            self.inner.metrics.set_lease_held(&lease.pool, false);
+            warn!(pool = %lease.pool, fencing_token = lease.fencing_token, before,
+                  "lease lost to another replica: stopping this pass before acting; the new holder carries on");
+        }
+        renewed
+    }
+
     /// Gives the lease up and says so in `lease_held`.
     pub(super) async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         self.inner.metrics.set_lease_held(&lease.pool, false);
@@ -490,7 +567,7 @@ fn plan_action(plan: &Plan) -> &'static str {
 
 /// A drain that has not terminated its instance yet: a scale-up may still undo it.
 fn supersedable(op: &Operation) -> bool {
-    matches!(&op.kind, OperationKind::Drain(drain) if drain.phase != DrainPhase::Terminated)
+    matches!(&op.kind, OperationKind::Drain(drain) if drain.phase.before_terminate())
 }
 
 pub(super) fn new_op_id() -> String {

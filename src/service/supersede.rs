@@ -31,9 +31,7 @@ impl Service {
         };
         let now = self.now();
         let current = record.state.op.clone().and_then(|op| match &op.kind {
-            OperationKind::Drain(d)
-                if d.instance_id == drain.instance_id && d.phase != DrainPhase::Terminated =>
-            {
+            OperationKind::Drain(d) if d.instance_id == drain.instance_id && d.phase.before_terminate() => {
                 Some((op.clone(), d.clone()))
             }
             _ => None,
@@ -59,6 +57,7 @@ impl Service {
                 requests: launch,
                 instances: Vec::new(),
                 phase: LaunchPhase::Requested,
+                failed: Vec::new(),
             }),
             reason: decision.reason.to_string(),
             started_at: now,

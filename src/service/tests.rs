@@ -222,6 +222,7 @@ async fn crashed_holder_op_is_resumed_after_its_lease_expires() {
             }],
             instances: vec![],
             phase: LaunchPhase::Requested,
+            failed: Vec::new(),
         }),
         reason: "r".into(),
         started_at: h.clock.now_ts(),
@@ -420,4 +421,25 @@ async fn a_signal_makes_a_sweep_list_the_instances_at_once() {
     h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
     assert!(matches!(h.reconcile().await, ReconcileOutcome::Acted { .. }));
     assert_eq!(h.compute.launch_count(), 1);
+}
+
+#[tokio::test]
+async fn a_resumed_launch_reissues_the_unknown_on_demand_call_and_never_goes_back_to_spot() {
+    let h = harness(&[]);
+    h.compute.fail_next(Market::Spot, capacity_error());
+    // The on-demand call's answer is lost before EC2 shows any instance for it.
+    h.compute.fail_next(
+        Market::OnDemand,
+        ComputeError::Unavailable { api: "RunInstances", message: "timed out".into() },
+    );
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    h.reconcile().await;
+    assert!(h.store.record("workers").state.op.is_some(), "kept while the outcome is unknown");
+    assert_eq!(h.reconcile().await, ReconcileOutcome::Progressed);
+    let launches = h.compute.launches.lock().unwrap().clone();
+    let calls: Vec<(Market, &str)> = launches.iter().map(|s| (s.market, s.client_token.as_str())).collect();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(calls[2], calls[1], "the unknown call again, same market and ClientToken: {calls:?}");
+    assert_eq!(h.compute.list_pool_now().len(), 1);
+    assert!(h.store.record("workers").state.op.is_none());
 }

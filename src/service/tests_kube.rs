@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::ReconcileOutcome;
 use super::tests::{Harness, firing, harness_with};
+use crate::adapters::Clock;
 use crate::adapters::fakes::FakeCluster;
 use crate::core::drainability::PodFacts;
 use crate::core::model::{Direction, LaunchPhase, Market, OperationKind};
@@ -224,4 +225,133 @@ async fn instances_that_never_joined_are_cleaned_up_after_the_join_timeout() {
     let ids: Vec<String> = h.compute.list_pool_now().into_iter().map(|i| i.instance_id).collect();
     assert_eq!(ids, vec!["i-a1", "i-b1", "i-b2"]);
     assert!(h.store.events().iter().any(|e| e.reason_label == "never_joined"));
+}
+
+/// Starts a scale-down held by a PDB (one refused pod stays on the chosen node) and returns
+/// the cordoned node.
+async fn drain_held_by_a_pdb(h: &Harness, cluster: &FakeCluster) -> String {
+    three_workers(h, cluster);
+    budgeted_pairs(cluster);
+    h.service.accept(firing(Direction::Down, "fp-down", 1)).await.unwrap();
+    h.reconcile().await;
+    cordoned(cluster)
+}
+
+#[tokio::test]
+async fn a_drained_node_deleted_with_pods_still_bound_frees_the_pool_and_terminates_nothing() {
+    let (h, cluster) = harness_with(&[]);
+    let chosen = drain_held_by_a_pdb(&h, &cluster).await;
+    // `kubectl delete node`: the pods stay bound to its name until pod GC.
+    cluster.nodes.lock().unwrap().retain(|n| n.name != chosen);
+    assert_eq!(h.reconcile().await, ReconcileOutcome::Progressed);
+    assert!(h.store.record("workers").state.op.is_none(), "the pool is free after one pass");
+    assert_eq!(h.compute.list_pool_now().len(), 3, "pods still bound: nothing terminated");
+    let outcome = h.store.events().into_iter().find(|e| e.kind == "outcome").expect("an outcome record");
+    assert_eq!(outcome.reason_label, "node_vanished");
+    assert!(outcome.reason.contains("nothing to uncordon") && outcome.reason.contains("left running"));
+}
+
+#[tokio::test]
+async fn a_drained_node_deleted_with_no_pod_left_is_terminated_and_the_pool_freed() {
+    let (h, cluster) = harness_with(&[]);
+    let chosen = drain_held_by_a_pdb(&h, &cluster).await;
+    cluster.nodes.lock().unwrap().retain(|n| n.name != chosen);
+    cluster.pods.lock().unwrap().get_mut(&chosen).unwrap().retain(|p| !p.must_move());
+    h.reconcile().await;
+    assert!(h.store.record("workers").state.op.is_none());
+    assert_eq!(h.compute.list_pool_now().len(), 2, "nothing bound to it: terminated");
+    let outcome = h.store.events().into_iter().find(|e| e.kind == "outcome").expect("an outcome record");
+    assert_eq!(outcome.reason_label, "succeeded");
+    assert!(outcome.reason.contains("deleted outside the autoscaler"), "{}", outcome.reason);
+}
+
+#[tokio::test]
+async fn a_terminate_whose_save_failed_is_never_recorded_as_nothing_terminated() {
+    let (h, cluster) = harness_with(&[("K3S_AUTOSCALER__POOLS__WORKERS__DRAIN_TIMEOUT", "1m")]);
+    three_workers(&h, &cluster);
+    for node in ["node-i-a1", "node-i-b1", "node-i-b2"] {
+        cluster.add_pod(node, web(&format!("web-{node}")));
+    }
+    h.service.accept(firing(Direction::Down, "fp-down", 1)).await.unwrap();
+    h.reconcile().await;
+    let store = h.store.clone();
+    *h.compute.after_terminate.lock().unwrap() = Some(Box::new(move || store.set_down(true)));
+    assert!(h.service.reconcile("workers").await.is_err(), "the save after the terminate fails");
+    assert_eq!(h.compute.list_pool_now().len(), 2, "terminated");
+    h.store.set_down(false);
+    h.clock.advance(Duration::from_secs(120));
+    h.reconcile().await;
+    assert!(h.store.record("workers").state.op.is_none());
+    let outcomes: Vec<String> =
+        h.store.events().iter().filter(|e| e.kind == "outcome").map(|e| e.reason_label.clone()).collect();
+    assert_eq!(outcomes, vec!["succeeded"], "past the deadline, still not an abort");
+    assert!(!cluster.event_reasons().contains(&"DrainAborted"));
+}
+
+#[tokio::test]
+async fn a_ready_node_that_lost_its_pool_label_is_reported_never_cleaned_up() {
+    let (h, cluster) = harness_with(&[("K3S_AUTOSCALER__POOLS__WORKERS__JOIN_TIMEOUT", "5m")]);
+    three_workers(&h, &cluster);
+    cluster.add_pod("node-i-b2", web("web-1"));
+    cluster.unlabelled.lock().unwrap().push("node-i-b2".into());
+    h.reconcile().await;
+    assert_eq!(h.compute.list_pool_now().len(), 3, "a registered Node is not an orphan");
+    assert!(!h.store.events().iter().any(|e| e.reason_label == "never_joined"));
+    let metrics = h.service.metrics().render();
+    assert!(metrics.contains("k3s_autoscaler_nodes_without_pool_label{pool=\"workers\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn never_joined_cleanup_waits_for_another_replicas_lease() {
+    let (h, cluster) = harness_with(&[("K3S_AUTOSCALER__POOLS__WORKERS__JOIN_TIMEOUT", "5m")]);
+    three_workers(&h, &cluster);
+    h.compute.add_instance("i-orphan", "us-east-1a", "workers");
+    let mut record = h.store.record("workers");
+    record.lease = Some(("other-replica".into(), h.clock.now().plus(Duration::from_secs(30))));
+    h.store.set_record("workers", record);
+    h.reconcile().await;
+    assert_eq!(h.compute.list_pool_now().len(), 4, "not terminated without the lease");
+}
+
+/// Another replica takes the pool's lease (a newer fencing token) while this one reads a
+/// node's pods live, as if that read had hung past `lease_ttl`.
+fn lease_taken_over_during_pod_reads(h: &Harness, cluster: &FakeCluster) {
+    let store = h.store.clone();
+    let until = h.clock.now().plus(Duration::from_secs(600));
+    *cluster.during_node_pods.lock().unwrap() = Some(Box::new(move || {
+        let mut record = store.record("workers");
+        if record.lease.as_ref().is_some_and(|(holder, _)| holder == "other-replica") {
+            return;
+        }
+        record.fencing_token += 1;
+        record.lease = Some(("other-replica".into(), until));
+        store.set_record("workers", record);
+    }));
+}
+
+#[tokio::test]
+async fn a_lease_lost_during_the_pod_check_stops_the_terminate() {
+    let (h, cluster) = harness_with(&[]);
+    three_workers(&h, &cluster);
+    for node in ["node-i-a1", "node-i-b1", "node-i-b2"] {
+        cluster.add_pod(node, web(&format!("web-{node}")));
+    }
+    h.service.accept(firing(Direction::Down, "fp-down", 1)).await.unwrap();
+    h.reconcile().await;
+    assert_eq!(cluster.evictions.lock().unwrap().len(), 1, "evicted; empty at the next pass");
+    lease_taken_over_during_pod_reads(&h, &cluster);
+    let error = h.service.reconcile("workers").await.expect_err("the lease is lost");
+    assert_eq!(error.label(), "lease_lost");
+    assert_eq!(h.compute.list_pool_now().len(), 3, "no TerminateInstances without the lease");
+}
+
+#[tokio::test]
+async fn a_lease_lost_during_the_pod_check_stops_the_evictions() {
+    let (h, cluster) = harness_with(&[]);
+    three_workers(&h, &cluster);
+    budgeted_pairs(&cluster);
+    h.service.accept(firing(Direction::Down, "fp-down", 1)).await.unwrap();
+    lease_taken_over_during_pod_reads(&h, &cluster);
+    assert!(h.service.reconcile("workers").await.is_err(), "the lease is lost");
+    assert!(cluster.evictions.lock().unwrap().is_empty(), "no eviction without the lease");
 }

@@ -40,6 +40,25 @@ fn daemon_pod(node: &str) -> k8s_openapi::api::core::v1::Pod {
     pod("kube-system", &format!("flannel-{node}")).on_node(node).daemonset("flannel").grace_period(0).build()
 }
 
+/// Two replicas on every seeded node under one budget of one disruption: after the first
+/// eviction the budget is spent, and nothing recreates the pod, so a drain waits on a 429.
+fn db_pairs_under_one_budget(world: &World, seeded: &[(String, String)]) {
+    for (id, _) in seeded {
+        for i in 0..2 {
+            world.kube.add_pod(
+                pod("shop", &format!("db-{i}-{id}"))
+                    .on_node(&node_name(id))
+                    .owned_by("ReplicaSet", "db")
+                    .label("app", "db")
+                    .grace_period(0)
+                    .build(),
+            );
+        }
+    }
+    world.kube.set_replicas("shop", "ReplicaSet", "db", 4);
+    world.kube.add_pdb(pdb("shop", "db", &[("app", "db")], Budget::MaxUnavailable(1)));
+}
+
 fn cordoned(world: &World, name: &str) -> bool {
     world.kube.node(name).and_then(|n| n.spec).and_then(|s| s.unschedulable).unwrap_or(false)
 }
@@ -118,23 +137,7 @@ async fn pdb_that_never_allows_disruption_aborts_at_the_timeout_and_terminates_n
     })
     .await;
     let seeded = seed(&world, &[1, 1]).await;
-    // Two replicas on every node under one budget of one disruption: after the first
-    // eviction the budget is spent, and nothing recreates the pod.
-    for (id, _) in &seeded {
-        for i in 0..2 {
-            let name = format!("db-{i}-{id}");
-            world.kube.add_pod(
-                pod("shop", &name)
-                    .on_node(&node_name(id))
-                    .owned_by("ReplicaSet", "db")
-                    .label("app", "db")
-                    .grace_period(0)
-                    .build(),
-            );
-        }
-    }
-    world.kube.set_replicas("shop", "ReplicaSet", "db", 4);
-    world.kube.add_pdb(pdb("shop", "db", &[("app", "db")], Budget::MaxUnavailable(1)));
+    db_pairs_under_one_budget(&world, &seeded);
     let service = world.service().await;
     assert_eq!(service.post(&scale_down()).await, 200);
     let chosen = eventually("a node cordoned", Duration::from_secs(10), || async {
@@ -305,5 +308,51 @@ async fn a_process_killed_mid_drain_is_finished_by_the_restart() {
         (world.op_finished().await && world.kube.node(&chosen).is_none()).then_some(())
     })
     .await;
+    assert_eq!(world.kube.pod_deletes(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_deleted_while_its_drain_waits_on_a_pdb_frees_the_pool_within_a_sweep() {
+    let world = World::new("vanish", |c| {
+        c.min = 1;
+        c.extra_pool = "drain_timeout = \"10m\"".into();
+    })
+    .await;
+    let seeded = seed(&world, &[1, 1]).await;
+    db_pairs_under_one_budget(&world, &seeded);
+    let service = world.service().await;
+    assert_eq!(service.post(&scale_down()).await, 200);
+    let chosen = eventually("the drain held by the PDB", Duration::from_secs(10), || async {
+        world
+            .kube
+            .evictions()
+            .iter()
+            .any(|(_, code)| *code == 429)
+            .then(|| seeded.iter().map(|(id, _)| node_name(id)).find(|n| cordoned(&world, n)))
+            .flatten()
+    })
+    .await;
+    // An operator gives up on the node: `kubectl delete node`. Its pods stay bound to the
+    // name until pod GC (40 s).
+    world.kube.remove_node(&chosen);
+    eventually("the pool free again", Duration::from_secs(3), || async {
+        world.op_finished().await.then_some(())
+    })
+    .await;
+    let metrics = service.metrics().await;
+    assert!(
+        metrics.contains(
+            "k3s_autoscaler_operations_total{pool=\"workers\",kind=\"drain\",outcome=\"node_vanished\"} 1"
+        ),
+        "{metrics}"
+    );
+    let events = world.aws.items(&world.config.table, &world.config.cluster_id, "event#").await;
+    let vanished = events
+        .iter()
+        .filter_map(|e| e.get("reason").and_then(|r| r.as_s().ok()))
+        .find(|r| r.contains("deleted outside the autoscaler"))
+        .unwrap_or_else(|| panic!("no audit record of the vanished node: {events:?}"));
+    assert!(vanished.contains("nothing to uncordon") && vanished.contains("left running"), "{vanished}");
+    assert_eq!(world.instances().await.len(), 2, "a pod is still bound to it: nothing terminated");
     assert_eq!(world.kube.pod_deletes(), 0);
 }

@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
+
+use crate::support::joiner::node_name;
+use crate::support::kube_api::pod;
 use crate::support::{World, eventually, scale_up};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,4 +51,30 @@ async fn node_that_never_joins_is_terminated_after_the_join_timeout() {
         "{metrics}"
     );
     assert!(world.kube.nodes().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_node_that_lost_its_pool_label_is_reported_not_terminated() {
+    let world = World::new("unlabelled", |c| c.extra_pool = "join_timeout = \"2s\"".into()).await;
+    let (_, subnet) = &world.fixtures.subnets[0];
+    let id = world.aws.seed_instance(&world.config.cluster_id, subnet, true).await;
+    let name = node_name(&id);
+    eventually("the node registered", Duration::from_secs(20), || async {
+        world.kube.node(&name).map(|_| ())
+    })
+    .await;
+    world.kube.add_pod(pod("shop", "web").on_node(&name).owned_by("ReplicaSet", "web").build());
+    // Someone removes the pool label (as a template naming another pool would leave it).
+    let nodes: Api<Node> = Api::all(world.kube.client().await);
+    let unlabel = serde_json::json!({"metadata": {"labels": {"k3s-autoscaler/pool": null}}});
+    nodes.patch(&name, &PatchParams::default(), &Patch::Merge(&unlabel)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await; // the instance is now older than join_timeout
+    let service = world.service().await;
+    eventually("the node reported", Duration::from_secs(15), || async {
+        let metrics = service.metrics().await;
+        metrics.contains("k3s_autoscaler_nodes_without_pool_label{pool=\"workers\"} 1").then_some(())
+    })
+    .await;
+    assert!(world.aws.is_live(&id).await, "a Ready node with pods is never cleaned up");
+    assert!(world.kube.node(&name).is_some());
 }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::support::{World, eventually, scale_up};
+use crate::support::kube_api::node;
+use crate::support::{World, eventually, payload, scale_up};
 
 fn lists(requests: &[String]) -> Vec<&String> {
     requests.iter().filter(|r| r.starts_with("GET ") && !r.contains("watch=true")).collect()
@@ -29,4 +30,39 @@ async fn steady_sweeps_list_nothing_and_a_joined_node_arrives_over_the_watch() {
     .await;
     let requests = world.kube.requests();
     assert_eq!(lists(&requests).len(), before, "the launch listed: {:?}", &lists(&requests)[before..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_watch_makes_the_cache_unsynced_and_sweeps_read_the_api() {
+    let world = World::new("brokenwatch", |_| {}).await;
+    let service = world.service().await;
+    eventually("the five watches", Duration::from_secs(10), || async {
+        (world.kube.count("GET", "watch=true") >= 5).then_some(())
+    })
+    .await;
+    // A standing scale-down signal (min 0, no worker) makes every sweep read the pool's nodes.
+    let down = payload(
+        "firing",
+        serde_json::json!({"alertname": "WorkerCpuLow", "autoscaler": "scale-down"}),
+        "fp-low",
+    );
+    assert_eq!(service.post(&down).await, 200);
+    let direct = |world: &World| world.kube.count("GET", "labelSelector=k3s-autoscaler/pool=workers");
+    tokio::time::sleep(Duration::from_secs(2)).await; // two sweeps on the synced caches
+    let before = direct(&world);
+    // The watches break and cannot relist (the watchers' lists are paged, direct lists not),
+    // while a node joins.
+    world.kube.fail_next("GET", "limit=500", 500, 10_000);
+    world.kube.expire_watches();
+    world.kube.add_node(
+        node("late")
+            .provider_id("aws:///us-east-1a/i-late")
+            .label("k3s-autoscaler/pool", "workers")
+            .ready(true)
+            .build(),
+    );
+    eventually("sweeps reading nodes from the API", Duration::from_secs(10), || async {
+        (direct(&world) > before).then_some(())
+    })
+    .await;
 }

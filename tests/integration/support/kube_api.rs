@@ -398,6 +398,14 @@ impl FakeKube {
         st.settle();
     }
 
+    /// Expires every open watch (like an API server restart that lost its watch cache): at the
+    /// next change each one gets a 410 Expired ERROR event and ends, so watchers must relist.
+    pub fn expire_watches(&self) {
+        let mut st = self.state();
+        st.compacted = st.rv + 1;
+        st.history.clear();
+    }
+
     /// The next `times` requests whose method is `method` ("" = any) and whose
     /// "METHOD path?query" contains `needle` are answered `code` with a Status body.
     pub fn fail_next(&self, method: &str, needle: &str, code: u16, times: usize) {
