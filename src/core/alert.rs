@@ -129,12 +129,7 @@ pub fn parse_notification(
         match alert.status.as_str() {
             "firing" => {
                 let step = parse_step(alert.labels.get(LABEL_STEP)).map_err(invalid)?;
-                let reason = alert
-                    .annotations
-                    .get("summary")
-                    .or_else(|| alert.annotations.get("description"))
-                    .cloned()
-                    .unwrap_or_else(|| alertname.clone());
+                let reason = reason_of(&alert.annotations, &alertname);
                 notification.firing.push(Signal {
                     pool,
                     direction,
@@ -153,7 +148,29 @@ pub fn parse_notification(
     Ok(notification)
 }
 
-fn parse_step(value: Option<&String>) -> Result<u32, String> {
+/// Longest human text (a `summary`, a silence's comment) copied from Alertmanager into
+/// records, logs and `status`.
+pub const MAX_TEXT: usize = 256;
+
+/// `text` cut to at most `max` characters (an ellipsis marks the cut), so a text copied from
+/// outside never grows a record, a log line or a metric without bound.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// The human reason of an alert: its `summary`, else its `description`, else its name; bounded.
+pub(crate) fn reason_of(annotations: &BTreeMap<String, String>, alertname: &str) -> String {
+    let text = annotations.get("summary").or_else(|| annotations.get("description"));
+    bounded(text.map_or(alertname, String::as_str), MAX_TEXT)
+}
+
+/// The `step` label: absent means 1; anything but a whole number >= 1 breaks the contract.
+pub(crate) fn parse_step(value: Option<&String>) -> Result<u32, String> {
     let Some(text) = value else { return Ok(1) };
     match text.trim().parse::<u32>() {
         Ok(step) if step >= 1 => Ok(step),
@@ -244,6 +261,17 @@ mod tests {
         a["annotations"] = json!({});
         let n = parse(&body(json!([a]))).unwrap();
         assert_eq!(n.firing[0].reason, "X");
+    }
+
+    #[test]
+    fn long_texts_are_bounded() {
+        assert_eq!(bounded("short", 10), "short");
+        let cut = bounded(&"x".repeat(1000), MAX_TEXT);
+        assert_eq!(cut.chars().count(), MAX_TEXT);
+        assert!(cut.ends_with('…'));
+        let mut a = alert("firing", json!({"alertname": "X", "autoscaler": "scale-up"}));
+        a["annotations"] = json!({"summary": "é".repeat(5000)});
+        assert_eq!(parse(&body(json!([a]))).unwrap().firing[0].reason.chars().count(), MAX_TEXT);
     }
 
     #[test]
