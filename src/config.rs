@@ -105,8 +105,7 @@ struct RawAlertmanager {
     #[serde(default)]
     urls: Vec<String>,
     sync_interval: Option<String>,
-    #[serde(default = "default_alertmanager_timeout")]
-    timeout: String,
+    timeout: Option<String>,
     bearer_token_file: Option<PathBuf>,
     basic_username: Option<String>,
     basic_password_file: Option<PathBuf>,
@@ -117,7 +116,7 @@ impl Default for RawAlertmanager {
         Self {
             urls: Vec::new(),
             sync_interval: None,
-            timeout: default_alertmanager_timeout(),
+            timeout: None,
             bearer_token_file: None,
             basic_username: None,
             basic_password_file: None,
@@ -125,9 +124,8 @@ impl Default for RawAlertmanager {
     }
 }
 
-fn default_alertmanager_timeout() -> String {
-    "2s".into()
-}
+/// Default limit per Alertmanager request (or the sync interval, if shorter).
+const DEFAULT_ALERTMANAGER_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -690,10 +688,16 @@ impl RawAlertmanager {
             Some(text) => p.duration("alertmanager.sync_interval", text),
             None => sweep_interval,
         };
-        let timeout = p.duration("alertmanager.timeout", &self.timeout);
-        if !sync_interval.is_zero() && timeout > sync_interval {
-            p.add("alertmanager.timeout", "must not be longer than alertmanager.sync_interval");
-        }
+        let timeout = match &self.timeout {
+            Some(text) => {
+                let timeout = p.duration("alertmanager.timeout", text);
+                if !sync_interval.is_zero() && timeout > sync_interval {
+                    p.add("alertmanager.timeout", "must not be longer than alertmanager.sync_interval");
+                }
+                timeout
+            }
+            None => DEFAULT_ALERTMANAGER_TIMEOUT.min(sync_interval),
+        };
         let bearer_token = self
             .bearer_token_file
             .as_deref()
@@ -1182,6 +1186,12 @@ launch_template = "lt-1"
         let c = f.load(&text, &[]).unwrap();
         assert_eq!(c.alertmanager.urls.len(), 2);
         assert_eq!(c.alertmanager.sync_interval, Duration::from_secs(30));
+        let fast = f.load(&text, &[("K3S_AUTOSCALER__ALERTMANAGER__SYNC_INTERVAL", "1s")]).unwrap();
+        assert_eq!(
+            fast.alertmanager.timeout,
+            Duration::from_secs(1),
+            "the default never exceeds the interval"
+        );
         assert_eq!(c.alertmanager.authorization().as_deref(), Some("Bearer s3cret-token"));
         assert!(!c.to_redacted_toml().contains("s3cret-token"));
     }
