@@ -55,6 +55,13 @@ impl SyncStatus {
     }
 }
 
+/// How long unchanged answers may stand in for a full sync. A full sync reads the stored
+/// signals (one DynamoDB query per pool) and then asks the replicas again; while the replicas'
+/// answers stay exactly as at the last full sync, nothing can need changing except a signal
+/// that expired by its TTL or was written from a late post, so a sweep costs one GET per
+/// replica and no DynamoDB read, and such a signal is put right at most this late.
+pub(super) const UNCHANGED_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The sync's published status (the one piece of it the rest of the service reads).
 pub(super) type StatusHandle = watch::Sender<SyncStatus>;
 
@@ -66,11 +73,13 @@ pub(super) struct AlertSync {
     last: SyncStatus,
     /// Last contract problems logged, so a broken rule is reported once, not every sweep.
     last_invalid: Vec<String>,
+    /// The answers of the last full sync whose writes all succeeded, and when it ran.
+    settled: Option<(Vec<ReplicaAnswer>, Timestamp)>,
 }
 
 impl AlertSync {
     pub(super) fn new(service: Service, source: Arc<dyn AlertSource>) -> Self {
-        AlertSync { service, source, last: SyncStatus::default(), last_invalid: Vec::new() }
+        AlertSync { service, source, last: SyncStatus::default(), last_invalid: Vec::new(), settled: None }
     }
 
     /// Syncs every `sync_interval` until shutdown.
@@ -87,11 +96,22 @@ impl AlertSync {
         }
     }
 
-    /// One sync: read the stored signals, then every replica, then apply the truth rule.
+    /// One sync: `None` when the replicas answer as at the last full sync (within
+    /// [`UNCHANGED_REFRESH`]) or the stored signals cannot be read; otherwise a full sync.
     pub(super) async fn sync_once(&mut self) -> Option<SyncPlan> {
+        let now = self.service.now();
+        if let Some((answers, at)) = &self.settled {
+            if now.since(*at) < UNCHANGED_REFRESH && &self.source.alerts().await == answers {
+                return None;
+            }
+        }
+        self.full_sync(now).await
+    }
+
+    /// Reads the stored signals, then every replica, then applies the truth rule.
+    async fn full_sync(&mut self, now: Timestamp) -> Option<SyncPlan> {
         let service = &self.service;
         let config = service.config();
-        let now = service.now();
         let store = &service.inner.edges.store;
         // Stored signals first: see `core::sync` for why the order matters.
         let reads = join_all(config.pools.keys().map(|pool| store.active_signals(pool, now))).await;
@@ -113,17 +133,20 @@ impl AlertSync {
             default_pool: &config.default_pool,
             pools: &pools,
         });
-        self.apply(&plan, now).await;
+        let applied = self.apply(&plan, now).await;
         self.report(&plan, &answers).await;
+        self.settled = applied.then_some((answers, now));
         Some(plan)
     }
 
-    /// Removes and adds the plan's signals, then triggers the pools touched.
-    async fn apply(&self, plan: &SyncPlan, now: Timestamp) {
+    /// Removes and adds the plan's signals, then triggers the pools touched; false when a
+    /// write failed (the next sweep syncs in full again).
+    async fn apply(&self, plan: &SyncPlan, now: Timestamp) -> bool {
         let service = &self.service;
         let store = &service.inner.edges.store;
         let metrics = &service.inner.metrics.alert_sync;
         let mut touched = BTreeSet::new();
+        let mut applied = true;
         for signal in &plan.remove {
             match store.delete_signal(&signal.pool, &signal.fingerprint).await {
                 Ok(()) => {
@@ -141,7 +164,10 @@ impl AlertSync {
                     );
                     touched.insert(signal.pool.clone());
                 }
-                Err(error) => warn!(pool = %signal.pool, %error, "alertmanager sync cannot remove a signal"),
+                Err(error) => {
+                    applied = false;
+                    warn!(pool = %signal.pool, %error, "alertmanager sync cannot remove a signal")
+                }
             }
         }
         let expires_at = now.plus(service.config().timing.signal_ttl);
@@ -158,12 +184,16 @@ impl AlertSync {
                     );
                     touched.insert(signal.pool.clone());
                 }
-                Err(error) => warn!(pool = %signal.pool, %error, "alertmanager sync cannot add a signal"),
+                Err(error) => {
+                    applied = false;
+                    warn!(pool = %signal.pool, %error, "alertmanager sync cannot add a signal")
+                }
             }
         }
         for pool in touched {
             service.trigger(&pool);
         }
+        applied
     }
 
     /// Publishes the new status; logs, exports and audits what changed.

@@ -161,3 +161,25 @@ async fn status_shows_who_paused_the_pool_why_until_when_and_what_is_muted() {
     assert!(text.contains("muted: scale-up WorkerCpuHigh (silenced by s-1)"), "{text}");
     assert!(text.contains("muted: scale-down WorkerCpuHigh (inhibited by fp)"), "{text}");
 }
+
+#[tokio::test]
+async fn unchanged_answers_skip_the_store_until_the_refresh_and_a_change_syncs_at_once() {
+    let (h, source, mut sync) = setup();
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    source.answer(vec![Ok(vec![alert("fp", AlertState::Active, &[])])]);
+    assert!(sync.sync_once().await.is_some(), "the first sync is full");
+    // The same answers: no store read (it is down and nothing fails), nothing to do.
+    h.store.set_down(true);
+    assert!(sync.sync_once().await.is_none());
+    h.store.set_down(false);
+    // A lost post that expired meanwhile is put back at the refresh.
+    h.store.delete_signal("workers", "fp").await.unwrap();
+    assert!(sync.sync_once().await.is_none());
+    h.clock.advance(super::UNCHANGED_REFRESH);
+    assert_eq!(sync.sync_once().await.unwrap().add.len(), 1);
+    assert_eq!(stored(&h).await, ["fp"]);
+    // A change in the answers (a silence) syncs at once.
+    source.answer(vec![Ok(vec![alert("fp", AlertState::Suppressed, &["s-1"])])]);
+    assert_eq!(sync.sync_once().await.unwrap().remove.len(), 1);
+    assert!(stored(&h).await.is_empty());
+}
