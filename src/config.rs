@@ -99,7 +99,7 @@ struct RawConfig {
     alertmanager: RawAlertmanager,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAlertmanager {
     #[serde(default)]
@@ -109,19 +109,6 @@ struct RawAlertmanager {
     bearer_token_file: Option<PathBuf>,
     basic_username: Option<String>,
     basic_password_file: Option<PathBuf>,
-}
-
-impl Default for RawAlertmanager {
-    fn default() -> Self {
-        Self {
-            urls: Vec::new(),
-            sync_interval: None,
-            timeout: None,
-            bearer_token_file: None,
-            basic_username: None,
-            basic_password_file: None,
-        }
-    }
 }
 
 /// Default limit per Alertmanager request (or the sync interval, if shorter).

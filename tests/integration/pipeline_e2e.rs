@@ -142,7 +142,7 @@ async fn a_silence_after_the_first_launch_stops_scaling_within_a_sweep_until_it_
     tokio::time::sleep(Duration::from_secs(1) + p.window(3 * MINUTE) * 5).await;
     let late: Vec<_> = p.launches().into_iter().filter(|t| *t > in_force).collect();
     assert!(late.is_empty(), "{} RunInstances after the silence was in force", late.len());
-    let last = p.launches().into_iter().filter(|t| *t > silenced).last();
+    let last = p.launches().into_iter().rfind(|t| *t > silenced);
     println!(
         "silence add -> last action: {:?}",
         last.map(|t| t.duration_since(silenced).unwrap_or_default())
