@@ -95,7 +95,24 @@ struct RawConfig {
     cloudwatch: RawCloudWatch,
     #[serde(default)]
     pools: BTreeMap<String, RawPool>,
+    #[serde(default)]
+    alertmanager: RawAlertmanager,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlertmanager {
+    #[serde(default)]
+    urls: Vec<String>,
+    sync_interval: Option<String>,
+    timeout: Option<String>,
+    bearer_token_file: Option<PathBuf>,
+    basic_username: Option<String>,
+    basic_password_file: Option<PathBuf>,
+}
+
+/// Default limit per Alertmanager request (or the sync interval, if shorter).
+const DEFAULT_ALERTMANAGER_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -203,7 +220,7 @@ impl Default for RawTiming {
 }
 
 fn default_signal_ttl() -> String {
-    "2h".into()
+    "35m".into()
 }
 fn default_lease_ttl() -> String {
     "30s".into()
@@ -295,7 +312,52 @@ pub struct Config {
     pub cloudwatch: Option<CloudWatchConfig>,
     /// Node pools by name.
     pub pools: BTreeMap<String, PoolConfig>,
+    /// Alertmanager's API, whose view the stored signals follow.
+    pub alertmanager: AlertmanagerConfig,
 }
+
+/// Alertmanager's API v2: each sweep the stored signals are checked against what its replicas
+/// report as active, silenced and inhibited (see `core::sync`).
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertmanagerConfig {
+    /// One base URL per replica (`http://alertmanager:9093`); empty: webhook only.
+    pub urls: Vec<String>,
+    /// How often the replicas are read.
+    #[serde(serialize_with = "as_humantime")]
+    pub sync_interval: Duration,
+    /// Limit per request; a slower replica counts as unreachable.
+    #[serde(serialize_with = "as_humantime")]
+    pub timeout: Duration,
+    /// File the API bearer token was read from.
+    pub bearer_token_file: Option<PathBuf>,
+    /// The API bearer token.
+    pub bearer_token: Option<Secret>,
+    /// Basic-auth user name for the API.
+    pub basic_username: Option<String>,
+    /// File the basic-auth password was read from.
+    pub basic_password_file: Option<PathBuf>,
+    /// The basic-auth password.
+    pub basic_password: Option<Secret>,
+}
+
+impl AlertmanagerConfig {
+    /// The `Authorization` header value for the API, if credentials are set.
+    pub fn authorization(&self) -> Option<String> {
+        use base64::Engine;
+        if let Some(token) = &self.bearer_token {
+            return Some(format!("Bearer {}", token.expose()));
+        }
+        let (user, password) = (self.basic_username.as_ref()?, self.basic_password.as_ref()?);
+        let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.expose()));
+        Some(format!("Basic {pair}"))
+    }
+}
+
+/// The shipped alertmanager/alertmanager.yml timings of the scaling route; a unit test keeps
+/// them equal to the file.
+pub const SHIPPED_REPEAT_INTERVAL: Duration = Duration::from_secs(30 * 60);
+/// See [`SHIPPED_REPEAT_INTERVAL`].
+pub const SHIPPED_GROUP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Handling of `POST /v1/events/ec2` notices.
 #[derive(Debug, Clone, Serialize)]
@@ -586,6 +648,7 @@ impl RawConfig {
             })
             .collect();
         let cloudwatch = self.cloudwatch.validate(&mut p);
+        let alertmanager = self.alertmanager.validate(timing.sweep_interval, &mut p);
         if !p.0.is_empty() {
             return Err(ConfigError::Invalid(p.0));
         }
@@ -604,7 +667,85 @@ impl RawConfig {
             },
             cloudwatch,
             pools,
+            alertmanager,
         })
+    }
+}
+
+impl RawAlertmanager {
+    fn validate(self, sweep_interval: Duration, p: &mut Problems) -> AlertmanagerConfig {
+        for (i, url) in self.urls.iter().enumerate() {
+            let host = url.strip_prefix("http://").unwrap_or_default();
+            if host.is_empty() || url.contains(['?', '#', ' ']) {
+                p.add(
+                    &format!("alertmanager.urls[{i}]"),
+                    format!("{url:?} must be a base URL like http://alertmanager:9093 (plain HTTP)"),
+                );
+            }
+        }
+        let sync_interval = match &self.sync_interval {
+            Some(text) => p.duration("alertmanager.sync_interval", text),
+            None => sweep_interval,
+        };
+        let timeout = match &self.timeout {
+            Some(text) => {
+                let timeout = p.duration("alertmanager.timeout", text);
+                if !sync_interval.is_zero() && timeout > sync_interval {
+                    p.add("alertmanager.timeout", "must not be longer than alertmanager.sync_interval");
+                }
+                timeout
+            }
+            None => DEFAULT_ALERTMANAGER_TIMEOUT.min(sync_interval),
+        };
+        let bearer_token = self
+            .bearer_token_file
+            .as_deref()
+            .and_then(|f| p.secret_file("alertmanager.bearer_token_file", f));
+        let basic_password = self
+            .basic_password_file
+            .as_deref()
+            .and_then(|f| p.secret_file("alertmanager.basic_password_file", f));
+        if self.basic_username.is_some() != self.basic_password_file.is_some() {
+            p.add("alertmanager", "set basic_username and basic_password_file together");
+        }
+        AlertmanagerConfig {
+            urls: self.urls,
+            sync_interval,
+            timeout,
+            bearer_token_file: self.bearer_token_file,
+            bearer_token,
+            basic_username: self.basic_username,
+            basic_password_file: self.basic_password_file,
+            basic_password,
+        }
+    }
+}
+
+impl Config {
+    /// Settings that work but disagree with the shipped Alertmanager config, one line each
+    /// (`check-config` prints them; `serve` logs them).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let ttl = self.timing.signal_ttl;
+        let shortest = SHIPPED_REPEAT_INTERVAL + SHIPPED_GROUP_INTERVAL;
+        let fmt = |d: Duration| humantime::format_duration(d).to_string();
+        if ttl < shortest {
+            warnings.push(format!(
+                "timing.signal_ttl {} is shorter than the shipped Alertmanager repeat_interval + group_interval ({}): live signals expire between repeats whenever Alertmanager's API cannot be read",
+                fmt(ttl),
+                fmt(shortest)
+            ));
+        } else if ttl > shortest * 2 {
+            warnings.push(format!(
+                "timing.signal_ttl {} is over twice the shipped Alertmanager repeat_interval + group_interval ({}): without Alertmanager's API a lost `resolved` post keeps scaling that long",
+                fmt(ttl),
+                fmt(shortest)
+            ));
+        }
+        if self.alertmanager.urls.is_empty() {
+            warnings.push("alertmanager.urls is empty: a silence or a lost `resolved` post is only noticed when timing.signal_ttl runs out".into());
+        }
+        warnings
     }
 }
 
@@ -884,6 +1025,11 @@ kubeconfig = "/k"
 [cloudwatch]
 log_group = "/k3s-autoscaler"
 log_stream = "demo"
+[alertmanager]
+urls = ["http://am:9093"]
+bearer_token_file = "{token}"
+basic_username = "am"
+basic_password_file = "{token}"
 [pools.workers]
 min = 1
 max = 4
@@ -912,6 +1058,8 @@ launch_template = "lt-1"
         walk("", &value, &mut keys);
         keys.remove("auth.bearer_token");
         keys.remove("auth.basic_password");
+        keys.remove("alertmanager.bearer_token");
+        keys.remove("alertmanager.basic_password");
         keys
     }
 
@@ -1017,6 +1165,79 @@ launch_template = "lt-1"
         // Only the in-cluster secret files are missing here; no key is unknown.
         assert!(!err.contains("unknown field"), "{err}");
         assert!(err.contains("/etc/k3s-autoscaler/token"), "{err}");
+    }
+
+    #[test]
+    fn alertmanager_section_defaults_to_webhook_only_and_the_sweep_interval() {
+        let f = Fixture::new();
+        let c = f.load(&f.toml(""), &[]).unwrap();
+        assert!(c.alertmanager.urls.is_empty());
+        assert_eq!(c.alertmanager.sync_interval, c.timing.sweep_interval);
+        assert_eq!(c.alertmanager.timeout, Duration::from_secs(2));
+        assert_eq!(c.alertmanager.authorization(), None);
+        assert_eq!(c.timing.signal_ttl, Duration::from_secs(35 * 60));
+        let text = f.toml("").replace(
+            "[aws]",
+            &format!(
+                "[alertmanager]\nurls = [\"http://am-0:9093\", \"http://am-1:9093/\"]\nsync_interval = \"30s\"\nbearer_token_file = \"{}\"\n[aws]",
+                f.dir.path().join("token").display()
+            ),
+        );
+        let c = f.load(&text, &[]).unwrap();
+        assert_eq!(c.alertmanager.urls.len(), 2);
+        assert_eq!(c.alertmanager.sync_interval, Duration::from_secs(30));
+        let fast = f.load(&text, &[("K3S_AUTOSCALER__ALERTMANAGER__SYNC_INTERVAL", "1s")]).unwrap();
+        assert_eq!(
+            fast.alertmanager.timeout,
+            Duration::from_secs(1),
+            "the default never exceeds the interval"
+        );
+        assert_eq!(c.alertmanager.authorization().as_deref(), Some("Bearer s3cret-token"));
+        assert!(!c.to_redacted_toml().contains("s3cret-token"));
+    }
+
+    #[test]
+    fn alertmanager_urls_and_timeout_are_checked() {
+        let f = Fixture::new();
+        let text = f.toml("").replace(
+            "[aws]",
+            "[alertmanager]\nurls = [\"am:9093\", \"https://am:9093\", \"http://am?x\"]\ntimeout = \"1m\"\n[aws]",
+        );
+        let err = f.load(&text, &[]).unwrap_err().to_string();
+        for key in ["urls[0]", "urls[1]", "urls[2]", "alertmanager.timeout"] {
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn check_config_warns_when_signal_ttl_disagrees_with_the_shipped_alertmanager() {
+        let f = Fixture::new();
+        let with = |ttl: &str| {
+            let text = f.toml("").replace(
+                "[aws]",
+                &format!(
+                    "[timing]\nsignal_ttl = \"{ttl}\"\n[alertmanager]\nurls = [\"http://am:9093\"]\n[aws]"
+                ),
+            );
+            f.load(&text, &[]).unwrap().warnings()
+        };
+        assert!(with("35m").is_empty(), "{:?}", with("35m"));
+        assert!(with("20m")[0].contains("shorter than"), "{:?}", with("20m"));
+        assert!(with("2h")[0].contains("over twice"), "{:?}", with("2h"));
+        let webhook_only = f.load(&f.toml(""), &[]).unwrap().warnings();
+        assert!(webhook_only[0].contains("alertmanager.urls is empty"), "{webhook_only:?}");
+    }
+
+    #[test]
+    fn the_shipped_alertmanager_timings_are_the_ones_the_warning_assumes() {
+        let text = include_str!("../alertmanager/alertmanager.yml");
+        let route = &text[text.find("receiver: k3s-autoscaler").expect("the scaling route")..];
+        let value = |key: &str| {
+            let line = route.lines().find(|l| l.trim_start().starts_with(key)).expect(key);
+            humantime::parse_duration(line.split_once(':').unwrap().1.trim()).unwrap()
+        };
+        assert_eq!(value("repeat_interval:"), SHIPPED_REPEAT_INTERVAL);
+        assert_eq!(value("group_interval:"), SHIPPED_GROUP_INTERVAL);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use k3s_autoscaler::adapters::alertmanager::HttpAlertSource;
 use k3s_autoscaler::adapters::cloudwatch::CloudWatchSink;
 use k3s_autoscaler::adapters::dynamodb::DynamoStore;
 use k3s_autoscaler::adapters::ec2::Ec2Compute;
@@ -40,6 +41,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(&cli.config, std::env::vars())?;
     match cli.command {
         Command::CheckConfig => {
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
             print!("{}", config.to_redacted_toml());
             Ok(())
         }
@@ -69,7 +73,11 @@ async fn dynamo(config: &Config) -> DynamoStore {
 
 async fn print_status(config: &Config, args: StatusArgs) -> anyhow::Result<()> {
     let store = dynamo(config).await;
-    let report = status::collect(&store, config, args.events).await.context("reading state from DynamoDB")?;
+    let mut report =
+        status::collect(&store, config, args.events).await.context("reading state from DynamoDB")?;
+    if !config.alertmanager.urls.is_empty() {
+        status::add_alertmanager(&mut report, &HttpAlertSource::new(&config.alertmanager), config).await;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -105,6 +113,9 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         )),
         sink,
     };
+    for warning in config.warnings() {
+        tracing::warn!(%warning, "configuration");
+    }
     let service = Service::new(config, edges, metrics);
     let state = AppState::new(service.clone());
     let listener =
@@ -113,7 +124,11 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%bound, owner = service.owner(), dry_run = service.config().dry_run, "k3s-autoscaler serving");
     // Tests and scripts read the real port (listen on :0) from this line.
     println!("listening on {bound}");
-    let tasks = service.start();
+    let mut tasks = service.start();
+    if !service.config().alertmanager.urls.is_empty() {
+        let source = Arc::new(HttpAlertSource::new(&service.config().alertmanager));
+        tasks.push(service.start_alert_sync(source));
+    }
     let shutdown_state = state.clone();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {

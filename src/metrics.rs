@@ -146,6 +146,8 @@ pub struct Metrics {
     /// Managed instances of the pool that are registered Nodes without the pool's label (a
     /// removed label, a template/pool name mismatch): never cleaned up, reported instead.
     pub nodes_without_pool_label: Family<PoolLabels, Gauge>,
+    /// The Alertmanager sync's families.
+    pub alert_sync: AlertSyncMetrics,
 }
 
 impl Default for Metrics {
@@ -230,7 +232,9 @@ impl Metrics {
             "Managed instances registered as Nodes without the pool label, as last checked",
             nodes_without_pool_label.clone(),
         );
+        let alert_sync = AlertSyncMetrics::register(&mut registry);
         Metrics {
+            alert_sync,
             registry,
             webhook_requests,
             alerts_received,
@@ -320,4 +324,66 @@ impl Metrics {
 fn duration_histogram() -> Histogram {
     // 1 s .. ~68 min: joins take minutes, drains up to the drain timeout.
     Histogram::new(exponential_buckets(1.0, 2.0, 13))
+}
+
+// === Alertmanager sync ===
+
+/// Labels of `alert_sync_signals_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncChangeLabels {
+    /// removed (resolved, silenced or inhibited in Alertmanager) or added (a lost post).
+    pub change: &'static str,
+}
+
+/// What the Alertmanager sync reports (see `service::alert_sync`).
+pub struct AlertSyncMetrics {
+    /// 1 while no Alertmanager replica answers and signals expire by `signal_ttl` only.
+    pub fallback: Gauge,
+    /// Replicas that answered the last sync.
+    pub replicas_up: Gauge,
+    /// 1 while a silence mutes a scaling alert of the pool.
+    pub pool_paused: Family<PoolLabels, Gauge>,
+    /// Stored signals the sync removed or added.
+    pub signals: Family<SyncChangeLabels, Counter>,
+}
+
+impl AlertSyncMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let fallback = Gauge::default();
+        registry.register(
+            "alertmanager_fallback",
+            "1 while no Alertmanager replica answers: signals expire by signal_ttl only",
+            fallback.clone(),
+        );
+        let replicas_up = Gauge::default();
+        registry.register(
+            "alertmanager_replicas_up",
+            "Alertmanager replicas that answered the last sync",
+            replicas_up.clone(),
+        );
+        let pool_paused = Family::default();
+        registry.register(
+            "pool_paused",
+            "1 while a silence in Alertmanager pauses the pool's scaling",
+            pool_paused.clone(),
+        );
+        let signals: Family<SyncChangeLabels, Counter> = Family::default();
+        registry.register(
+            "alert_sync_signals",
+            "Stored signals the Alertmanager sync removed or added",
+            signals.clone(),
+        );
+        for change in ["removed", "added"] {
+            let _ = signals.get_or_create(&SyncChangeLabels { change });
+        }
+        AlertSyncMetrics { fallback, replicas_up, pool_paused, signals }
+    }
+
+    /// Sets every pool's paused gauge: 1 for the `paused` ones, 0 for the others.
+    pub fn set_paused<'a>(&self, pools: impl IntoIterator<Item = &'a String>, paused: impl Fn(&str) -> bool) {
+        for pool in pools {
+            let labels = PoolLabels { pool: pool.clone() };
+            self.pool_paused.get_or_create(&labels).set(i64::from(paused(pool)));
+        }
+    }
 }

@@ -1,13 +1,17 @@
 //! `k3s-autoscaler status`: what each pool is doing, read from the state store.
 
+use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use serde::Serialize;
 
+use crate::adapters::alertmanager::AlertSource;
 use crate::adapters::{AuditEvent, StateStore, StoreError};
 use crate::config::Config;
 use crate::core::interruption::Interruption;
 use crate::core::model::{Operation, Signal};
+use crate::core::sync::{MutedAlert, SyncInput, plan_sync};
+use crate::service::{SyncStatus, describe_silences};
 
 /// One pool's status.
 #[derive(Debug, Serialize)]
@@ -30,6 +34,12 @@ pub struct PoolStatus {
     pub signals: Vec<SignalStatus>,
     /// Recent decisions and outcomes, newest first.
     pub events: Vec<AuditEvent>,
+    /// Alertmanager's view (see [`add_alertmanager`]); `None` when not configured.
+    pub alertmanager: Option<String>,
+    /// "paused by silence <id> (createdBy, comment, until)", when a silence pauses the pool.
+    pub paused_by: Option<String>,
+    /// The pool's scaling alerts that Alertmanager mutes (silenced or inhibited).
+    pub muted: Vec<MutedAlert>,
 }
 
 /// An active signal.
@@ -81,9 +91,37 @@ pub async fn collect(
             node_count: record.node_count,
             signals: signals.into_iter().map(SignalStatus::from).collect(),
             events: store.recent_events(pool, events).await?,
+            alertmanager: None,
+            paused_by: None,
+            muted: Vec::new(),
         });
     }
     Ok(report)
+}
+
+/// Adds Alertmanager's view to the report: which pools a silence pauses (who, why, until
+/// when: `/api/v2/silences` is read only when one does) and which alerts are muted.
+pub async fn add_alertmanager(report: &mut [PoolStatus], source: &dyn AlertSource, config: &Config) {
+    let answers = source.alerts().await;
+    let pools: BTreeSet<String> = config.pools.keys().cloned().collect();
+    let plan = plan_sync(SyncInput {
+        stored: &[],
+        answers: &answers,
+        default_pool: &config.default_pool,
+        pools: &pools,
+    });
+    let paused = plan.paused();
+    let ids: Vec<String> = paused.values().flatten().cloned().collect();
+    let silences = if ids.is_empty() { Vec::new() } else { source.silences(&ids).await.unwrap_or_default() };
+    let unreachable = answers.iter().filter_map(|a| a.as_ref().err().cloned()).collect();
+    let view = SyncStatus { mode: plan.mode, paused: paused.clone(), unreachable };
+    for pool in report {
+        pool.alertmanager = Some(view.describe());
+        pool.muted = plan.muted.iter().filter(|m| m.pool == pool.pool).cloned().collect();
+        pool.paused_by = paused
+            .get(&pool.pool)
+            .map(|ids| describe_silences(&ids.iter().cloned().collect::<Vec<_>>(), &silences));
+    }
 }
 
 /// Human-readable rendering of [`collect`]'s report.
@@ -126,6 +164,20 @@ pub fn render_text(report: &[PoolStatus]) -> String {
         }
         if let Some((direction, at)) = &pool.last_scale {
             let _ = writeln!(out, "  last action: {direction} at {at}");
+        }
+        if let Some(alertmanager) = &pool.alertmanager {
+            let _ = writeln!(out, "  {alertmanager}");
+        }
+        if let Some(paused) = &pool.paused_by {
+            let _ = writeln!(out, "  PAUSED: {paused}");
+        }
+        for m in &pool.muted {
+            let by = if m.silenced_by.is_empty() {
+                format!("inhibited by {}", m.inhibited_by.join(", "))
+            } else {
+                format!("silenced by {}", m.silenced_by.join(", "))
+            };
+            let _ = writeln!(out, "  muted: {} {} ({by})", m.direction.as_str(), m.alertname);
         }
         let _ = writeln!(out, "  active signals: {}", pool.signals.len());
         for s in &pool.signals {

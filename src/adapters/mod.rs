@@ -2,6 +2,7 @@
 //! (DynamoDB), [`sink::EventSink`] (CloudWatch Logs), `Cluster` (Kubernetes) and [`Clock`].
 //! Real adapters live beside the traits; test doubles in `fakes`.
 
+pub mod alertmanager;
 pub mod aws;
 pub mod cloudwatch;
 pub mod cluster;

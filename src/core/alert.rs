@@ -142,12 +142,7 @@ pub fn parse_notification(
         match alert.status.as_str() {
             "firing" => {
                 let step = parse_step(alert.labels.get(LABEL_STEP)).map_err(invalid)?;
-                let reason = alert
-                    .annotations
-                    .get("summary")
-                    .or_else(|| alert.annotations.get("description"))
-                    .map(|text| bounded(text, REASON_MAX))
-                    .unwrap_or_else(|| alertname.clone());
+                let reason = reason_of(&alert.annotations, &alertname);
                 notification.firing.push(Signal {
                     pool,
                     direction,
@@ -166,7 +161,14 @@ pub fn parse_notification(
     Ok(notification)
 }
 
-fn parse_step(value: Option<&String>) -> Result<u32, String> {
+/// The human reason of an alert: its `summary`, else its `description`, else its name; bounded.
+pub(crate) fn reason_of(annotations: &BTreeMap<String, String>, alertname: &str) -> String {
+    let text = annotations.get("summary").or_else(|| annotations.get("description"));
+    bounded(text.map_or(alertname, String::as_str), REASON_MAX)
+}
+
+/// The `step` label: absent means 1; anything but a whole number >= 1 breaks the contract.
+pub(crate) fn parse_step(value: Option<&String>) -> Result<u32, String> {
     let Some(text) = value else { return Ok(1) };
     match text.trim().parse::<u32>() {
         Ok(step) if step >= 1 => Ok(step),

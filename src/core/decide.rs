@@ -18,9 +18,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::model::{
-    Direction, DrainOp, DrainPhase, LaunchRequest, OperationKind, PoolPolicy, PoolState, Signal, Worker,
-};
+use super::model::{Direction, DrainOp, LaunchRequest, OperationKind, PoolPolicy, PoolState, Signal, Worker};
 use super::placement::{choose_drain_candidate, plan_launch};
 use super::time::Timestamp;
 
@@ -351,7 +349,9 @@ fn decide_down(
 mod tests {
     use super::*;
     use crate::core::fixtures::{policy, worker};
-    use crate::core::model::{CapacityBackoff, LastScale, LaunchOp, LaunchPhase, Market, Operation};
+    use crate::core::model::{
+        CapacityBackoff, DrainPhase, LastScale, LaunchOp, LaunchPhase, Market, Operation,
+    };
 
     const NOW: Timestamp = Timestamp::from_millis(10_000_000);
 

@@ -13,13 +13,15 @@ pub(super) async fn live() -> &'static str {
     "ok\n"
 }
 
-/// Ready when not shutting down and the state store answers.
+/// Ready when not shutting down and the state store answers. The second line says whether
+/// signals follow Alertmanager's API or, degraded, expire by TTL; Alertmanager being down
+/// never makes the service unready (the webhook still works).
 pub(super) async fn ready(State(state): State<AppState>) -> (StatusCode, String) {
     if !state.ready.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
     }
     match state.service.store().ping().await {
-        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Ok(()) => (StatusCode::OK, format!("ready\n{}\n", state.service.alert_sync_status().describe())),
         Err(e) => {
             tracing::warn!(error = %e, "not ready: state store unreachable");
             (StatusCode::SERVICE_UNAVAILABLE, "state store unreachable\n".into())

@@ -1,6 +1,7 @@
 //! Orchestration: the webhook's intake, the per-pool reconcile under the DynamoDB lease, and
 //! the sweeper that keeps in-flight operations moving.
 
+mod alert_sync;
 mod drain;
 mod intake;
 mod interrupt;
@@ -23,6 +24,7 @@ use crate::adapters::{Clock, Compute, StateStore};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
+pub use alert_sync::{SyncStatus, describe_silences};
 pub use intake::{IntakeError, IntakeSummary};
 pub use interrupt::Ec2EventSummary;
 pub use reconcile::{ReconcileError, ReconcileOutcome};
@@ -66,6 +68,8 @@ struct Inner {
     /// When each pool's instances were last listed (see `reconcile::QUIET_REFRESH`).
     full_observations: Mutex<HashMap<String, crate::core::time::Timestamp>>,
     shutdown: watch::Sender<bool>,
+    /// What the Alertmanager sync last saw (it owns the rest of its state).
+    alert_sync: alert_sync::StatusHandle,
 }
 
 impl Service {
@@ -88,6 +92,7 @@ impl Service {
                 audited_holds: Mutex::new(HashMap::new()),
                 full_observations: Mutex::new(HashMap::new()),
                 shutdown,
+                alert_sync: watch::Sender::new(SyncStatus::default()),
             }),
         }
     }

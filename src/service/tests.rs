@@ -27,7 +27,7 @@ pub(super) struct Harness {
     _dir: tempfile::TempDir,
 }
 
-fn harness(overrides: &[(&str, &str)]) -> Harness {
+pub(super) fn harness(overrides: &[(&str, &str)]) -> Harness {
     build(overrides, None)
 }
 

@@ -44,6 +44,8 @@ impl Mode {
         let args: Vec<String> = std::env::args().collect();
         let smoke = args.iter().any(|a| a == "--smoke") || !args.iter().any(|a| a == "--bench");
         let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+        // `--size N`: the scale section at this pool size only.
+        let size = args.iter().position(|a| a == "--size").and_then(|i| args.get(i + 1)?.parse().ok());
         if smoke {
             Mode {
                 smoke,
@@ -61,7 +63,7 @@ impl Mode {
                 notifications: 200,
                 storm_requests: 20_000,
                 storm_clients: 64,
-                sizes: vec![10, 100, 1000],
+                sizes: size.map_or_else(|| vec![10, 100, 1000], |n| vec![n]),
                 sweeps: 10,
                 pods_per_node: 30,
                 only: only.clone(),

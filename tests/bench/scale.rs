@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 
 use crate::proc::{cpu_time, mib, ms, rss_kib};
+use crate::support::alertmanager::Alertmanager;
 use crate::support::kube_api::{FakeKube, node, pod};
 use crate::support::service::{Service, ServiceConfig, prepare};
 use crate::support::{aws::Aws, moto::Moto, payload, proxy::Proxy};
@@ -32,6 +33,18 @@ async fn one_size(nodes: usize, mode: &Mode) -> Vec<Row> {
     let cluster = format!("bench-scale-{nodes}");
     let mut config = ServiceConfig::new(&cluster, &proxy.url);
     config.max = nodes as u32 + 10;
+    // The service reads a real Alertmanager's API every sweep, as deployed (one GET, plus
+    // the DynamoDB Query of the stored signals); BENCH_ALERTMANAGER=0 measures without it.
+    let alertmanager = match std::env::var("BENCH_ALERTMANAGER").as_deref() {
+        Ok("0") => None,
+        _ => {
+            let port = crate::support::moto::free_port();
+            config.extra_top = format!("[alertmanager]\nurls = [\"http://127.0.0.1:{port}\"]");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let quiet = "route:\n  receiver: \"null\"\nreceivers:\n  - name: \"null\"\n";
+            Some(Alertmanager::with_config_on(dir, quiet, port).await)
+        }
+    };
     let instances = launch(&aws, &cluster, &fixtures.subnets, nodes).await;
     let names: Vec<String> = instances.iter().map(|(id, _)| format!("node-{id}")).collect();
     kube.add_nodes(
@@ -101,6 +114,7 @@ async fn one_size(nodes: usize, mode: &Mode) -> Vec<Row> {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    drop(alertmanager);
     let only = |v: Option<String>| if cached { v } else { None };
     vec![
         Row::new(SECTION, label("pods"), Some((nodes * mode.pods_per_node).to_string()), ""),

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod alert_sync;
 mod alertmanager_retry;
 mod bad_input;
 mod cli;

@@ -148,3 +148,90 @@ async fn cpu_over_70_percent_at_production_speed_launches_within_3_minutes() {
     );
     assert!(latency + Duration::from_secs(15) < 3 * MINUTE, "decision latency {latency:?} (+15 s scrape)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_after_the_first_launch_stops_scaling_within_a_sweep_until_it_expires() {
+    let p = Pipeline::start(PipelineOptions { max: 8, ..PipelineOptions::new("e2e-silence-late") }).await;
+    // 20 CPUs stay above 70% up to max = 8 workers: the alert fires the whole time.
+    p.sim.set_load(20.0);
+    p.firing("K3sWorkersCPUHigh", Duration::from_secs(60)).await;
+    eventually("the first launch", Duration::from_secs(30), || async { p.launches().first().copied() }).await;
+    let silenced = SystemTime::now();
+    let silence = p.alertmanager.silence(&[("autoscaler", "scale-up")], 1).await;
+    paused(&p, "workers", true).await;
+    println!("silence add -> pool_paused = 1: {:?}", silenced.elapsed().unwrap_or_default());
+    // One sweep (1 s) for the silence to be in force, then five scale-up cooldowns (5 x 6 s).
+    let in_force = SystemTime::now() + Duration::from_secs(1);
+    tokio::time::sleep(Duration::from_secs(1) + p.window(3 * MINUTE) * 5).await;
+    let late: Vec<_> = p.launches().into_iter().filter(|t| *t > in_force).collect();
+    assert!(late.is_empty(), "{} RunInstances after the silence was in force", late.len());
+    let last = p.launches().into_iter().rfind(|t| *t > silenced);
+    println!(
+        "silence add -> last action: {:?}",
+        last.map(|t| t.duration_since(silenced).unwrap_or_default())
+    );
+    assert!(
+        p.prometheus.alert("K3sWorkersCPUHigh", "firing").await.is_some(),
+        "still firing under the silence"
+    );
+    let before = p.launches().len();
+    let expired = SystemTime::now();
+    p.alertmanager.expire(&silence).await;
+    // Within one sweep (1 s) plus group_wait (1 s here): no repeat_interval to wait for.
+    let resumed = eventually("a launch after the silence expired", Duration::from_secs(10), || async {
+        p.launches().get(before).copied()
+    })
+    .await;
+    println!("silence expired -> RunInstances = {:?}", resumed.duration_since(expired).unwrap_or_default());
+    paused(&p, "workers", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_after_the_first_drain_starts_no_other_until_it_expires() {
+    let options =
+        PipelineOptions { workers: 4, max: 6, load: 0.8, ..PipelineOptions::new("e2e-silence-down") };
+    let p = Pipeline::start(options).await;
+    // 0.8 CPU over 4 workers is 10 %: the low-CPU rule fires and keeps firing down to min = 2.
+    p.firing("K3sWorkersCPULow", Duration::from_secs(90)).await;
+    eventually("the first drain done", Duration::from_secs(90), || async {
+        p.terminations().first().copied()
+    })
+    .await;
+    let silenced = SystemTime::now();
+    let silence = p.alertmanager.silence(&[("autoscaler", "scale-down")], 1).await;
+    paused(&p, "workers", true).await;
+    let in_force = SystemTime::now() + Duration::from_secs(1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (evictions, terminations) = (p.world.kube.evictions().len(), p.terminations().len());
+    // Five scale-down cooldowns (5 x 20 s): no drain starts (no eviction, no termination).
+    tokio::time::sleep(p.window(10 * MINUTE) * 5).await;
+    assert_eq!(p.world.kube.evictions().len(), evictions, "an eviction under the silence");
+    assert_eq!(p.terminations().len(), terminations, "a termination under the silence");
+    assert!(
+        p.terminations().iter().all(|t| *t <= in_force),
+        "a drain finished after the silence was in force"
+    );
+    assert!(
+        p.prometheus.alert("K3sWorkersCPULow", "firing").await.is_some(),
+        "still firing under the silence"
+    );
+    println!(
+        "scale-down silence add -> pool_paused = 1: {:?}",
+        in_force.duration_since(silenced).unwrap_or_default()
+    );
+    p.alertmanager.expire(&silence).await;
+    eventually("a drain after the silence expired", Duration::from_secs(15), || async {
+        (p.world.kube.evictions().len() > evictions).then_some(())
+    })
+    .await;
+}
+
+/// Waits until the service exports `pool`'s paused gauge as `paused`: the positive event that
+/// it has seen the silence (or its end).
+async fn paused(p: &Pipeline, pool: &str, paused: bool) {
+    let line = format!("k3s_autoscaler_pool_paused{{pool=\"{pool}\"}} {}", u8::from(paused));
+    eventually(&line, Duration::from_secs(10), || async {
+        p.service.metrics().await.lines().any(|l| l == line).then_some(())
+    })
+    .await;
+}

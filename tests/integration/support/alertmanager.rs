@@ -41,9 +41,14 @@ impl Alertmanager {
 
     /// Starts Alertmanager on `config` (files it names may live in `dir`, kept with it).
     pub async fn with_config(dir: tempfile::TempDir, config: &str) -> Alertmanager {
+        Alertmanager::with_config_on(dir, config, free_port()).await
+    }
+
+    /// As [`Alertmanager::with_config`], on `port` (chosen before the service that reads
+    /// Alertmanager's API starts).
+    pub async fn with_config_on(dir: tempfile::TempDir, config: &str, port: u16) -> Alertmanager {
         let config_file = dir.path().join("alertmanager.yml");
         std::fs::write(&config_file, config).expect("config");
-        let port = free_port();
         let child = Command::new(binary())
             .arg(format!("--config.file={}", config_file.display()))
             .arg(format!("--storage.path={}", dir.path().join("data").display()))
@@ -122,10 +127,20 @@ impl Alertmanager {
 
     /// Fires an alert through Alertmanager's API, as Prometheus would.
     pub async fn fire(&self, labels: serde_json::Value, summary: &str) {
-        let body = serde_json::json!([{ "labels": labels, "annotations": { "summary": summary } }]);
+        self.post_alert(serde_json::json!({ "labels": labels, "annotations": { "summary": summary } })).await
+    }
+
+    /// Resolves an alert fired by [`Alertmanager::fire`] (same labels, `endsAt` now), as
+    /// Prometheus does when a rule clears.
+    pub async fn resolve(&self, labels: serde_json::Value) {
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        self.post_alert(serde_json::json!({ "labels": labels, "endsAt": now })).await
+    }
+
+    async fn post_alert(&self, alert: serde_json::Value) {
         let response = reqwest::Client::new()
             .post(format!("{}/api/v2/alerts", self.url))
-            .json(&body)
+            .json(&serde_json::json!([alert]))
             .send()
             .await
             .expect("post alert");

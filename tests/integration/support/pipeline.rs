@@ -143,6 +143,8 @@ impl Pipeline {
         let minutes = |m: u64| scaled(Duration::from_secs(m * 60), speed);
         let join = JoinOptions { boot: options.boot, remove_terminated: true };
         let (min, max) = (options.min, options.max);
+        // Alertmanager's port is chosen first: the service reads its API (`[alertmanager]`).
+        let am_port = super::moto::free_port();
         let world = World::with_joiner(&options.cluster, join, |c| {
             c.min = min;
             c.max = max;
@@ -155,6 +157,7 @@ impl Pipeline {
                 minutes(5)
             );
             c.extra_timing = format!("signal_ttl = \"{}\"", minutes(120));
+            c.extra_top = format!("[alertmanager]\nurls = [\"http://127.0.0.1:{am_port}\"]");
         })
         .await;
         let sim = Simulator::start(world.kube.clone(), options.load).await;
@@ -172,7 +175,7 @@ impl Pipeline {
         let am_dir = tempfile::tempdir().expect("tempdir");
         let am_config =
             local_alertmanager_config(speed, &format!("{}/v1/alerts", service.url), am_dir.path());
-        let alertmanager = Alertmanager::with_config(am_dir, &am_config).await;
+        let alertmanager = Alertmanager::with_config_on(am_dir, &am_config, am_port).await;
         let prom_dir = tempfile::tempdir().expect("tempdir");
         let rules = prom_dir.path().join("autoscaler.rules.yaml");
         std::fs::write(&rules, shortened("alert-rules/autoscaler.rules.yaml", speed)).expect("write rules");
