@@ -12,7 +12,7 @@ use k3s_autoscaler::adapters::sink::EventSink;
 use k3s_autoscaler::adapters::{SystemClock, aws};
 use k3s_autoscaler::cli::{Cli, Command, ServeArgs, StatusArgs};
 use k3s_autoscaler::config::Config;
-use k3s_autoscaler::http::{AppState, router};
+use k3s_autoscaler::http::{AppState, router, serve};
 use k3s_autoscaler::metrics::Metrics;
 use k3s_autoscaler::service::{Edges, Service};
 use k3s_autoscaler::{status, telemetry};
@@ -111,15 +111,16 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     // Tests and scripts read the real port (listen on :0) from this line.
     println!("listening on {bound}");
     let tasks = service.start();
+    let readiness = state.spawn_readiness_checks();
     let shutdown_state = state.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: readiness off, finishing in-flight requests");
-            shutdown_state.set_shutting_down();
-        })
-        .await
-        .context("serving HTTP")?;
+    let server = service.config().server.clone();
+    serve(listener, router(state), &server, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: readiness off, finishing in-flight requests");
+        shutdown_state.set_shutting_down();
+    })
+    .await;
+    readiness.abort();
     service.shutdown();
     for task in tasks {
         let _ = task.await;

@@ -10,6 +10,9 @@ use super::aws::{Fixtures, REGION};
 /// The bearer token every test service accepts.
 pub const TOKEN: &str = "integration-token";
 
+/// The bearer token `POST /v1/events/ec2` accepts (a credential of its own).
+pub const EVENTS_TOKEN: &str = "integration-events-token";
+
 /// Settings of one test service.
 pub struct ServiceConfig {
     pub cluster_id: String,
@@ -23,6 +26,8 @@ pub struct ServiceConfig {
     pub scale_up_cooldown: String,
     /// Extra lines under `[timing]`.
     pub extra_timing: String,
+    /// Extra lines under `[server]`.
+    pub extra_server: String,
 }
 
 impl ServiceConfig {
@@ -39,6 +44,7 @@ impl ServiceConfig {
             region: REGION.to_string(),
             scale_up_cooldown: "10m".into(),
             extra_timing: String::new(),
+            extra_server: String::new(),
         }
     }
 
@@ -56,8 +62,10 @@ impl ServiceConfig {
 [server]
 listen = "127.0.0.1:0"
 body_limit_bytes = 65536
+{extra_server}
 [auth]
 bearer_token_file = "{token}"
+events_token_file = "{events_token}"
 [aws]
 region = "{region}"
 endpoint_url = "{endpoint}"
@@ -80,6 +88,8 @@ scale_up_cooldown = "{cooldown}"
             cluster = self.cluster_id,
             extra_top = self.extra_top,
             token = token_file.display(),
+            events_token = token_file.with_file_name("events-token").display(),
+            extra_server = self.extra_server,
             endpoint = self.endpoint,
             table = self.table,
             template = fixtures.launch_template,
@@ -135,6 +145,7 @@ pub fn prepare(
     let dir = tempfile::tempdir().expect("tempdir");
     let token = dir.path().join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).expect("write token");
+    std::fs::write(dir.path().join("events-token"), format!("{EVENTS_TOKEN}\n")).expect("write events token");
     let kubeconfig = kube.kubeconfig(dir.path());
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config.toml(fixtures, &token, &kubeconfig)).expect("write config");
