@@ -953,7 +953,8 @@ launch_template = "lt-1"
         let f = Fixture::new();
         let events = f.dir.path().join("events-token");
         std::fs::write(&events, "other\ns3cret-token\n").unwrap();
-        let text = f.toml("").replace("[aws]", &format!("events_token_file = \"{}\"\n[aws]", events.display()));
+        let text =
+            f.toml("").replace("[aws]", &format!("events_token_file = \"{}\"\n[aws]", events.display()));
         let err = f.load(&text, &[]).unwrap_err().to_string();
         assert!(err.contains("auth.events_token_file: holds a token of auth.bearer_token_file"), "{err}");
         std::fs::write(&events, "other\n").unwrap();
@@ -966,7 +967,11 @@ launch_template = "lt-1"
     fn the_launch_template_version_must_be_pinned() {
         let f = Fixture::new();
         assert_eq!(f.load(&f.toml(""), &[]).unwrap().pools["workers"].launch_template_version, "1");
-        assert_eq!(f.load(&f.toml("launch_template_version = \"12\""), &[]).unwrap().pools["workers"].launch_template_version, "12");
+        assert_eq!(
+            f.load(&f.toml("launch_template_version = \"12\""), &[]).unwrap().pools["workers"]
+                .launch_template_version,
+            "12"
+        );
         for floating in ["$Latest", "$Default", "", "0", "1.0"] {
             let text = f.toml(&format!("launch_template_version = \"{floating}\""));
             let err = f.load(&text, &[]).unwrap_err().to_string();
@@ -990,7 +995,10 @@ launch_template = "lt-1"
         }
         let text = f.toml("").replace("[auth]", "[server]\nmax_connections = 10\n[auth]");
         let err = f.load(&text, &[]).unwrap_err().to_string();
-        assert!(err.contains("server.max_connections: must be at least server.max_concurrent_requests"), "{err}");
+        assert!(
+            err.contains("server.max_connections: must be at least server.max_concurrent_requests"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use k3s_autoscaler::adapters::sink::EventSink;
 use k3s_autoscaler::adapters::{SystemClock, aws};
 use k3s_autoscaler::cli::{Cli, Command, ServeArgs, StatusArgs};
 use k3s_autoscaler::config::Config;
-use k3s_autoscaler::http::{AppState, router, serve};
+use k3s_autoscaler::http::{AppState, router};
 use k3s_autoscaler::metrics::Metrics;
 use k3s_autoscaler::service::{Edges, Service};
 use k3s_autoscaler::{status, telemetry};
@@ -114,7 +114,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let readiness = state.spawn_readiness_checks();
     let shutdown_state = state.clone();
     let server = service.config().server.clone();
-    serve(listener, router(state), &server, async move {
+    k3s_autoscaler::http::serve(listener, router(state), &server, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: readiness off, finishing in-flight requests");
         shutdown_state.set_shutting_down();

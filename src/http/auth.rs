@@ -115,7 +115,8 @@ mod tests {
 
     #[test]
     fn each_route_accepts_only_its_own_tokens() {
-        let a = AuthConfig { events_token: Some(tokens("ev\n")), ..auth(Some("tok\nnext"), Some(("am", "pw"))) };
+        let a =
+            AuthConfig { events_token: Some(tokens("ev\n")), ..auth(Some("tok\nnext"), Some(("am", "pw"))) };
         assert!(authorized(&a, Some("Bearer tok")) && authorized(&a, Some("Bearer next")));
         assert!(!authorized(&a, Some("Bearer ev")), "the notices token does not post alerts");
         assert!(events_authorized(&a, Some("Bearer ev")) && events_authorized(&a, Some("bearer  ev ")));

@@ -35,7 +35,9 @@ impl Readiness {
                 STORE_DOWN
             }
         };
-        let _ = self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| (now != SHUTTING_DOWN).then_some(verdict));
+        let _ = self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+            (now != SHUTTING_DOWN).then_some(verdict)
+        });
     }
 
     /// From now on `/readyz` fails.

@@ -71,11 +71,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_credentials));
     // The notices route exists only with a credential of its own (auth.events_token_file).
     if config.auth.events_token.is_some() {
-        webhook = webhook.merge(
-            Router::new()
-                .route("/v1/events/ec2", post(events::receive))
-                .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_events_credentials)),
-        );
+        webhook =
+            webhook.merge(Router::new().route("/v1/events/ec2", post(events::receive)).route_layer(
+                middleware::from_fn_with_state(state.clone(), auth::require_events_credentials),
+            ));
     }
     let limited = limits::apply(
         webhook.layer(DefaultBodyLimit::max(server.body_limit_bytes)).route("/metrics", get(health::metrics)),

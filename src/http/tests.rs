@@ -117,7 +117,11 @@ async fn readiness_is_the_last_background_check_not_a_store_call_per_request() {
     f.state.check_readiness().await;
     f.store.set_down(true);
     for _ in 0..3 {
-        assert_eq!(call(&f.state, readyz()).await, (StatusCode::OK, "ready\n".into()), "answered from the check");
+        assert_eq!(
+            call(&f.state, readyz()).await,
+            (StatusCode::OK, "ready\n".into()),
+            "answered from the check"
+        );
     }
     f.state.check_readiness().await;
     assert_eq!(call(&f.state, readyz()).await.0, StatusCode::SERVICE_UNAVAILABLE);
@@ -201,8 +205,10 @@ async fn requests_beyond_the_concurrency_limit_are_refused_at_once_but_probes_ar
     let (_sender, body) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(1);
     let stream =
         futures_util::stream::unfold(body, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    let held =
-        Request::post("/v1/alerts").header("authorization", "Bearer tok").body(Body::from_stream(stream)).unwrap();
+    let held = Request::post("/v1/alerts")
+        .header("authorization", "Bearer tok")
+        .body(Body::from_stream(stream))
+        .unwrap();
     let holder = tokio::spawn(app.clone().oneshot(held));
     let mut refused = None;
     for _ in 0..100 {
