@@ -25,7 +25,9 @@ async fn wait_for_close(stream: &mut TcpStream, limit: Duration) -> (String, Dur
         match tokio::time::timeout(limit.saturating_sub(start.elapsed()), stream.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
-            Err(_) => panic!("connection still open after {limit:?}; got {:?}", String::from_utf8_lossy(&received)),
+            Err(_) => {
+                panic!("connection still open after {limit:?}; got {:?}", String::from_utf8_lossy(&received))
+            }
         }
     }
     (String::from_utf8_lossy(&received).into_owned(), start.elapsed())
