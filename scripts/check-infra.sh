@@ -153,6 +153,7 @@ if $have_python_tools; then
   check "template == infra/userdata/*.sh, infra/policies/*.json" "$py" "$infra/tests/check_sync.py" "$infra"
   check "drift check catches drift" sync_detects_drift
   check "user-data against stubbed IMDSv2 / aws / installer" "$py" "$infra/tests/test_userdata.py" "$infra"
+  check "IAM conditions over the deployed policies (test_policies.py)" "$py" "$infra/tests/test_policies.py" "$infra"
   check "deploy into moto CloudFormation" deploy_to_moto
 else
   unavailable "template sync, user-data test, moto deploy" "cannot install the Python tools"

@@ -15,6 +15,7 @@ use thiserror::Error;
 
 use crate::core::interruption::RebalanceMode;
 use crate::core::model::{CapacityPreference, PoolPolicy};
+use crate::secrets::TokenFile;
 
 /// Prefix of environment overrides: `K3S_AUTOSCALER__POOLS__WORKERS__MAX=8`.
 pub const ENV_PREFIX: &str = "K3S_AUTOSCALER__";
@@ -155,12 +156,52 @@ struct RawServer {
     listen: String,
     #[serde(default = "default_body_limit")]
     body_limit_bytes: u64,
+    #[serde(default = "default_header_read_timeout")]
+    header_read_timeout: String,
+    #[serde(default = "default_body_read_timeout")]
+    body_read_timeout: String,
+    #[serde(default = "default_request_timeout")]
+    request_timeout: String,
+    #[serde(default = "default_max_concurrent_requests")]
+    max_concurrent_requests: u32,
+    #[serde(default = "default_max_connections")]
+    max_connections: u32,
+    #[serde(default = "default_readiness_interval")]
+    readiness_interval: String,
 }
 
 impl Default for RawServer {
     fn default() -> Self {
-        Self { listen: default_listen(), body_limit_bytes: default_body_limit() }
+        Self {
+            listen: default_listen(),
+            body_limit_bytes: default_body_limit(),
+            header_read_timeout: default_header_read_timeout(),
+            body_read_timeout: default_body_read_timeout(),
+            request_timeout: default_request_timeout(),
+            max_concurrent_requests: default_max_concurrent_requests(),
+            max_connections: default_max_connections(),
+            readiness_interval: default_readiness_interval(),
+        }
     }
+}
+
+fn default_header_read_timeout() -> String {
+    "5s".into()
+}
+fn default_body_read_timeout() -> String {
+    "10s".into()
+}
+fn default_request_timeout() -> String {
+    "20s".into()
+}
+fn default_max_concurrent_requests() -> u32 {
+    64
+}
+fn default_max_connections() -> u32 {
+    1024
+}
+fn default_readiness_interval() -> String {
+    "5s".into()
 }
 
 fn default_listen() -> String {
@@ -176,6 +217,7 @@ struct RawAuth {
     bearer_token_file: Option<PathBuf>,
     basic_username: Option<String>,
     basic_password_file: Option<PathBuf>,
+    events_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -267,7 +309,7 @@ fn default_scale_down_cooldown() -> String {
     "10m".into()
 }
 fn default_template_version() -> String {
-    "$Latest".into()
+    "1".into()
 }
 fn default_capacity() -> CapacityPreference {
     CapacityPreference::SpotFirst
@@ -385,21 +427,41 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted.
     pub body_limit_bytes: usize,
+    /// Time a client has to send a request's headers; then the connection is closed.
+    #[serde(serialize_with = "as_humantime")]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a whole request body (a hard deadline, not an idle timer).
+    #[serde(serialize_with = "as_humantime")]
+    pub body_read_timeout: Duration,
+    /// Time a request may take from its headers to the answer (503 after it).
+    #[serde(serialize_with = "as_humantime")]
+    pub request_timeout: Duration,
+    /// Requests handled at once (probes excluded); more are refused with 503 at once.
+    pub max_concurrent_requests: usize,
+    /// Open connections at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// How often the readiness check asks the state store; `/readyz` answers from its result.
+    #[serde(serialize_with = "as_humantime")]
+    pub readiness_interval: Duration,
 }
 
 /// Credentials the webhook accepts; at least one is required.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AuthConfig {
-    /// File the bearer token was read from.
+    /// File the bearer tokens are read from (one per line, re-read when it changes).
     pub bearer_token_file: Option<PathBuf>,
-    /// The bearer token.
-    pub bearer_token: Option<Secret>,
+    /// The bearer tokens of `/v1/alerts`.
+    pub bearer_token: Option<TokenFile>,
     /// Basic-auth user name.
     pub basic_username: Option<String>,
     /// File the basic-auth password was read from.
     pub basic_password_file: Option<PathBuf>,
     /// The basic-auth password.
     pub basic_password: Option<Secret>,
+    /// File of the tokens `POST /v1/events/ec2` accepts; without it that route is not served.
+    pub events_token_file: Option<PathBuf>,
+    /// The bearer tokens of `/v1/events/ec2`, never accepted on `/v1/alerts` (nor the reverse).
+    pub events_token: Option<TokenFile>,
 }
 
 /// AWS client settings.
@@ -454,7 +516,8 @@ pub struct PoolConfig {
     pub scale_down_cooldown: Duration,
     /// Worker launch template, by id (`lt-…`) or name.
     pub launch_template: String,
-    /// Launch template version (`$Latest`, `$Default` or a number).
+    /// Launch template version, a number: `$Latest`/`$Default` would let whoever can add or
+    /// promote a template version change every future node.
     pub launch_template_version: String,
     /// Markets to buy.
     pub capacity: CapacityPreference,
@@ -577,6 +640,10 @@ impl Problems {
         }
     }
 
+    fn token_file(&mut self, key: &str, path: &Path) -> Option<TokenFile> {
+        TokenFile::load(path).map_err(|problem| self.add(key, problem)).ok()
+    }
+
     fn secret_file(&mut self, key: &str, path: &Path) -> Option<Secret> {
         match std::fs::read_to_string(path) {
             Ok(text) if text.trim().is_empty() => {
@@ -607,6 +674,16 @@ impl RawConfig {
         });
         if self.server.body_limit_bytes < 1024 {
             p.add("server.body_limit_bytes", "must be at least 1024");
+        }
+        let header_read_timeout = p.duration("server.header_read_timeout", &self.server.header_read_timeout);
+        let body_read_timeout = p.duration("server.body_read_timeout", &self.server.body_read_timeout);
+        let request_timeout = p.duration("server.request_timeout", &self.server.request_timeout);
+        let readiness_interval = p.duration("server.readiness_interval", &self.server.readiness_interval);
+        if self.server.max_concurrent_requests == 0 {
+            p.add("server.max_concurrent_requests", "must be at least 1");
+        }
+        if self.server.max_connections < self.server.max_concurrent_requests {
+            p.add("server.max_connections", "must be at least server.max_concurrent_requests");
         }
         let auth = self.auth.validate(&mut p);
         if self.aws.region.trim().is_empty() {
@@ -656,7 +733,16 @@ impl RawConfig {
             cluster_id: self.cluster_id,
             default_pool: self.default_pool,
             dry_run: self.dry_run,
-            server: ServerConfig { listen, body_limit_bytes: self.server.body_limit_bytes as usize },
+            server: ServerConfig {
+                listen,
+                body_limit_bytes: self.server.body_limit_bytes as usize,
+                header_read_timeout,
+                body_read_timeout,
+                request_timeout,
+                max_concurrent_requests: self.server.max_concurrent_requests as usize,
+                max_connections: self.server.max_connections as usize,
+                readiness_interval,
+            },
             auth,
             aws,
             kubernetes: KubernetesConfig { kubeconfig: self.kubernetes.kubeconfig },
@@ -767,7 +853,17 @@ impl RawCloudWatch {
 impl RawAuth {
     fn validate(self, p: &mut Problems) -> AuthConfig {
         let bearer_token =
-            self.bearer_token_file.as_deref().and_then(|f| p.secret_file("auth.bearer_token_file", f));
+            self.bearer_token_file.as_deref().and_then(|f| p.token_file("auth.bearer_token_file", f));
+        let events_token =
+            self.events_token_file.as_deref().and_then(|f| p.token_file("auth.events_token_file", f));
+        if let (Some(alerts), Some(events)) = (&bearer_token, &events_token) {
+            if alerts.shares_a_token_with(events) {
+                p.add(
+                    "auth.events_token_file",
+                    "holds a token of auth.bearer_token_file; the EC2 notices route needs a credential of its own",
+                );
+            }
+        }
         let basic_password =
             self.basic_password_file.as_deref().and_then(|f| p.secret_file("auth.basic_password_file", f));
         match (&self.basic_username, &self.basic_password_file) {
@@ -784,6 +880,8 @@ impl RawAuth {
             basic_username: self.basic_username,
             basic_password_file: self.basic_password_file,
             basic_password,
+            events_token_file: self.events_token_file,
+            events_token,
         }
     }
 }
@@ -802,6 +900,15 @@ impl RawPool {
         }
         if self.launch_template.trim().is_empty() {
             p.add(&key("launch_template"), "must name a launch template (id or name)");
+        }
+        if !is_pinned_version(&self.launch_template_version) {
+            p.add(
+                &key("launch_template_version"),
+                format!(
+                    "{:?} is not a version number; pin one (\"$Latest\" and \"$Default\" follow whoever changes the template)",
+                    self.launch_template_version
+                ),
+            );
         }
         if !(0.0..=1.0).contains(&self.max_unready_share) {
             p.add(
@@ -833,6 +940,10 @@ impl RawPool {
             subnets: self.subnets,
         }
     }
+}
+
+fn is_pinned_version(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 18 && text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0')
 }
 
 fn is_identifier(text: &str) -> bool {
@@ -895,7 +1006,13 @@ launch_template = "lt-1"
         assert_eq!(pool.drain_timeout, Duration::from_secs(300));
         assert_eq!(pool.max_unready_share, 0.45);
         assert_eq!(c.timing.sweep_interval, Duration::from_secs(15));
-        assert_eq!(c.auth.bearer_token.as_ref().unwrap().expose(), "s3cret-token");
+        assert!(c.auth.bearer_token.as_ref().unwrap().accepts(b"s3cret-token"));
+        assert!(c.auth.events_token.is_none(), "no notices route unless it has its own token");
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.server.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.request_timeout, Duration::from_secs(20));
+        assert_eq!((c.server.max_concurrent_requests, c.server.max_connections), (64, 1024));
+        assert_eq!(c.server.readiness_interval, Duration::from_secs(5));
         assert_eq!(c.default_pool, "workers");
         assert_eq!(c.interruption.rebalance, RebalanceMode::CordonOnly);
         assert_eq!(c.interruption.max_rebalance_per_pool, 1);
@@ -986,6 +1103,59 @@ launch_template = "lt-1"
     }
 
     #[test]
+    fn the_notices_route_may_not_share_the_alertmanager_token() {
+        let f = Fixture::new();
+        let events = f.dir.path().join("events-token");
+        std::fs::write(&events, "other\ns3cret-token\n").unwrap();
+        let text =
+            f.toml("").replace("[aws]", &format!("events_token_file = \"{}\"\n[aws]", events.display()));
+        let err = f.load(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("auth.events_token_file: holds a token of auth.bearer_token_file"), "{err}");
+        std::fs::write(&events, "other\n").unwrap();
+        let c = f.load(&text, &[]).unwrap();
+        let events = c.auth.events_token.unwrap();
+        assert!(events.accepts(b"other") && !events.accepts(b"s3cret-token"));
+    }
+
+    #[test]
+    fn the_launch_template_version_must_be_pinned() {
+        let f = Fixture::new();
+        assert_eq!(f.load(&f.toml(""), &[]).unwrap().pools["workers"].launch_template_version, "1");
+        assert_eq!(
+            f.load(&f.toml("launch_template_version = \"12\""), &[]).unwrap().pools["workers"]
+                .launch_template_version,
+            "12"
+        );
+        for floating in ["$Latest", "$Default", "", "0", "1.0"] {
+            let text = f.toml(&format!("launch_template_version = \"{floating}\""));
+            let err = f.load(&text, &[]).unwrap_err().to_string();
+            assert!(err.contains("pools.workers.launch_template_version:"), "{floating}: {err}");
+        }
+    }
+
+    #[test]
+    fn server_limits_must_make_sense() {
+        let f = Fixture::new();
+        let text = f.toml("").replace(
+            "[auth]",
+            "[server]\nheader_read_timeout = \"0s\"\nmax_concurrent_requests = 0\nmax_connections = 0\n[auth]",
+        );
+        let err = f.load(&text, &[]).unwrap_err().to_string();
+        for expected in [
+            "server.header_read_timeout: must be longer than zero",
+            "server.max_concurrent_requests: must be at least 1",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+        }
+        let text = f.toml("").replace("[auth]", "[server]\nmax_connections = 10\n[auth]");
+        let err = f.load(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("server.max_connections: must be at least server.max_concurrent_requests"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn empty_token_file_is_refused() {
         let f = Fixture::new();
         std::fs::write(f.dir.path().join("token"), "\n").unwrap();
@@ -1008,6 +1178,8 @@ launch_template = "lt-1"
     fn accepted_keys() -> std::collections::BTreeSet<String> {
         let f = Fixture::new();
         let token = f.dir.path().join("token");
+        let events = f.dir.path().join("events-token");
+        std::fs::write(&events, "events\n").unwrap();
         // Every optional key set, so the effective config shows them all.
         let text = format!(
             r#"
@@ -1016,6 +1188,7 @@ cluster_id = "demo"
 bearer_token_file = "{token}"
 basic_username = "am"
 basic_password_file = "{token}"
+events_token_file = "{events}"
 [aws]
 region = "us-east-1"
 table = "t"
@@ -1037,7 +1210,8 @@ launch_template = "lt-1"
 [pools.workers.subnets]
 "us-east-1a" = "subnet-a"
 "#,
-            token = token.display()
+            token = token.display(),
+            events = events.display()
         );
         let config = f.load(&text, &[]).unwrap();
         let value = toml::Value::try_from(&config).unwrap();
@@ -1060,6 +1234,7 @@ launch_template = "lt-1"
         keys.remove("auth.basic_password");
         keys.remove("alertmanager.bearer_token");
         keys.remove("alertmanager.basic_password");
+        keys.remove("auth.events_token");
         keys
     }
 
@@ -1245,10 +1420,10 @@ launch_template = "lt-1"
         let text = include_str!("../deploy/config.toml");
         let err =
             Config::from_toml(text, Path::new("deploy/config.toml"), Vec::new()).unwrap_err().to_string();
-        // The example points at the in-cluster token path, which does not exist here.
+        // The example points at the in-cluster token paths, which do not exist here.
         assert_eq!(
             err,
-            "invalid configuration:\n  auth.bearer_token_file: cannot read /etc/k3s-autoscaler/token: No such file or directory (os error 2)"
+            "invalid configuration:\n  auth.bearer_token_file: cannot read /etc/k3s-autoscaler/token: No such file or directory (os error 2)\n  auth.events_token_file: cannot read /etc/k3s-autoscaler/events-token: No such file or directory (os error 2)"
         );
     }
 }

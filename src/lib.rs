@@ -13,6 +13,7 @@ pub mod config;
 pub mod core;
 pub mod http;
 pub mod metrics;
+pub mod secrets;
 pub mod service;
 pub mod status;
 pub mod telemetry;

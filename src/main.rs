@@ -129,15 +129,16 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         let source = Arc::new(HttpAlertSource::new(&service.config().alertmanager));
         tasks.push(service.start_alert_sync(source));
     }
+    let readiness = state.spawn_readiness_checks();
     let shutdown_state = state.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: readiness off, finishing in-flight requests");
-            shutdown_state.set_shutting_down();
-        })
-        .await
-        .context("serving HTTP")?;
+    let server = service.config().server.clone();
+    k3s_autoscaler::http::serve(listener, router(state), &server, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: readiness off, finishing in-flight requests");
+        shutdown_state.set_shutting_down();
+    })
+    .await;
+    readiness.abort();
     service.shutdown();
     for task in tasks {
         let _ = task.await;

@@ -282,8 +282,31 @@ def cmd_contract(deploy, manifests):
         expect("volume configMap name (generated)", [x["name"] for x in cms], [cm["metadata"]["name"]])
         expect("volume configMap items", [x.get("items") for x in cms], [[{"key": "config.toml", "path": "config.toml"}]])
         expect("volume secret name", [x["name"] for x in secs], [SECRET])
-        expect("volume secret items", [x.get("items") for x in secs], [[{"key": "token", "path": "token"}]])
+        expect("volume secret items", [x.get("items") for x in secs],
+               [[{"key": "token", "path": "token"}, {"key": "events-token", "path": "events-token"}]])
         expect("config.toml auth.bearer_token_file", cfg["auth"].get("bearer_token_file"), f"{MOUNT}/token")
+        expect("config.toml auth.events_token_file", cfg["auth"].get("events_token_file"), f"{MOUNT}/events-token")
+    # The pod's own AWS identity: a projected token for STS, read by the SDK's default chain.
+    token_file = env.get("AWS_WEB_IDENTITY_TOKEN_FILE") or ""
+    aws_mounts = [m for m in c.get("volumeMounts", []) if token_file.startswith(m["mountPath"] + "/")]
+    aws_vol = next((v for v in pod["volumes"] if aws_mounts and v["name"] == aws_mounts[0]["name"]), {})
+    sa_tokens = [s["serviceAccountToken"] for s in aws_vol.get("projected", {}).get("sources", [])
+                 if "serviceAccountToken" in s]
+    expect("AWS_ROLE_ARN is a role ARN", bool(re.fullmatch(r"arn:aws:iam::\d{12}:role/.+", env.get("AWS_ROLE_ARN") or "")), True)
+    expect("web identity token: audience sts.amazonaws.com, at the AWS_WEB_IDENTITY_TOKEN_FILE path",
+           [(t.get("audience"), f"{aws_mounts[0]['mountPath']}/{t.get('path')}") for t in sa_tokens] if aws_mounts else [],
+           [("sts.amazonaws.com", token_file)])
+    # Ingress only from Alertmanager and Prometheus in `monitoring` (kubelet probes come from
+    # the node, which K3s's policy controller always admits).
+    netpol = find(docs, "NetworkPolicy", NAME, NAMESPACE)
+    rules = netpol["spec"].get("ingress", [])
+    peers = sorted((p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name"),
+                    p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name"))
+                   for r in rules for p in r.get("from", []))
+    expect("NetworkPolicy ingress peers", peers, [("monitoring", "alertmanager"), ("monitoring", "prometheus")])
+    expect("NetworkPolicy: every ingress rule names its peers", all(r.get("from") for r in rules) and bool(rules), True)
+    expect("NetworkPolicy ingress ports", [[(p["protocol"], p["port"]) for p in r.get("ports", [])] for r in rules],
+           [[("TCP", port)]])
     svc = find(docs, "Service", NAME, NAMESPACE)
     expect("Service type", svc["spec"].get("type", "ClusterIP"), "ClusterIP")
     expect("Service ports", [(p["name"], p["port"]) for p in svc["spec"]["ports"]], [("http", port)])

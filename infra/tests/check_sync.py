@@ -10,8 +10,12 @@ shellcheck, parliament and the docs. Resources name their file in Metadata:
 
 * user-data: the Fn::Sub string must equal the file byte for byte;
 * policies: the PolicyDocument, with every {"Fn::Sub": "..."} replaced by its string,
-  must equal the JSON file (the same ${...} placeholders, no other intrinsics);
-* every userdata/*.sh and policies/*.json is claimed by exactly one resource.
+  must equal the JSON file (the same ${...} placeholders, no other intrinsics, except
+  {"Ref": <CommaDelimitedList parameter>}, written ["${Name}"] in the file);
+* trust policies (`trust-file`): the role's AssumeRolePolicyDocument is one Fn::Sub string
+  (so condition keys may hold ${...}); its JSON must equal the file;
+* every userdata/*.sh, policies/*.json and policies/trust/*.json is claimed by exactly one
+  resource.
 
 Usage: check_sync.py [INFRA_DIR]   (default: the directory above this file)
 Needs cfn-lint (its YAML loader understands the short-form intrinsics).
@@ -26,10 +30,13 @@ from pathlib import Path
 from cfnlint.decode import decode
 
 
-def plain(node, where: str):
-    """PolicyDocument -> JSON value, Fn::Sub strings unwrapped; other intrinsics refused."""
+def plain(node, where: str, lists: frozenset = frozenset()):
+    """PolicyDocument -> JSON value, Fn::Sub strings unwrapped, a Ref to a list parameter
+    as ["${Name}"]; other intrinsics refused."""
     if isinstance(node, dict):
         keys = list(node.keys())
+        if keys == ["Ref"] and str(node["Ref"]) in lists:
+            return ["${%s}" % node["Ref"]]
         if keys == ["Fn::Sub"]:
             value = node["Fn::Sub"]
             if not isinstance(value, str):
@@ -38,9 +45,9 @@ def plain(node, where: str):
         for key in keys:
             if key.startswith("Fn::") or key == "Ref":
                 raise ValueError(f"{where}: use !Sub \"${{...}}\" instead of {key} in policies")
-        return {str(k): plain(v, f"{where}.{k}") for k, v in node.items()}
+        return {str(k): plain(v, f"{where}.{k}", lists) for k, v in node.items()}
     if isinstance(node, list):
-        return [plain(v, f"{where}[{i}]") for i, v in enumerate(node)]
+        return [plain(v, f"{where}[{i}]", lists) for i, v in enumerate(node)]
     if isinstance(node, str):
         return str(node)
     return node
@@ -68,6 +75,9 @@ def check(infra: Path) -> list[str]:
     if template is None:
         return [f"{template_path}: cannot parse: {[str(m) for m in matches]}"]
 
+    lists = frozenset(
+        n for n, p in template.get("Parameters", {}).items() if p.get("Type") == "CommaDelimitedList"
+    )
     claimed: dict[str, str] = {}
     for name, resource in template.get("Resources", {}).items():
         meta = (resource.get("Metadata") or {}).get("k3s-autoscaler") or {}
@@ -98,7 +108,7 @@ def check(infra: Path) -> list[str]:
                 errors.append(f"{name}: {rel} does not exist")
                 continue
             try:
-                embedded = plain(resource["Properties"]["PolicyDocument"], name)
+                embedded = plain(resource["Properties"]["PolicyDocument"], name, lists)
             except (KeyError, ValueError) as exc:
                 errors.append(f"{name}: {exc}")
                 continue
@@ -114,9 +124,25 @@ def check(infra: Path) -> list[str]:
                     )
                 )
 
+        if "trust-file" in meta:
+            rel = str(meta["trust-file"])
+            claimed.setdefault(rel, name)
+            path = infra / rel
+            doc = resource.get("Properties", {}).get("AssumeRolePolicyDocument")
+            body = doc.get("Fn::Sub") if isinstance(doc, dict) else None
+            if not isinstance(body, str) or not path.is_file():
+                errors.append(f"{name}: AssumeRolePolicyDocument must be one Fn::Sub string and {rel} must exist")
+                continue
+            if json.loads(str(body)) != json.loads(path.read_text()):
+                errors.append(
+                    f"{name}: AssumeRolePolicyDocument differs from {rel}:\n"
+                    + diff(path.read_text(), str(body), rel, f"{template_path.name}:{name}")
+                )
+
     files = sorted(
         [str(p.relative_to(infra)) for p in (infra / "userdata").glob("*.sh")]
         + [str(p.relative_to(infra)) for p in (infra / "policies").glob("*.json")]
+        + [str(p.relative_to(infra)) for p in (infra / "policies" / "trust").glob("*.json")]
     )
     for rel in files:
         if rel not in claimed:

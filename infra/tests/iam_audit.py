@@ -26,6 +26,11 @@ EXAMPLE = {
     "PublicSubnet2": "subnet-0fedcba9876543210",
     "NodeSecurityGroup": "sg-0123456789abcdef0",
     "WorkerRole.Arn": "arn:aws:iam::123456789012:role/k3s-autoscaler-prod-WorkerRole-ABC",
+    "WorkerInstanceProfile.Arn": (
+        "arn:aws:iam::123456789012:instance-profile/k3s-autoscaler-prod-WorkerInstanceProfile-ABC"
+    ),
+    "ImageId": "ami-0123456789abcdef0",
+    "OidcBucket.Arn": "arn:aws:s3:::k3s-autoscaler-prod-oidcbucket-abc",
     "StateTable": "k3s-autoscaler-prod",
     "ScalingEventsLogGroup": "/k3s-autoscaler/prod/scaling-events",
     "Ec2EventsApiDestination.Arn": (
@@ -50,22 +55,24 @@ JUSTIFIED = [
         "Launching instances with a passed role is the autoscaler's job. The only role it "
         "can pass is the worker role (ssm:GetParameter on the two join parameters, "
         "kms:Decrypt via SSM for one parameter), so no privilege is gained; RunInstances "
-        "is further bound to the cluster launch template, subnets and security group.",
+        "is further bound to the cluster launch template, its AMI, the worker instance "
+        "profile, IMDSv2 with hop limit 1, the allowed types and the cluster subnets.",
     ),
     (
         "autoscaler.json",
         "RESOURCE_MISMATCH",
         "arn:*:ec2:*::image/*",
-        "RunInstances is split on purpose: statement 1 covers instance/volume (the "
-        "resources that must carry the cluster tags), statement 2 covers the launch "
-        "template, subnets, security group, ENIs, key pair, spot request and image. "
-        "parliament checks each statement alone and wants every resource type in both.",
+        "RunInstances is split on purpose, one statement per resource family, so each "
+        "carries only the conditions its resources support (instance: type, profile, "
+        "metadata options, tags; volume: from the template, encrypted; image: the "
+        "template's AMI; group and key pair: the template's; subnets: the stack's). "
+        "parliament checks each statement alone and wants every resource type in each.",
     ),
     (
         "autoscaler.json",
         "RESOURCE_MISMATCH",
         "arn:*:ec2:*:*:instance/*",
-        "Same split as above (statement 2 intentionally has no instance/volume ARNs).",
+        "Same split as above (only the instance statement has instance ARNs).",
     ),
     (
         "worker.json",
@@ -84,7 +91,14 @@ JUSTIFIED = [
 ]
 
 
+# CommaDelimitedList parameters: the file holds ["${Name}"], the stack the whole list.
+EXAMPLE_LISTS = {"WorkerInstanceTypes": ["t3.small", "t3a.small"]}
+
+
 def fill(text: str, name: str) -> str:
+    for key, values in EXAMPLE_LISTS.items():
+        text = text.replace('"${%s}"' % key, ", ".join(json.dumps(v) for v in values))
+
     def sub(match: re.Match) -> str:
         key = match.group(1)
         if key not in EXAMPLE:

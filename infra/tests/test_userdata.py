@@ -7,8 +7,12 @@ and a PATH whose first entries are stubs:
           any other URL (the pinned install.sh) gets a fake installer that records
           its arguments and K3S_* / INSTALL_K3S_* environment
   aws   - ssm get-parameter / put-parameter against a JSON file; the first reads answer
-          ParameterNotFound, as while the server is still booting
-  sleep - no-op; k3s - `k3s kubectl get --raw /readyz` succeeds
+          ParameterNotFound, as while the server is still booting; s3api put-object
+          records the object
+  sleep - no-op; k3s - `k3s kubectl get --raw` answers /readyz and the issuer's
+          discovery documents
+The fake installer writes what K3s writes: server/token, and server/agent-token in
+secure format from --agent-token-file (or, without it, a link to the server token).
 The node identity contract (provider-id, labels, node name, pinned version, SSM names)
 is asserted on what the fake installer and the fake aws cli saw.
 
@@ -28,6 +32,8 @@ from pathlib import Path
 
 K3S_VERSION = "v1.34.3+k3s1"
 JOIN_TOKEN = "K10deadbeef::server:not-a-real-token"
+SERVER_TOKEN = "K10deadbeef::server:the-server-token"
+OIDC_HOST = "k3s-oidc-abc.s3.eu-west-1.amazonaws.com"
 
 CURL = r"""#!/bin/bash
 # stub curl: IMDSv2 + installer download
@@ -65,8 +71,20 @@ FAKE_INSTALL = r"""#!/bin/sh
 } >"$STUB_DIR/install.args"
 env | grep -E '^(K3S_|INSTALL_K3S_)' | sort >"$STUB_DIR/install.env"
 if [ "$1" = server ]; then
-  mkdir -p "$K3S_BOOTSTRAP_TEST_DATA_DIR/server"
-  printf '%s\n' "$FAKE_NODE_TOKEN" >"$K3S_BOOTSTRAP_TEST_DATA_DIR/server/node-token"
+  d="$K3S_BOOTSTRAP_TEST_DATA_DIR/server"
+  mkdir -p "$d"
+  printf '%s\n' "$FAKE_SERVER_TOKEN" >"$d/token"
+  ln -sf "$d/token" "$d/node-token"
+  agent_file=""
+  while [ $# -gt 0 ]; do
+    [ "$1" = --agent-token-file ] && agent_file=$2
+    shift
+  done
+  if [ -n "$agent_file" ] && [ -z "${FAKE_IGNORE_AGENT_TOKEN:-}" ]; then
+    printf 'K10deadbeef::node:%s\n' "$(cat "$agent_file")" >"$d/agent-token"
+  else
+    ln -sf "$d/token" "$d/agent-token"
+  fi
 fi
 """
 
@@ -94,6 +112,12 @@ if args[:2] == ["ssm", "get-parameter"]:
         print("AQICAHh-encrypted-blob")
     else:
         print(p["Value"])
+elif args[:2] == ["s3api", "put-object"]:
+    objects_path = os.path.join(d, "s3.json")
+    objects = json.load(open(objects_path)) if os.path.exists(objects_path) else {}
+    objects[opt("--bucket") + "/" + opt("--key")] = open(opt("--body")).read()
+    json.dump(objects, open(objects_path, "w"))
+    print(json.dumps({"ETag": "x"}))
 elif args[:2] == ["ssm", "put-parameter"]:
     value = opt("--value")
     if value.startswith("file://"):
@@ -106,7 +130,14 @@ else:
 """
 
 SLEEP = "#!/bin/sh\necho \"$1\" >>\"$STUB_DIR/sleep.log\"\n"
-K3S = "#!/bin/sh\n[ \"$*\" = 'kubectl get --raw /readyz' ] || exit 1\necho ok\n"
+K3S = r"""#!/bin/sh
+case "$*" in
+  "kubectl get --raw /readyz") echo ok ;;
+  "kubectl get --raw /.well-known/openid-configuration") echo '{"issuer":"https://OIDC"}' ;;
+  "kubectl get --raw /openid/v1/jwks") echo '{"keys":[]}' ;;
+  *) exit 1 ;;
+esac
+"""
 
 checks = 0
 temp_dirs: list[Path] = []
@@ -144,7 +175,7 @@ def run(script: str, imds: dict, ssm: dict, misses: int = 0, extra_env: dict | N
         "STUB_DIR": str(stub),
         "TMPDIR": str(tmp),
         "HOME": str(tmp),
-        "FAKE_NODE_TOKEN": JOIN_TOKEN,
+        "FAKE_SERVER_TOKEN": SERVER_TOKEN,
         "K3S_BOOTSTRAP_TEST_DATA_DIR": str(tmp / "k3s"),
         **(extra_env or {}),
     }
@@ -178,7 +209,8 @@ def main() -> int:
         "/k3s-autoscaler/prod/join-token": {"Type": "SecureString", "Value": JOIN_TOKEN},
     }
     values = {"ClusterId": "prod", "PoolName": "workers", "K3sVersion": K3S_VERSION,
-              "K3sInstallScriptSha256": ""}
+              "K3sInstallScriptSha256": hashlib.sha256(FAKE_INSTALL.encode()).hexdigest(),
+              "OidcBucket": "k3s-oidc-abc", "OidcBucket.RegionalDomainName": OIDC_HOST}
 
     for lifecycle, capacity in (("spot", "spot"), ("on-demand", "on-demand")):
         print(f"worker ({lifecycle}):")
@@ -217,18 +249,21 @@ def main() -> int:
     bad = dict(values, K3sInstallScriptSha256="0" * 64)
     proc, read = run(render(worker_src, bad), imds_for("spot"), ssm)
     ok(proc.returncode != 0 and read("install.args") == "", "wrong installer SHA-256: no install, exit != 0")
-    good = dict(values, K3sInstallScriptSha256=hashlib.sha256(FAKE_INSTALL.encode()).hexdigest())
-    proc, read = run(render(worker_src, good), imds_for("spot"), ssm)
+    proc, read = run(render(worker_src, values), imds_for("spot"), ssm)
     ok(proc.returncode == 0 and read("install.args") != "", "matching installer SHA-256: installs")
+    for name, src in (("worker", worker_src), ("server", server_src)):
+        proc, read = run(render(src, dict(values, K3sInstallScriptSha256="")), imds_for("spot"), ssm)
+        ok(proc.returncode != 0 and read("install.args") == "", f"{name}: no installer checksum: no install")
 
     print("worker (no IMDS):")
     proc, read = run(render(worker_src, values), {}, ssm)
     ok(proc.returncode != 0 and read("install.args") == "", "IMDS unavailable: no install, exit != 0")
 
     print("server:")
-    proc, read = run(render(server_src, values), imds_for("on-demand") | {
+    server_imds = imds_for("on-demand") | {
         "instance-type": "t3.medium", "placement/availability-zone": "eu-west-1a",
-        "local-ipv4": "10.100.0.4"}, {})
+        "local-ipv4": "10.100.0.4"}
+    proc, read = run(render(server_src, values), server_imds, {})
     if proc.returncode != 0:
         print(proc.stdout, proc.stderr, file=sys.stderr)
     ok(proc.returncode == 0, "server user-data exits 0")
@@ -240,20 +275,38 @@ def main() -> int:
         "--disable-cloud-controller",
         "--node-label=topology.kubernetes.io/zone=eu-west-1a",
         "--node-label=node.kubernetes.io/instance-type=t3.medium",
+        f"--kube-apiserver-arg=service-account-issuer=https://{OIDC_HOST}",
+        "--kube-apiserver-arg=service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--kube-apiserver-arg=service-account-jwks-uri=https://{OIDC_HOST}/openid/v1/jwks",
     ):
         ok(expected in args, f"server arg {expected}")
+    ok(args.index(f"--kube-apiserver-arg=service-account-issuer=https://{OIDC_HOST}")
+       < args.index("--kube-apiserver-arg=service-account-issuer=https://kubernetes.default.svc.cluster.local"),
+       "tokens are signed with the public issuer (the first), the in-cluster one still accepted")
+    ok("--agent-token-file" in args, "server runs with an agent token of its own")
     ok(not any("k3s-autoscaler/managed" in a for a in args), "server is not labelled as a managed node")
     env = dict(line.split("=", 1) for line in read("install.env").splitlines())
     ok(env.get("INSTALL_K3S_VERSION") == K3S_VERSION and "K3S_TOKEN" not in env,
        "pinned version; no preset token (K3s generates it)")
     store = json.loads(read("ssm.json"))
-    ok(store.get("/k3s-autoscaler/prod/join-token") == {
-        "Type": "SecureString", "Value": JOIN_TOKEN, "Overwrite": True},
-       "node-token published as SecureString (no trailing newline)")
+    published = store.get("/k3s-autoscaler/prod/join-token", {})
+    ok(published.get("Type") == "SecureString" and published.get("Overwrite") is True
+       and re.fullmatch(r"K10deadbeef::node:[0-9a-f]{64}", published.get("Value", "")) is not None,
+       "the agent token (secure format, 256 random bits) is published as SecureString, no newline")
+    ok(SERVER_TOKEN not in json.dumps(store), "the server token is never published")
+    objects = json.loads(read("s3.json") or "{}")
+    ok(sorted(objects) == ["k3s-oidc-abc/.well-known/openid-configuration", "k3s-oidc-abc/openid/v1/jwks"],
+       "the issuer's discovery document and JWKS are published to the OIDC bucket")
     ok(store.get("/k3s-autoscaler/prod/server-url") == {
         "Type": "String", "Value": "https://10.100.0.4:6443", "Overwrite": True},
        "server URL https://<private-ip>:6443 published as String")
-    ok(JOIN_TOKEN not in proc.stdout + proc.stderr, "join token never printed")
+    ok(published.get("Value", "-") not in proc.stdout + proc.stderr
+       and SERVER_TOKEN not in proc.stdout + proc.stderr, "no token is ever printed")
+
+    print("server (K3s ignores the agent token):")
+    proc, read = run(render(server_src, values), server_imds, {}, extra_env={"FAKE_IGNORE_AGENT_TOKEN": "1"})
+    ok(proc.returncode != 0 and "/k3s-autoscaler/prod/join-token" not in read("ssm.json"),
+       "agent-token linked to the server token: nothing published, exit != 0")
 
     print(f"test_userdata: {checks} checks passed")
     return 0

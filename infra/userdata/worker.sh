@@ -7,7 +7,7 @@
 # Editing rules: dollar-brace references are CloudFormation substitutions and appear
 # only in the block below (template parameters); shell variables are always written
 # $name, never with braces, so Fn::Sub leaves them alone.
-# Output goes to /var/log/cloud-init-output.log; the join token is never printed.
+# Output goes to /var/log/cloud-init-output.log; the join (agent) token is never printed.
 set -euo pipefail
 umask 077
 PATH="$PATH:/usr/local/bin:/usr/bin:/bin"
@@ -85,9 +85,11 @@ trap 'rm -rf "$workdir"' EXIT
 version_ref=$(printf '%s' "$k3s_version" | sed 's/+/%2B/g')
 retry 10 6 curl -fsSL -o "$workdir/install.sh" \
   "https://raw.githubusercontent.com/k3s-io/k3s/$version_ref/install.sh"
-if [ -n "$install_sha256" ]; then
-  echo "$install_sha256  $workdir/install.sh" | sha256sum -c -
+if [ -z "$install_sha256" ]; then
+  log "no installer checksum (K3sInstallScriptSha256): refusing to run an unverified installer"
+  exit 1
 fi
+echo "$install_sha256  $workdir/install.sh" | sha256sum -c -
 
 K3S_URL="$server_url" K3S_TOKEN="$join_token" \
   INSTALL_K3S_VERSION="$k3s_version" \

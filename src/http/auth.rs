@@ -1,5 +1,6 @@
-//! Webhook credentials: bearer token (Alertmanager `authorization`) and/or basic auth,
-//! compared in constant time, checked before the body is read.
+//! Webhook credentials: bearer tokens (Alertmanager `authorization`) and/or basic auth,
+//! compared in constant time, checked before the body is read. The EC2 notices route has
+//! tokens of its own: a token of one route is refused on the other.
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -11,18 +12,50 @@ use subtle::ConstantTimeEq;
 use super::{ApiError, AppState};
 use crate::config::AuthConfig;
 
-/// Rejects requests without valid credentials with 401.
+/// Rejects requests to `/v1/alerts` without valid credentials with 401.
 pub(super) async fn require_credentials(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    guard(&state, request, next, authorized).await
+}
+
+/// Rejects requests to `/v1/events/ec2` without one of the notices tokens with 401.
+pub(super) async fn require_events_credentials(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    guard(&state, request, next, events_authorized).await
+}
+
+async fn guard(
+    state: &AppState,
+    request: Request,
+    next: Next,
+    check: fn(&AuthConfig, Option<&str>) -> bool,
+) -> Result<Response, ApiError> {
     let header = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if !authorized(&state.service.config().auth, header) {
+    if !check(&state.service.config().auth, header) {
         state.service.metrics().webhook_request("unauthorized");
         return Err(ApiError::Unauthorized);
     }
     Ok(next.run(request).await)
+}
+
+/// Whether the header carries one of the notices route's bearer tokens (basic auth is not
+/// offered there: EventBridge sends an API key header).
+pub(crate) fn events_authorized(auth: &AuthConfig, header: Option<&str>) -> bool {
+    match (bearer(header), &auth.events_token) {
+        (Some(given), Some(tokens)) => tokens.accepts(given.as_bytes()),
+        _ => false,
+    }
+}
+
+fn bearer(header: Option<&str>) -> Option<&str> {
+    let (scheme, credentials) = header?.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| credentials.trim())
 }
 
 fn equal(given: &[u8], expected: &[u8]) -> bool {
@@ -36,10 +69,7 @@ pub(crate) fn authorized(auth: &AuthConfig, header: Option<&str>) -> bool {
     };
     let credentials = credentials.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
-        return auth
-            .bearer_token
-            .as_ref()
-            .is_some_and(|token| equal(credentials.as_bytes(), token.expose().as_bytes()));
+        return auth.bearer_token.as_ref().is_some_and(|tokens| tokens.accepts(credentials.as_bytes()));
     }
     if scheme.eq_ignore_ascii_case("basic") {
         let (Some(user), Some(password)) = (&auth.basic_username, &auth.basic_password) else {
@@ -64,14 +94,36 @@ pub(crate) fn authorized(auth: &AuthConfig, header: Option<&str>) -> bool {
 mod tests {
     use super::*;
     use crate::config::Secret;
+    use crate::secrets::TokenFile;
+
+    /// Tokens loaded from a file that is then removed (a vanished file keeps the last tokens).
+    fn tokens(text: &str) -> TokenFile {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, text).unwrap();
+        TokenFile::load(&path).unwrap()
+    }
 
     fn auth(bearer: Option<&str>, basic: Option<(&str, &str)>) -> AuthConfig {
         AuthConfig {
-            bearer_token: bearer.map(Secret::new),
+            bearer_token: bearer.map(tokens),
             basic_username: basic.map(|(u, _)| u.to_string()),
             basic_password: basic.map(|(_, p)| Secret::new(p)),
             ..AuthConfig::default()
         }
+    }
+
+    #[test]
+    fn each_route_accepts_only_its_own_tokens() {
+        let a =
+            AuthConfig { events_token: Some(tokens("ev\n")), ..auth(Some("tok\nnext"), Some(("am", "pw"))) };
+        assert!(authorized(&a, Some("Bearer tok")) && authorized(&a, Some("Bearer next")));
+        assert!(!authorized(&a, Some("Bearer ev")), "the notices token does not post alerts");
+        assert!(events_authorized(&a, Some("Bearer ev")) && events_authorized(&a, Some("bearer  ev ")));
+        for other in ["Bearer tok", "Bearer next", &basic("am", "pw"), "Bearer", "ev"] {
+            assert!(!events_authorized(&a, Some(other)), "{other}");
+        }
+        assert!(!events_authorized(&auth(Some("tok"), None), Some("Bearer tok")), "no events token: refused");
     }
 
     fn basic(user: &str, password: &str) -> String {

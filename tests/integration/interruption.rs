@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::support::joiner::node_name;
 use crate::support::kube_api::pod;
-use crate::support::service::{Service, TOKEN};
+use crate::support::service::{EVENTS_TOKEN, Service};
 use crate::support::{World, eventually};
 
 pub const LOG_GROUP: &str = "/k3s-autoscaler/test";
@@ -41,7 +41,7 @@ pub async fn post_event(service: &Service, body: &[u8], auth: bool) -> (u16, ser
         .header("content-type", "application/json")
         .body(body.to_vec());
     if auth {
-        request = request.header("authorization", format!("Bearer {TOKEN}"));
+        request = request.header("authorization", format!("Bearer {EVENTS_TOKEN}"));
     }
     let response = request.send().await.expect("post event");
     let status = response.status().as_u16();

@@ -13,6 +13,7 @@ mod crash_recovery;
 mod drain;
 mod dry_run;
 mod duplicates;
+mod http_limits;
 mod interruption;
 mod join;
 mod kube_api_semantics;

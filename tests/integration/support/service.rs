@@ -10,6 +10,9 @@ use super::aws::{Fixtures, REGION};
 /// The bearer token every test service accepts.
 pub const TOKEN: &str = "integration-token";
 
+/// The bearer token `POST /v1/events/ec2` accepts (a credential of its own).
+pub const EVENTS_TOKEN: &str = "integration-events-token";
+
 /// Settings of one test service.
 pub struct ServiceConfig {
     pub cluster_id: String,
@@ -25,6 +28,8 @@ pub struct ServiceConfig {
     pub extra_timing: String,
     /// `server.body_limit_bytes`.
     pub body_limit: usize,
+    /// Extra lines under `[server]`.
+    pub extra_server: String,
 }
 
 impl ServiceConfig {
@@ -42,6 +47,7 @@ impl ServiceConfig {
             scale_up_cooldown: "10m".into(),
             extra_timing: String::new(),
             body_limit: 65536,
+            extra_server: String::new(),
         }
     }
 
@@ -59,8 +65,10 @@ impl ServiceConfig {
 [server]
 listen = "127.0.0.1:0"
 body_limit_bytes = {body_limit}
+{extra_server}
 [auth]
 bearer_token_file = "{token}"
+events_token_file = "{events_token}"
 [aws]
 region = "{region}"
 endpoint_url = "{endpoint}"
@@ -83,6 +91,8 @@ scale_up_cooldown = "{cooldown}"
             cluster = self.cluster_id,
             extra_top = self.extra_top,
             token = token_file.display(),
+            events_token = token_file.with_file_name("events-token").display(),
+            extra_server = self.extra_server,
             endpoint = self.endpoint,
             table = self.table,
             template = fixtures.launch_template,
@@ -139,6 +149,7 @@ pub fn prepare(
     let dir = tempfile::tempdir().expect("tempdir");
     let token = dir.path().join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).expect("write token");
+    std::fs::write(dir.path().join("events-token"), format!("{EVENTS_TOKEN}\n")).expect("write events token");
     let kubeconfig = kube.kubeconfig(dir.path());
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config.toml(fixtures, &token, &kubeconfig)).expect("write config");

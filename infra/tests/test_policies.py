@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""What the deployed IAM must guarantee, checked over the JSON the stack deploys.
+
+infra/policies/*.json are the PolicyDocuments of the template (tests/check_sync.py proves
+it, byte for byte after Fn::Sub); the template gives who holds them. Each check names the
+attack it closes (docs/security.md):
+
+* only the autoscaler's pod holds the autoscaler's powers: AutoscalerPolicy is attached to
+  AutoscalerRole alone, which only the autoscaler's ServiceAccount can assume (web identity,
+  audience sts.amazonaws.com); no role an instance carries may launch, terminate or touch
+  DynamoDB; the server's IMDS hop limit is 1;
+* launches are pinned: every RunInstances statement requires the cluster launch template;
+  instances need the allowed types, the worker instance profile, IMDSv2 and hop limit 1;
+  the image is the template's AMI only; volumes come from the template, encrypted;
+  PassRole only for the worker role;
+* every action granted to the autoscaler is one the code calls (src/);
+* the installer checksum is required, and nothing opens the server to the internet.
+
+Usage: test_policies.py [INFRA_DIR]   (needs cfn-lint's YAML loader)
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from cfnlint.decode import decode
+
+checks = 0
+failures: list[str] = []
+
+
+def ok(condition: bool, what: str) -> None:
+    global checks
+    checks += 1
+    print(f"  {'ok  ' if condition else 'FAIL'}  {what}")
+    if not condition:
+        failures.append(what)
+
+
+def statements(policy: dict) -> list[dict]:
+    found = policy["Statement"]
+    return found if isinstance(found, list) else [found]
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def actions(policy: dict) -> set[str]:
+    return {a for s in statements(policy) if s["Effect"] == "Allow" for a in as_list(s["Action"])}
+
+
+def condition(statement: dict, operator: str, key: str):
+    return statement.get("Condition", {}).get(operator, {}).get(key)
+
+
+def main() -> int:
+    infra = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent
+    root = infra.parent
+    template, matches = decode(str(infra / "k3s-autoscaler.yaml"))
+    if template is None:
+        print(f"cannot parse the template: {matches}", file=sys.stderr)
+        return 1
+    res = template["Resources"]
+    params = template["Parameters"]
+
+    def policy_file(logical: str) -> dict:
+        rel = res[logical]["Metadata"]["k3s-autoscaler"]["policy-file"]
+        return json.loads((infra / rel).read_text())
+
+    autoscaler = policy_file("AutoscalerPolicy")
+    template_arn = ("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:"
+                    "launch-template/${WorkerLaunchTemplate}")
+
+    print("only the autoscaler's pod holds its powers:")
+    ok(res["AutoscalerPolicy"]["Properties"]["Roles"] == [{"Ref": "AutoscalerRole"}],
+       "AutoscalerPolicy is attached to AutoscalerRole only")
+    profiles = [r["Properties"]["Roles"] for r in res.values() if r["Type"] == "AWS::IAM::InstanceProfile"]
+    ok({"Ref": "AutoscalerRole"} not in [x for p in profiles for x in p],
+       "no instance profile carries AutoscalerRole")
+    for role in ("ServerRole", "WorkerRole"):
+        held = set()
+        for logical, r in res.items():
+            if r["Type"] == "AWS::IAM::ManagedPolicy" and {"Ref": role} in r["Properties"].get("Roles", []):
+                held |= actions(policy_file(logical))
+        ok(not any(a.startswith(("ec2:", "dynamodb:", "iam:")) for a in held),
+           f"{role} holds no EC2, DynamoDB or IAM action (has {sorted(held)})")
+    trust = json.loads((infra / res["AutoscalerRole"]["Metadata"]["k3s-autoscaler"]["trust-file"]).read_text())
+    [stmt] = statements(trust)
+    issuer = "${OidcBucket.RegionalDomainName}"
+    ok(stmt["Action"] == "sts:AssumeRoleWithWebIdentity"
+       and stmt["Principal"] == {"Federated": f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:oidc-provider/{issuer}"},
+       "AutoscalerRole: web identity of the cluster's OIDC provider only")
+    ok(condition(stmt, "StringEquals", f"{issuer}:sub")
+       == "system:serviceaccount:${AutoscalerNamespace}:${AutoscalerServiceAccount}",
+       "AutoscalerRole: only the autoscaler's ServiceAccount (sub)")
+    ok(condition(stmt, "StringEquals", f"{issuer}:aud") == "sts.amazonaws.com",
+       "AutoscalerRole: only tokens for STS (aud)")
+    ok(res["OidcProvider"]["Properties"]["Url"] == {"Fn::Sub": f"https://{issuer}"}
+       and res["OidcProvider"]["Properties"]["ClientIdList"] == ["sts.amazonaws.com"],
+       "OIDC provider = the issuer server.sh configures, client sts.amazonaws.com")
+    public = [s for s in statements(res["OidcBucketPolicy"]["Properties"]["PolicyDocument"])
+              if s["Effect"] == "Allow" and s.get("Principal") == "*"]
+    ok(len(public) == 1 and public[0]["Action"] == "s3:GetObject"
+       and public[0]["Resource"] == [{"Fn::Sub": "${OidcBucket.Arn}/.well-known/openid-configuration"},
+                                     {"Fn::Sub": "${OidcBucket.Arn}/openid/v1/jwks"}],
+       "OIDC bucket: only the two discovery documents are public, read-only")
+    server_meta = res["ServerInstance"]["Properties"]["MetadataOptions"]
+    ok(server_meta["HttpTokens"] == "required" and server_meta["HttpPutResponseHopLimit"] == 1,
+       "server: IMDSv2 required, hop limit 1 (no pod reaches the server role)")
+    worker_meta = res["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]["MetadataOptions"]
+    ok(worker_meta["HttpTokens"] == "required" and worker_meta["HttpPutResponseHopLimit"] == 1,
+       "workers: IMDSv2 required, hop limit 1")
+
+    print("launches are pinned:")
+    run = [s for s in statements(autoscaler) if "ec2:RunInstances" in as_list(s["Action"])]
+    ok(run and all(condition(s, "ArnEquals", "ec2:LaunchTemplate") == template_arn for s in run),
+       "every RunInstances statement requires the cluster launch template")
+    by_resource = {r: s for s in run for r in as_list(s["Resource"])}
+    instance = by_resource.get("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/*", {})
+    ok(condition(instance, "StringEquals", "ec2:InstanceType") == ["${WorkerInstanceTypes}"]
+       and params["WorkerInstanceTypes"]["Type"] == "CommaDelimitedList",
+       "instances: only the allowed instance types (parameter list WorkerInstanceTypes)")
+    ok(condition(instance, "StringEquals", "ec2:MetadataHttpTokens") == "required",
+       "instances: IMDSv2 required (ec2:MetadataHttpTokens)")
+    ok(condition(instance, "NumericEquals", "ec2:MetadataHttpPutResponseHopLimit") == "1",
+       "instances: IMDS hop limit 1 (ec2:MetadataHttpPutResponseHopLimit)")
+    ok(condition(instance, "ArnEquals", "ec2:InstanceProfile") == "${WorkerInstanceProfile.Arn}",
+       "instances: only with the worker instance profile (ec2:InstanceProfile)")
+    ok(condition(instance, "StringEquals", "aws:RequestTag/k3s-autoscaler/managed-by") == "k3s-autoscaler",
+       "instances: tagged managed-by at launch")
+    images = [r for r in by_resource if ":image/" in r]
+    ok(images == ["arn:${AWS::Partition}:ec2:${AWS::Region}::image/${ImageId}"],
+       "images: only the template's AMI, by ARN (no image/*)")
+    image = by_resource.get(images[0], {}) if images else {}
+    ok(condition(image, "Bool", "ec2:IsLaunchTemplateResource") == "true",
+       "images: only as the launch template's value (ec2:IsLaunchTemplateResource)")
+    volume = by_resource.get("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:volume/*", {})
+    ok(condition(volume, "Bool", "ec2:IsLaunchTemplateResource") == "true"
+       and condition(volume, "Bool", "ec2:Encrypted") == "true",
+       "volumes: the template's, encrypted")
+    pass_role = [s for s in statements(autoscaler) if "iam:PassRole" in as_list(s["Action"])]
+    ok(len(pass_role) == 1 and pass_role[0]["Resource"] == "${WorkerRole.Arn}"
+       and condition(pass_role[0], "StringEquals", "iam:PassedToService") == "ec2.amazonaws.com",
+       "iam:PassRole: the worker role only, to EC2 only")
+    outputs = template["Outputs"]
+    ok("$Latest" not in json.dumps(outputs["WorkerLaunchTemplateId"])
+       and "never $Latest" in outputs["WorkerLaunchTemplateLatestVersion"]["Description"],
+       "stack outputs point at a pinned version number")
+    shipped = (root / "deploy" / "config.toml").read_text()
+    versions = re.findall(r'^launch_template_version = "([^"]*)"', shipped, re.M)
+    ok(versions and all(v.isdigit() for v in versions),
+       f"deploy/config.toml pins launch_template_version to a number ({versions})")
+
+    print("only what the code calls:")
+    src = "\n".join(p.read_text() for p in (root / "src").rglob("*.rs"))
+    for action in sorted(actions(autoscaler)):
+        service, name = action.split(":")
+        if action in ("iam:PassRole", "ec2:CreateTags"):
+            continue  # implied by RunInstances with an instance profile and TagSpecifications
+        call = "." + re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() + "()"
+        ok(call in src, f"{action} is called by the code ({call})")
+
+    print("nodes and network:")
+    sha = params["K3sInstallScriptSha256"]
+    ok("Default" not in sha and not re.fullmatch(sha["AllowedPattern"], ""),
+       "installer checksum is required (no default, empty refused)")
+    cidr = params["WebhookIngressCidr"]["AllowedPattern"]
+    ok(not re.fullmatch(cidr, "0.0.0.0/0"), "WebhookIngressCidr refuses 0.0.0.0/0")
+    advice = [p for d in ("infra", "docs", "deploy") for p in (root / d).rglob("*")
+              if p.is_file() and p.suffix in (".md", ".yaml", ".toml")
+              and re.search(r"WebhookIngressCidr=0\.0\.0\.0/0|0\.0\.0\.0/0 on 443", p.read_text())]
+    ok(not advice, f"no doc advises opening the server to the internet ({[str(p) for p in advice]})")
+
+    print(f"test_policies: {checks - len(failures)} of {checks} checks passed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
