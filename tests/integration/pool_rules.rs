@@ -55,6 +55,8 @@ async fn scale_down_waits_while_a_spot_warning_is_handled() {
     // The PDB keeps the interruption open (its evictions are refused until the deadline).
     held_pod(&world, &node_name(&doomed));
     let service = world.service().await;
+    // EC2 marks the instance, so the warning is verified (moto creates no spot request).
+    world.proxy.spot_request_status(&doomed, "marked-for-termination");
     let (status, answer) = post_event(&service, spot_warning(&doomed).to_string().as_bytes(), true).await;
     assert_eq!((status, answer["outcome"].as_str()), (200, Some("handled")), "{answer}");
     // The replacement joins: three instances, two Ready schedulable nodes (min 2).

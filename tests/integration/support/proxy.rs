@@ -2,7 +2,9 @@
 //! launches with capacity errors, takes DynamoDB "down", and can swallow the answer of a
 //! RunInstances (after moto has executed it, or before forwarding it) to simulate a crash,
 //! and plays EC2's DescribeSpotInstanceRequests answer for instances EC2 marked for
-//! interruption (moto creates no spot request for a RunInstances spot launch).
+//! interruption (moto creates no spot request for a RunInstances spot launch). It also keeps
+//! EC2's idempotency contract, which moto lacks: a RunInstances whose ClientToken already
+//! launched answers with the first answer and launches nothing new.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,10 +44,16 @@ pub struct CallTiming {
     pub end: std::time::Instant,
 }
 
+/// One RunInstances answer, kept per ClientToken.
+type StoredAnswer = (u16, Vec<(String, Vec<u8>)>, Bytes);
+
 /// Shared proxy state.
 #[derive(Clone)]
 pub struct Proxy {
     faults: Arc<Faults>,
+    /// ClientToken → the first successful RunInstances answer (a lock per token, so a repeat
+    /// that arrives while the first is at moto waits for it, as EC2 does).
+    client_tokens: Arc<Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<Option<StoredAnswer>>>>>>,
     calls: Arc<Mutex<Vec<(String, std::time::SystemTime)>>>,
     timings: Arc<Mutex<Vec<CallTiming>>>,
     upstream: String,
@@ -61,6 +69,7 @@ impl Proxy {
         let url = format!("http://{}", listener.local_addr().expect("proxy addr"));
         let proxy = Proxy {
             faults: Arc::default(),
+            client_tokens: Arc::default(),
             calls: Arc::default(),
             timings: Arc::default(),
             upstream: upstream.to_string(),
@@ -193,6 +202,16 @@ async fn forward(
     if run_fault == Some(RunInstancesFault::NeverArrives) {
         return std::future::pending().await;
     }
+    let token = (api == "RunInstances").then(|| client_token(&body)).flatten();
+    let slot = token.map(|t| proxy.client_tokens.lock().unwrap().entry(t).or_default().clone());
+    let mut guard = match &slot {
+        Some(slot) => Some(slot.clone().lock_owned().await),
+        None => None,
+    };
+    if let Some((status, headers, bytes)) = guard.as_ref().and_then(|g| g.as_ref()).cloned() {
+        proxy.timings.lock().unwrap().push(CallTiming { api, start, end: std::time::Instant::now() });
+        return stored_response(status, &headers, bytes);
+    }
     let mut request = proxy.client.request(
         method,
         format!("{}{}", proxy.upstream, uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")),
@@ -212,18 +231,36 @@ async fn forward(
         }
     };
     let status = upstream.status();
-    let upstream_headers = upstream.headers().clone();
+    let upstream_headers: Vec<(String, Vec<u8>)> = upstream
+        .headers()
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "content-length" | "transfer-encoding" | "connection"))
+        .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+        .collect();
     let bytes = upstream.bytes().await.unwrap_or_default();
+    if let Some(guard) = guard.as_mut().filter(|_| status.is_success()) {
+        // EC2 remembers the token even when its answer never reached the caller.
+        **guard = Some((status.as_u16(), upstream_headers.clone(), bytes.clone()));
+    }
+    drop(guard);
     if run_fault == Some(RunInstancesFault::AnswerLost) {
         return std::future::pending().await;
     }
     let end = std::time::Instant::now();
     proxy.timings.lock().unwrap().push(CallTiming { api: api.clone(), start, end });
-    let mut response = Response::builder().status(status.as_u16());
-    for (name, value) in &upstream_headers {
-        if name != "content-length" && name != "transfer-encoding" && name != "connection" {
-            response = response.header(name.as_str(), value.as_bytes());
-        }
+    stored_response(status.as_u16(), &upstream_headers, bytes)
+}
+
+/// The `ClientToken` of a RunInstances form body, if it has one.
+fn client_token(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    text.split('&').find_map(|kv| kv.strip_prefix("ClientToken=")).map(str::to_string)
+}
+
+fn stored_response(status: u16, headers: &[(String, Vec<u8>)], bytes: Bytes) -> Response<Body> {
+    let mut response = Response::builder().status(status);
+    for (name, value) in headers {
+        response = response.header(name.as_str(), value.as_slice());
     }
     response.body(Body::from(bytes)).expect("response")
 }
