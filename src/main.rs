@@ -96,9 +96,12 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         compute: Arc::new(Ec2Compute::from_sdk(&sdk, &config.cluster_id)),
         clock: Arc::new(SystemClock),
         cluster: Some(Arc::new(
-            KubeCluster::connect(config.kubernetes.kubeconfig.as_deref()).await.context(
-                "connecting to the Kubernetes API (kubernetes.kubeconfig, KUBECONFIG or in-cluster)",
-            )?,
+            KubeCluster::connect(config.kubernetes.kubeconfig.as_deref())
+                .await
+                .context(
+                    "connecting to the Kubernetes API (kubernetes.kubeconfig, KUBECONFIG or in-cluster)",
+                )?
+                .with_movable_system_workloads(&config.drain.movable_system_workloads),
         )),
         sink,
     };
