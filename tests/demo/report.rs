@@ -276,10 +276,20 @@ impl Watch {
             launches.len(),
             pipeline.options.min
         );
-        let ok = !launches.is_empty() && terminations > 0 && last == pipeline.options.min as usize;
-        if !ok {
+        let scaled = !launches.is_empty() && terminations > 0 && last == pipeline.options.min as usize;
+        if !scaled {
             println!("The run did not scale up and back down to min as expected: see the lines above.");
         }
-        ok
+        let (unsafe_evictions, deletes) = (pipeline.unsafe_evictions(), pipeline.world.kube.pod_deletes());
+        println!(
+            "Evictions: {} (K3s add-ons among them: {}), pod deletes: {deletes}, unsafe evictions: {unsafe_evictions:?}.",
+            pipeline.world.kube.evictions().len(),
+            pipeline.evicted_addons().len()
+        );
+        let safe = unsafe_evictions.is_empty() && deletes == 0;
+        if !safe {
+            println!("A drain evicted a pod it must not move, or deleted a pod.");
+        }
+        scaled && safe
     }
 }
