@@ -95,6 +95,8 @@ struct RawConfig {
     #[serde(default)]
     cloudwatch: RawCloudWatch,
     #[serde(default)]
+    drain: RawDrain,
+    #[serde(default)]
     pools: BTreeMap<String, RawPool>,
     #[serde(default)]
     alertmanager: RawAlertmanager,
@@ -114,6 +116,27 @@ struct RawAlertmanager {
 
 /// Default limit per Alertmanager request (or the sync interval, if shorter).
 const DEFAULT_ALERTMANAGER_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrain {
+    #[serde(default = "default_movable_system_workloads")]
+    movable_system_workloads: Vec<String>,
+}
+
+impl Default for RawDrain {
+    fn default() -> Self {
+        Self { movable_system_workloads: default_movable_system_workloads() }
+    }
+}
+
+/// The stateless add-ons a default K3s install runs as Deployments in kube-system.
+fn default_movable_system_workloads() -> Vec<String> {
+    ["coredns", "metrics-server", "local-path-provisioner", "traefik"]
+        .iter()
+        .map(|name| format!("kube-system/{name}"))
+        .collect()
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -352,6 +375,8 @@ pub struct Config {
     pub interruption: InterruptionConfig,
     /// Where scaling events are also sent, if anywhere.
     pub cloudwatch: Option<CloudWatchConfig>,
+    /// What a drain may move.
+    pub drain: DrainConfig,
     /// Node pools by name.
     pub pools: BTreeMap<String, PoolConfig>,
     /// Alertmanager's API, whose view the stored signals follow.
@@ -400,6 +425,15 @@ impl AlertmanagerConfig {
 pub const SHIPPED_REPEAT_INTERVAL: Duration = Duration::from_secs(30 * 60);
 /// See [`SHIPPED_REPEAT_INTERVAL`].
 pub const SHIPPED_GROUP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Drain settings shared by all pools.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrainConfig {
+    /// `namespace/name` of Deployments whose pods drain like ordinary replicated pods although
+    /// they run in kube-system with a critical priority and emptyDir scratch volumes (K3s's
+    /// add-ons); empty: every such pod holds its node.
+    pub movable_system_workloads: Vec<String>,
+}
 
 /// Handling of `POST /v1/events/ec2` notices.
 #[derive(Debug, Clone, Serialize)]
@@ -726,6 +760,7 @@ impl RawConfig {
             .collect();
         let cloudwatch = self.cloudwatch.validate(&mut p);
         let alertmanager = self.alertmanager.validate(timing.sweep_interval, &mut p);
+        let drain = self.drain.validate(&mut p);
         if !p.0.is_empty() {
             return Err(ConfigError::Invalid(p.0));
         }
@@ -752,6 +787,7 @@ impl RawConfig {
                 max_rebalance_per_pool: self.interruption.max_rebalance_per_pool,
             },
             cloudwatch,
+            drain,
             pools,
             alertmanager,
         })
@@ -832,6 +868,23 @@ impl Config {
             warnings.push("alertmanager.urls is empty: a silence or a lost `resolved` post is only noticed when timing.signal_ttl runs out".into());
         }
         warnings
+    }
+}
+
+impl RawDrain {
+    fn validate(self, p: &mut Problems) -> DrainConfig {
+        for entry in &self.movable_system_workloads {
+            let valid = entry.split_once('/').is_some_and(|(ns, name)| {
+                !ns.is_empty()
+                    && !name.is_empty()
+                    && !name.contains('/')
+                    && !entry.contains(char::is_whitespace)
+            });
+            if !valid {
+                p.add("drain.movable_system_workloads", format!("{entry:?} is not \"namespace/deployment\""));
+            }
+        }
+        DrainConfig { movable_system_workloads: self.movable_system_workloads }
     }
 }
 
@@ -1017,6 +1070,34 @@ launch_template = "lt-1"
         assert_eq!(c.interruption.rebalance, RebalanceMode::CordonOnly);
         assert_eq!(c.interruption.max_rebalance_per_pool, 1);
         assert!(c.cloudwatch.is_none());
+    }
+
+    #[test]
+    fn movable_system_workloads_default_to_the_k3s_addons_and_may_be_emptied() {
+        let f = Fixture::new();
+        let c = f.load(&f.toml(""), &[]).unwrap();
+        assert_eq!(
+            c.drain.movable_system_workloads,
+            [
+                "kube-system/coredns",
+                "kube-system/metrics-server",
+                "kube-system/local-path-provisioner",
+                "kube-system/traefik"
+            ]
+        );
+        let empty = format!("{}\n[drain]\nmovable_system_workloads = []\n", f.toml(""));
+        assert!(f.load(&empty, &[]).unwrap().drain.movable_system_workloads.is_empty());
+        let env = [("K3S_AUTOSCALER__DRAIN__MOVABLE_SYSTEM_WORKLOADS", r#"["apps/web"]"#)];
+        assert_eq!(f.load(&f.toml(""), &env).unwrap().drain.movable_system_workloads, ["apps/web"]);
+        let bad =
+            format!("{}\n[drain]\nmovable_system_workloads = [\"coredns\", \"a/b/c\", \"/x\"]\n", f.toml(""));
+        let message = f.load(&bad, &[]).unwrap_err().to_string();
+        for entry in ["\"coredns\"", "\"a/b/c\"", "\"/x\""] {
+            assert!(
+                message.contains(&format!("drain.movable_system_workloads: {entry} is not")),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -109,7 +109,8 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
                 k3s_autoscaler::adapters::kube::request_timeout(config.timing.lease_ttl),
             )
             .await
-            .context("connecting to the Kubernetes API (kubernetes.kubeconfig, KUBECONFIG or in-cluster)")?,
+            .context("connecting to the Kubernetes API (kubernetes.kubeconfig, KUBECONFIG or in-cluster)")?
+            .with_movable_system_workloads(&config.drain.movable_system_workloads),
         )),
         sink,
     };

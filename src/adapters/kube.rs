@@ -2,7 +2,7 @@
 //! volumes from watch-backed caches (no request per sweep); until a cache has listed, they
 //! are listed directly. A drain re-reads its node's pods live before it terminates anything.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,8 @@ pub struct KubeCluster {
     client: Client,
     recorder: Recorder,
     caches: Arc<Caches>,
+    /// `drain.movable_system_workloads`: Deployments whose pods drain like ordinary ones.
+    movable: Arc<BTreeSet<String>>,
 }
 
 /// The watched objects: pool nodes (with their pool), pods, PDBs, claims → volumes, and
@@ -61,7 +63,7 @@ impl Caches {
             .volume_sites
             .read(|sites| self.claims.read(|m| local_claims(m.iter(), |v| sites.get(v).cloned())))
             .flatten()?;
-        Some(Joins { pdbs, local_claims })
+        Some(Joins { pdbs, local_claims, movable: Arc::default() })
     }
 }
 
@@ -87,7 +89,14 @@ impl KubeCluster {
             Reporter { controller: "k3s-autoscaler".into(), instance: std::env::var("HOSTNAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
         let caches = Arc::new(Caches::start(&watches));
-        Self { client, recorder, caches }
+        Self { client, recorder, caches, movable: Arc::default() }
+    }
+
+    /// Pods of these Deployments (`namespace/name`) drain like ordinary replicated pods
+    /// (`drain.movable_system_workloads`).
+    pub fn with_movable_system_workloads(mut self, deployments: &[String]) -> Self {
+        self.movable = Arc::new(deployments.iter().cloned().collect());
+        self
     }
 
     /// Lists PDBs, claims and volumes directly (caches not listed yet).
@@ -106,14 +115,16 @@ impl KubeCluster {
         Ok(Joins {
             pdbs: pdbs.items.iter().filter_map(pdb_record).map(|(_, r)| r).collect(),
             local_claims: local_claims(claims.iter(), |v| sites.get(v).cloned()),
+            movable: Arc::default(),
         })
     }
 
     async fn joins(&self) -> Result<Joins, ClusterError> {
-        match self.caches.joins() {
-            Some(joins) => Ok(joins),
-            None => self.list_joins().await,
-        }
+        let joins = match self.caches.joins() {
+            Some(joins) => joins,
+            None => self.list_joins().await?,
+        };
+        Ok(Joins { movable: self.movable.clone(), ..joins })
     }
 
     /// Lists pods directly (`params` may select a node), reduced.

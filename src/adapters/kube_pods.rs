@@ -4,6 +4,7 @@
 //! since those objects change on their own.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -11,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
 use super::kube_cache::key_of;
-use crate::core::drainability::{PodFacts, SAFE_TO_EVICT, SAFE_TO_EVICT_LOCAL_VOLUMES};
+use crate::core::drainability::{PodFacts, SAFE_TO_EVICT, SAFE_TO_EVICT_LOCAL_VOLUMES, deployment_of};
 
 /// What a pod says about itself, for drain decisions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub(super) struct PodRecord {
     name: String,
     labels: BTreeMap<String, String>,
     controller_kind: Option<String>,
+    /// `namespace/name` of the Deployment owning it through its ReplicaSet, if any.
+    deployment: Option<String>,
     mirror: bool,
     priority_class: Option<String>,
     /// hostPath or a disk-backed emptyDir not listed in safe-to-evict-local-volumes.
@@ -41,12 +44,14 @@ pub(super) struct PdbRecord {
     allows_none: bool,
 }
 
-/// What pods are joined with: PDBs and where the volumes of bound (namespace, claim) pairs
-/// live, for claims whose volume may live on one node.
+/// What pods are joined with: PDBs, where the volumes of bound (namespace, claim) pairs
+/// live, for claims whose volume may live on one node, and the configured
+/// `drain.movable_system_workloads` (`namespace/name` of Deployments).
 #[derive(Debug, Default)]
 pub(super) struct Joins {
     pub pdbs: Vec<PdbRecord>,
     pub local_claims: HashMap<(String, String), VolumeSite>,
+    pub movable: Arc<BTreeSet<String>>,
 }
 
 /// Where a PersistentVolume's data lives, for volumes that may live on a single node.
@@ -74,6 +79,8 @@ impl VolumeSite {
 
 /// The node label every kubelet sets to its hostname.
 const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
+/// The pod label the Deployment controller sets to the suffix of its ReplicaSet's name.
+const LABEL_POD_TEMPLATE_HASH: &str = "pod-template-hash";
 
 /// Reduces a scheduled pod (unscheduled pods sit on no node and are left out).
 pub(super) fn pod_record(pod: &Pod) -> Option<(String, PodRecord)> {
@@ -86,16 +93,18 @@ pub(super) fn pod_record(pod: &Pod) -> Option<(String, PodRecord)> {
         .map(|names| names.split(',').map(str::trim).collect())
         .unwrap_or_default();
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    let controller = pod.owner_references().iter().find(|o| o.controller == Some(true));
+    let deployment = controller
+        .filter(|o| o.kind == "ReplicaSet")
+        .and_then(|o| deployment_of(&o.name, pod.labels().get(LABEL_POD_TEMPLATE_HASH).map(String::as_str)))
+        .map(|d| format!("{}/{d}", pod.namespace().unwrap_or_default()));
     let record = PodRecord {
         node,
         namespace: pod.namespace().unwrap_or_default(),
         name: pod.name_any(),
         labels: pod.labels().clone(),
-        controller_kind: pod
-            .owner_references()
-            .iter()
-            .find(|o| o.controller == Some(true))
-            .map(|o| o.kind.clone()),
+        controller_kind: controller.map(|o| o.kind.clone()),
+        deployment,
         mirror: pod.annotations().contains_key("kubernetes.io/config.mirror"),
         priority_class: spec.priority_class_name.clone(),
         local_storage: volumes.iter().any(|v| {
@@ -199,6 +208,7 @@ impl PodRecord {
             pdb_blocks: covering.iter().any(|p| p.allows_none),
             finished: self.finished,
             terminating: self.terminating,
+            movable_system_workload: self.deployment.as_ref().is_some_and(|d| joins.movable.contains(d)),
         }
     }
 }
@@ -276,11 +286,15 @@ mod tests {
             allows_none: true,
         };
         let claim = ("apps".to_string(), "data-db-0".to_string());
-        let joins = Joins { pdbs: vec![pdb], local_claims: [(claim.clone(), VolumeSite::OneNode)].into() };
+        let joins = Joins {
+            pdbs: vec![pdb],
+            local_claims: [(claim.clone(), VolumeSite::OneNode)].into(),
+            ..Joins::default()
+        };
         let joined = record.facts(&joins);
         assert!(joined.node_local_volume && !joined.local_storage && joined.has_pdb && joined.pdb_blocks);
         let elsewhere = VolumeSite::NodesNamed(["w2".to_string()].into());
-        let joins = Joins { pdbs: vec![], local_claims: [(claim, elsewhere)].into() };
+        let joins = Joins { pdbs: vec![], local_claims: [(claim, elsewhere)].into(), ..Joins::default() };
         assert!(!record.facts(&joins).node_local_volume, "pinned to another node: not this node's data");
     }
 
@@ -336,5 +350,33 @@ mod tests {
         assert!(pod("").facts(&Joins::default()).local_storage);
         assert!(pod("data").facts(&Joins::default()).local_storage, "tmp is still on disk");
         assert!(!pod("data, tmp").facts(&Joins::default()).local_storage);
+    }
+
+    #[test]
+    fn a_pod_of_a_listed_deployment_is_a_movable_system_workload() {
+        let pod = |namespace: &str, owner_kind: &str, owner: &str| -> PodRecord {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("{owner}-x2kq4"), "namespace": namespace,
+                             "labels": {"k8s-app": "kube-dns", "pod-template-hash": "7b98449c4"},
+                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": owner,
+                                                  "uid": "u1", "controller": true}]},
+                "spec": {"nodeName": "w1", "containers": []}
+            }))
+            .unwrap();
+            pod_record(&pod).unwrap().1
+        };
+        let joins =
+            Joins { movable: Arc::new(["kube-system/coredns".to_string()].into()), ..Joins::default() };
+        assert!(pod("kube-system", "ReplicaSet", "coredns-7b98449c4").facts(&joins).movable_system_workload);
+        for (ns, kind, owner) in [
+            ("apps", "ReplicaSet", "coredns-7b98449c4"),
+            ("kube-system", "DaemonSet", "coredns-7b98449c4"),
+            ("kube-system", "ReplicaSet", "coredns-abcdef"),
+            ("kube-system", "ReplicaSet", "metrics-server-7b98449c4"),
+        ] {
+            assert!(!pod(ns, kind, owner).facts(&joins).movable_system_workload, "{ns} {kind} {owner}");
+        }
+        let record = pod("kube-system", "ReplicaSet", "coredns-7b98449c4");
+        assert!(!record.facts(&Joins::default()).movable_system_workload, "an empty list moves nothing");
     }
 }

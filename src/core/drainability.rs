@@ -42,6 +42,12 @@ pub struct PodFacts {
     pub finished: bool,
     /// Already evicted and inside its grace period: wait for it, do not evict it again.
     pub terminating: bool,
+    /// Owned (through its ReplicaSet) by a Deployment listed in
+    /// `drain.movable_system_workloads`: a stateless add-on (K3s's coredns, traefik, …) its
+    /// Deployment recreates elsewhere, so the kube-system, critical-priority and
+    /// emptyDir/hostPath rules do not hold it; safe-to-evict "false", node-local PVs and PDBs
+    /// still do.
+    pub movable_system_workload: bool,
 }
 
 impl PodFacts {
@@ -120,9 +126,19 @@ impl fmt::Display for Blocker {
     }
 }
 
+/// The Deployment that owns a pod through `replica_set`: the Deployment controller names
+/// its ReplicaSets `<deployment>-<pod-template-hash>` and labels their pods with that hash.
+/// `None` when the name does not end in the pod's hash (a ReplicaSet made by hand).
+pub fn deployment_of<'a>(replica_set: &'a str, pod_template_hash: Option<&str>) -> Option<&'a str> {
+    let hash = pod_template_hash.filter(|h| !h.is_empty())?;
+    replica_set.strip_suffix(hash)?.strip_suffix('-').filter(|d| !d.is_empty())
+}
+
 /// Why this pod keeps its node, if it does. `safe-to-evict: "true"` lifts the kube-system,
 /// no-controller and both local-storage rules (as in Cluster Autoscaler), never the critical
-/// priority or PDB rules.
+/// priority or PDB rules. A movable system workload is an ordinary replicated pod: the
+/// kube-system, critical-priority and emptyDir/hostPath rules are lifted, never the
+/// safe-to-evict "false", node-local PV or PDB rules.
 pub fn pod_blocker(pod: &PodFacts) -> Option<Blocker> {
     if !pod.must_move() {
         return None;
@@ -130,11 +146,14 @@ pub fn pod_blocker(pod: &PodFacts) -> Option<Blocker> {
     if pod.safe_to_evict == Some(false) {
         return Some(Blocker::AnnotatedNotSafe);
     }
-    if matches!(pod.priority_class.as_deref(), Some("system-cluster-critical" | "system-node-critical")) {
+    let movable = pod.movable_system_workload;
+    if !movable
+        && matches!(pod.priority_class.as_deref(), Some("system-cluster-critical" | "system-node-critical"))
+    {
         return Some(Blocker::CriticalPriority);
     }
     let vouched = pod.safe_to_evict == Some(true);
-    if !vouched && pod.namespace == "kube-system" && !pod.has_pdb {
+    if !vouched && !movable && pod.namespace == "kube-system" && !pod.has_pdb {
         return Some(Blocker::KubeSystemWithoutPdb);
     }
     if !vouched && pod.controller_kind.is_none() {
@@ -143,7 +162,7 @@ pub fn pod_blocker(pod: &PodFacts) -> Option<Blocker> {
     if !vouched && pod.node_local_volume {
         return Some(Blocker::NodeLocalVolume);
     }
-    if !vouched && pod.local_storage {
+    if !vouched && !movable && pod.local_storage {
         return Some(Blocker::LocalStorage);
     }
     if pod.pdb_blocks {
@@ -247,6 +266,69 @@ mod tests {
             pod_blocker(&vouched(PodFacts { has_pdb: true, pdb_blocks: true, ..web() })),
             Some(Blocker::PdbAllowsNoDisruption)
         );
+    }
+
+    /// A K3s add-on pod as installed: kube-system, critical, emptyDir scratch volumes, no PDB.
+    fn k3s_addon() -> PodFacts {
+        PodFacts {
+            namespace: "kube-system".into(),
+            name: "traefik-7f7b8dc6f9-x2kq4".into(),
+            priority_class: Some("system-cluster-critical".into()),
+            local_storage: true,
+            ..web()
+        }
+    }
+
+    #[test]
+    fn a_k3s_addon_is_held_unless_listed_as_movable() {
+        let pod = k3s_addon();
+        assert_eq!(pod_blocker(&pod), Some(Blocker::CriticalPriority));
+        let listed = PodFacts { movable_system_workload: true, ..pod };
+        assert_eq!(pod_blocker(&listed), None, "{listed:?}");
+    }
+
+    #[test]
+    fn a_movable_system_workload_lifts_each_kube_system_critical_and_scratch_rule() {
+        let movable = |p: PodFacts| PodFacts { movable_system_workload: true, ..p };
+        for pod in [
+            PodFacts { namespace: "kube-system".into(), ..web() },
+            PodFacts { priority_class: Some("system-cluster-critical".into()), ..web() },
+            PodFacts { priority_class: Some("system-node-critical".into()), ..web() },
+            PodFacts { local_storage: true, ..web() },
+        ] {
+            assert!(pod_blocker(&pod).is_some(), "held when not listed: {pod:?}");
+            assert_eq!(pod_blocker(&movable(pod.clone())), None, "{pod:?}");
+        }
+    }
+
+    #[test]
+    fn a_movable_system_workload_keeps_the_annotation_node_local_volume_and_pdb_rules() {
+        let movable = |p: PodFacts| PodFacts { movable_system_workload: true, ..p };
+        let cases = [
+            (PodFacts { safe_to_evict: Some(false), ..k3s_addon() }, Blocker::AnnotatedNotSafe),
+            (PodFacts { node_local_volume: true, ..k3s_addon() }, Blocker::NodeLocalVolume),
+            (PodFacts { has_pdb: true, pdb_blocks: true, ..k3s_addon() }, Blocker::PdbAllowsNoDisruption),
+            (PodFacts { controller_kind: None, ..k3s_addon() }, Blocker::NoController),
+        ];
+        for (pod, expected) in cases {
+            assert_eq!(pod_blocker(&movable(pod.clone())), Some(expected), "{pod:?}");
+        }
+        let ds = PodFacts { controller_kind: Some("DaemonSet".into()), ..movable(k3s_addon()) };
+        assert!(!ds.must_move(), "DaemonSet pods (svclb) stay with their node either way");
+    }
+
+    #[test]
+    fn the_deployment_is_the_replica_set_name_minus_the_pod_template_hash() {
+        assert_eq!(deployment_of("coredns-7b98449c4", Some("7b98449c4")), Some("coredns"));
+        assert_eq!(
+            deployment_of("local-path-provisioner-6c86858495", Some("6c86858495")),
+            Some("local-path-provisioner")
+        );
+        assert_eq!(deployment_of("coredns-7b98449c4", None), None, "no hash label");
+        assert_eq!(deployment_of("coredns-7b98449c4", Some("")), None);
+        assert_eq!(deployment_of("coredns-abc", Some("7b98449c4")), None, "hand-made ReplicaSet");
+        assert_eq!(deployment_of("coredns7b98449c4", Some("7b98449c4")), None, "no separator");
+        assert_eq!(deployment_of("-7b98449c4", Some("7b98449c4")), None);
     }
 
     #[test]

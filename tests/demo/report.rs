@@ -284,6 +284,16 @@ impl Watch {
         if !within_max {
             println!("The pool went past its max of {}: peak {peak} workers.", pipeline.options.max);
         }
-        scaled && within_max
+        let (unsafe_evictions, deletes) = (pipeline.unsafe_evictions(), pipeline.world.kube.pod_deletes());
+        println!(
+            "Evictions: {} (K3s add-ons among them: {}), pod deletes: {deletes}, unsafe evictions: {unsafe_evictions:?}.",
+            pipeline.world.kube.evictions().len(),
+            pipeline.evicted_addons().len()
+        );
+        let safe = unsafe_evictions.is_empty() && deletes == 0;
+        if !safe {
+            println!("A drain evicted a pod it must not move, or deleted a pod.");
+        }
+        scaled && within_max && safe
     }
 }

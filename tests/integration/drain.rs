@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 
 use crate::support::joiner::node_name;
-use crate::support::kube_api::{Budget, node, pdb, pod};
+use crate::support::kube_api::{Budget, K3sAddon, k3s_server, k3s_svclb_pod, node, pdb, pod};
 use crate::support::{World, eventually, payload};
 
 fn scale_down() -> serde_json::Value {
@@ -57,6 +57,19 @@ fn db_pairs_under_one_budget(world: &World, seeded: &[(String, String)]) {
     }
     world.kube.set_replicas("shop", "ReplicaSet", "db", 4);
     world.kube.add_pdb(pdb("shop", "db", &[("app", "db")], Budget::MaxUnavailable(1)));
+}
+
+const HELD: &str =
+    "k3s_autoscaler_decisions_total{pool=\"workers\",action=\"hold\",reason=\"no_drain_candidate\"}";
+const DRAINED: &str = "k3s_autoscaler_decisions_total{pool=\"workers\",action=\"drain\"";
+
+/// The metrics once the service has decided the scale-down: held (no candidate) or drained.
+async fn scale_down_decided(service: &crate::support::service::Service) -> String {
+    eventually("the scale-down decided", Duration::from_secs(10), || async {
+        let metrics = service.metrics().await;
+        (metrics.contains(HELD) || metrics.contains(DRAINED)).then_some(metrics)
+    })
+    .await
 }
 
 fn cordoned(world: &World, name: &str) -> bool {
@@ -264,15 +277,8 @@ async fn a_pod_on_a_k3s_local_path_volume_keeps_its_node() {
     world.kube.add_pod(pod("shop", "bare").on_node(&other).build());
     let service = world.service().await;
     assert_eq!(service.post(&scale_down()).await, 200);
-    let held =
-        "k3s_autoscaler_decisions_total{pool=\"workers\",action=\"hold\",reason=\"no_drain_candidate\"}";
-    let drained = "k3s_autoscaler_decisions_total{pool=\"workers\",action=\"drain\"";
-    let metrics = eventually("the scale-down decided", Duration::from_secs(10), || async {
-        let metrics = service.metrics().await;
-        (metrics.contains(held) || metrics.contains(drained)).then_some(metrics)
-    })
-    .await;
-    if metrics.contains(drained) {
+    let metrics = scale_down_decided(&service).await;
+    if metrics.contains(DRAINED) {
         let left = world.expect_instances(1, Duration::from_secs(1)).await;
         panic!("the node with the local-path volume was drained and terminated; left: {left:?}");
     }
@@ -282,6 +288,69 @@ async fn a_pod_on_a_k3s_local_path_volume_keeps_its_node() {
     assert!(!cordoned(&world, &db_node));
     assert_eq!(world.instances().await.len(), 2, "nothing terminated");
     assert_eq!(world.proxy.count("TerminateInstances"), 0, "{:?}", world.proxy.histogram());
+}
+
+/// Seeds a K3s-shaped cluster of two workers: the tainted server, an svclb pod per node,
+/// coredns and traefik (as installed: kube-system, critical, traefik's emptyDirs, no PDB) on
+/// the first worker, and a bare pod holding the second. Returns (add-on worker, other).
+async fn seed_k3s_addons_on_one_worker(world: &World) -> (String, String) {
+    let seeded = seed(world, &[1, 1]).await;
+    let (addons, other) = (node_name(&seeded[0].0), node_name(&seeded[1].0));
+    let k = &world.kube;
+    k.add_node(k3s_server("server").provider_id("aws:///us-east-1a/i-server").ready(true).build());
+    for name in ["server", addons.as_str(), other.as_str()] {
+        k.add_pod(k3s_svclb_pod(name).build());
+    }
+    k.add_pod(K3sAddon::named("coredns").pod("x2kq4", Some(&addons)).build());
+    k.add_pod(K3sAddon::named("traefik").pod("m7h2w", Some(&addons)).build());
+    k.add_pod(pod("shop", "bare").on_node(&other).build());
+    (addons, other)
+}
+
+/// K3s's coredns and traefik on a worker (no PDB, critical, traefik's emptyDirs) no longer
+/// hold it: they are evicted through the Eviction API like any replicated pod, the svclb
+/// DaemonSet pod stays, and the node goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_hosting_k3s_addons_is_drained_through_the_eviction_api() {
+    let world = World::new("k3saddons", |c| c.min = 1).await;
+    let (addons, other) = seed_k3s_addons_on_one_worker(&world).await;
+    let service = world.service().await;
+    assert_eq!(service.post(&scale_down()).await, 200);
+    let remaining = world.expect_instances(1, Duration::from_secs(3)).await;
+    assert_eq!(node_name(&remaining[0].0), other, "the add-on worker went");
+    eventually("op finished", Duration::from_secs(10), || async { world.op_finished().await.then_some(()) })
+        .await;
+    assert!(world.kube.node(&addons).is_none(), "Node deleted");
+    let mut evicted: Vec<String> = world.kube.evictions().into_iter().map(|(p, _)| p).collect();
+    evicted.sort();
+    assert_eq!(
+        evicted,
+        vec!["kube-system/coredns-ccb96694c-x2kq4", "kube-system/traefik-5d45fc8cc9-m7h2w"],
+        "the add-ons, never svclb"
+    );
+    assert_eq!(world.kube.pod_deletes(), 0, "never a pod delete");
+    assert!(!cordoned(&world, "server") && !cordoned(&world, &other));
+}
+
+/// With `drain.movable_system_workloads = []` the same worker is held, as before the key
+/// existed: a critical kube-system pod without a PDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_movable_system_workloads_a_worker_hosting_k3s_addons_is_held() {
+    let world = World::new("k3sheld", |c| {
+        c.min = 1;
+        c.extra_timing = "[drain]\nmovable_system_workloads = []".into();
+    })
+    .await;
+    let (addons, _) = seed_k3s_addons_on_one_worker(&world).await;
+    let service = world.service().await;
+    assert_eq!(service.post(&scale_down()).await, 200);
+    let metrics = scale_down_decided(&service).await;
+    assert!(!metrics.contains(DRAINED), "drained although no add-on is movable:\n{metrics}");
+    let line = "k3s_autoscaler_unremovable_nodes{pool=\"workers\",reason=\"system_critical_pod\"} 1";
+    assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    assert!(world.kube.evictions().is_empty(), "{:?}", world.kube.evictions());
+    assert!(!cordoned(&world, &addons));
+    assert_eq!(world.instances().await.len(), 2, "nothing terminated");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,6 +89,7 @@ async fn pending_pods_scale_up_then_low_load_drains_one_node_down_to_min() {
     let kube = &p.world.kube;
     assert!(!kube.evictions().is_empty(), "pods left through the Eviction API");
     assert_eq!(kube.pod_deletes(), 0, "no pod was deleted directly");
+    assert_eq!(p.unsafe_evictions(), Vec::<String>::new(), "only replicated pods and K3s add-ons moved");
     let low_lag = terminated.duration_since(low.active_at).expect("terminated after the condition");
     println!("cpu-low: condition true -> TerminateInstances (drain included) = {low_lag:?}");
     // min = 2: the alert keeps firing, nothing else is drained.
@@ -97,6 +98,55 @@ async fn pending_pods_scale_up_then_low_load_drains_one_node_down_to_min() {
     assert_eq!(p.ready_workers(), 2);
     assert_eq!(p.launches().len(), 1);
     assert!(p.prometheus.alert("K3sWorkersCPULow", "firing").await.is_some(), "still firing at min");
+}
+
+/// K3s's add-ons (coredns, metrics-server, local-path-provisioner, traefik: kube-system,
+/// critical, no PDB, emptyDirs) spread over all three workers: low load still drains one down
+/// to min = 2, its add-ons leave through the Eviction API and are running again elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k3s_addons_on_every_worker_do_not_stall_the_scale_down_to_min() {
+    let p =
+        Pipeline::start(PipelineOptions { workers: 3, load: 0.6, ..PipelineOptions::new("e2e-k3s") }).await;
+    let kube = &p.world.kube;
+    let addon_nodes = || -> Vec<String> {
+        let mut nodes: Vec<String> = kube
+            .pods()
+            .into_iter()
+            .filter(|pod| pod.metadata.labels.as_ref().is_some_and(|l| l.contains_key("pod-template-hash")))
+            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+            .filter_map(|pod| pod.spec.and_then(|s| s.node_name))
+            .collect();
+        nodes.sort();
+        nodes
+    };
+    let placed = eventually("the 4 add-ons on workers", Duration::from_secs(10), || async {
+        let nodes = addon_nodes();
+        (nodes.len() == 4).then_some(nodes)
+    })
+    .await;
+    let mut hosts = placed.clone();
+    hosts.dedup();
+    assert_eq!(hosts.len(), 3, "every worker hosts an add-on: {placed:?}");
+    assert!(!hosts.iter().any(|n| n == crate::support::sim::CONTROL_PLANE), "{placed:?}");
+
+    p.firing("K3sWorkersCPULow", Duration::from_secs(90)).await;
+    eventually("one node drained and terminated", Duration::from_secs(90), || async {
+        p.terminations().first().copied()
+    })
+    .await;
+    eventually("2 workers left", Duration::from_secs(30), || async {
+        (p.ready_workers() == 2).then_some(())
+    })
+    .await;
+    assert!(!p.evicted_addons().is_empty(), "the drained worker's add-ons were evicted");
+    assert_eq!(p.unsafe_evictions(), Vec::<String>::new(), "only replicated pods and K3s add-ons moved");
+    assert_eq!(kube.pod_deletes(), 0, "no pod was deleted directly");
+    eventually("the 4 add-ons running again", Duration::from_secs(10), || async {
+        (addon_nodes().len() == 4).then_some(())
+    })
+    .await;
+    tokio::time::sleep(p.window(10 * MINUTE) + Duration::from_secs(5)).await;
+    assert_eq!(p.terminations().len(), 1, "min = 2 workers holds while the alert fires");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,7 +46,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 #[allow(unused_imports)]
-pub use builders::{Budget, NodeBuilder, PodBuilder, node, pdb, pod};
+pub use builders::{
+    Budget, K3S_ADDONS, K3S_SERVER_TAINT, K3sAddon, NodeBuilder, PodBuilder, k3s_server, k3s_svclb_pod, node,
+    pdb, pod,
+};
 use server::{Shared, lock};
 use store::{Kind, State};
 

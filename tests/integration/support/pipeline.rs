@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use super::alertmanager::Alertmanager;
 use super::joiner::JoinOptions;
+use super::kube_api::K3S_ADDONS;
 use super::prometheus::{Prometheus, RuleAlert};
 use super::service::{Service, TOKEN};
 use super::sim::Simulator;
@@ -160,7 +161,6 @@ impl Pipeline {
             c.extra_top = format!("[alertmanager]\nurls = [\"http://127.0.0.1:{am_port}\"]");
         })
         .await;
-        let sim = Simulator::start(world.kube.clone(), options.load).await;
         for i in 0..options.workers {
             let subnet = &world.fixtures.subnets[i % world.fixtures.subnets.len()].1;
             world.aws.seed_instance(&options.cluster, subnet, true).await;
@@ -171,6 +171,8 @@ impl Pipeline {
             (ready_workers(&kube) == pipeline_workers).then_some(())
         })
         .await;
+        // After the workers: K3s's add-ons are spread over them, where drains meet them.
+        let sim = Simulator::start(world.kube.clone(), options.load).await;
         let service = world.service().await;
         let am_dir = tempfile::tempdir().expect("tempdir");
         let am_config =
@@ -202,6 +204,26 @@ impl Pipeline {
     /// A production window divided by the pipeline's speed.
     pub fn window(&self, production: Duration) -> Duration {
         production / self.options.speed
+    }
+
+    /// Pods an eviction was asked for that no drain may move: anything but the shop's and
+    /// the report Job's pods (namespace `shop`) and K3s's movable add-ons (svclb, a DaemonSet
+    /// pod, among them). Empty when every drain was safe.
+    pub fn unsafe_evictions(&self) -> Vec<String> {
+        let movable = |pod: &str| {
+            pod.starts_with(&format!("{}/", super::sim::workload::NAMESPACE))
+                || K3S_ADDONS
+                    .iter()
+                    .any(|a| pod.starts_with(&format!("kube-system/{}-{}-", a.deployment, a.hash)))
+        };
+        self.world.kube.evictions().into_iter().map(|(pod, _)| pod).filter(|pod| !movable(pod)).collect()
+    }
+
+    /// Evicted K3s add-on pods (`namespace/name`), each attempt once.
+    pub fn evicted_addons(&self) -> Vec<String> {
+        let addon =
+            |pod: &str| K3S_ADDONS.iter().any(|a| pod.starts_with(&format!("kube-system/{}-", a.deployment)));
+        self.world.kube.evictions().into_iter().map(|(pod, _)| pod).filter(|pod| addon(pod)).collect()
     }
 
     /// Waits for `name` to fire in Prometheus.

@@ -315,3 +315,133 @@ pub fn pdb(ns: &str, name: &str, selector: &[(&str, &str)], budget: Budget) -> P
     build(json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
                  "metadata": {"name": name, "namespace": ns}, "spec": spec}))
 }
+
+/// One add-on Deployment of a default K3s install, as k3s's `manifests/` (and the traefik
+/// HelmChart's values) define its pod template.
+#[derive(Debug, Clone, Copy)]
+pub struct K3sAddon {
+    /// The Deployment in kube-system.
+    pub deployment: &'static str,
+    /// Its ReplicaSet's `pod-template-hash` (fixed: one revision per test cluster).
+    pub hash: &'static str,
+    /// The pod template's labels.
+    pub labels: &'static [(&'static str, &'static str)],
+    pub priority_class: &'static str,
+    /// emptyDir volumes (on disk) the pod mounts, by name.
+    pub empty_dirs: &'static [&'static str],
+    /// ConfigMap volumes: (volume name, ConfigMap).
+    pub config_maps: &'static [(&'static str, &'static str)],
+}
+
+/// coredns, metrics-server, local-path-provisioner and traefik, as a default K3s install
+/// runs them in kube-system: critical priorities, no PDB, tolerating the server's taint.
+pub const K3S_ADDONS: [K3sAddon; 4] = [
+    K3sAddon {
+        deployment: "coredns",
+        hash: "ccb96694c",
+        labels: &[("k8s-app", "kube-dns")],
+        priority_class: "system-cluster-critical",
+        empty_dirs: &[],
+        config_maps: &[("config-volume", "coredns"), ("custom-config-volume", "coredns-custom")],
+    },
+    K3sAddon {
+        deployment: "metrics-server",
+        hash: "5985cbc9d7",
+        labels: &[("k8s-app", "metrics-server")],
+        priority_class: "system-node-critical",
+        empty_dirs: &["tmp-dir"],
+        config_maps: &[],
+    },
+    K3sAddon {
+        deployment: "local-path-provisioner",
+        hash: "5cf85fd84d",
+        labels: &[("app", "local-path-provisioner")],
+        priority_class: "system-node-critical",
+        empty_dirs: &[],
+        config_maps: &[("config-volume", "local-path-config")],
+    },
+    K3sAddon {
+        deployment: "traefik",
+        hash: "5d45fc8cc9",
+        labels: &[
+            ("app.kubernetes.io/name", "traefik"),
+            ("app.kubernetes.io/instance", "traefik-kube-system"),
+        ],
+        priority_class: "system-cluster-critical",
+        empty_dirs: &["data", "tmp"],
+        config_maps: &[],
+    },
+];
+
+/// The taint infra/userdata/server.sh gives the K3s server (`--node-taint`).
+pub const K3S_SERVER_TAINT: (&str, &str, &str) =
+    ("node-role.kubernetes.io/control-plane", "true", "NoSchedule");
+
+/// What the K3s add-ons tolerate: CriticalAddonsOnly and the control-plane/master taints.
+fn k3s_addon_tolerations() -> Value {
+    json!([
+        {"key": "CriticalAddonsOnly", "operator": "Exists"},
+        {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "node-role.kubernetes.io/master", "operator": "Exists", "effect": "NoSchedule"},
+    ])
+}
+
+/// The K3s server node `name`: control-plane role labels and the taint server.sh sets.
+pub fn k3s_server(name: &str) -> NodeBuilder {
+    let (key, value, effect) = K3S_SERVER_TAINT;
+    node(name)
+        .label("node-role.kubernetes.io/control-plane", "true")
+        .label("node-role.kubernetes.io/master", "true")
+        .taint(key, value, effect)
+}
+
+impl K3sAddon {
+    /// The add-on by Deployment name.
+    pub fn named(deployment: &str) -> K3sAddon {
+        *K3S_ADDONS
+            .iter()
+            .find(|a| a.deployment == deployment)
+            .unwrap_or_else(|| panic!("{deployment} is not a K3s add-on"))
+    }
+
+    /// Its pod `suffix` (the ReplicaSet's random suffix), owned by ReplicaSet
+    /// `<deployment>-<hash>` with the `pod-template-hash` label, on `node` if given.
+    pub fn pod(&self, suffix: &str, node: Option<&str>) -> PodBuilder {
+        let replica_set = format!("{}-{}", self.deployment, self.hash);
+        let mut b = pod("kube-system", &format!("{replica_set}-{suffix}"))
+            .owned_by("ReplicaSet", &replica_set)
+            .label("pod-template-hash", self.hash)
+            .priority_class(self.priority_class)
+            .grace_period(0);
+        for (k, v) in self.labels {
+            b = b.label(k, v);
+        }
+        if let Some(node) = node {
+            b = b.on_node(node);
+        }
+        b.v["spec"]["tolerations"] = k3s_addon_tolerations();
+        b.v["spec"]["nodeSelector"] = json!({"kubernetes.io/os": "linux"});
+        let mut volumes: Vec<Value> =
+            self.empty_dirs.iter().map(|n| json!({"name": n, "emptyDir": {}})).collect();
+        volumes.extend(self.config_maps.iter().map(|(n, cm)| json!({"name": n, "configMap": {"name": cm}})));
+        if !volumes.is_empty() {
+            b.v["spec"]["volumes"] = json!(volumes);
+        }
+        b
+    }
+}
+
+/// The svclb pod ServiceLB runs on `node` for traefik's LoadBalancer Service: a DaemonSet
+/// pod in kube-system that stays with its node.
+pub fn k3s_svclb_pod(node: &str) -> PodBuilder {
+    let mut b = pod("kube-system", &format!("svclb-traefik-4f5c6a1b-{node}"))
+        .daemonset("svclb-traefik-4f5c6a1b")
+        .label("app", "svclb-traefik-4f5c6a1b")
+        .label("svccontroller.k3s.cattle.io/svcname", "traefik")
+        .label("svccontroller.k3s.cattle.io/svcnamespace", "kube-system")
+        .priority_class("system-node-critical")
+        .grace_period(0)
+        .on_node(node);
+    b.v["spec"]["tolerations"] = k3s_addon_tolerations();
+    b
+}

@@ -15,7 +15,7 @@ pub mod workload;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::kube_api::{FakeKube, node};
+use super::kube_api::{FakeKube, k3s_server};
 
 /// The name of the control-plane node.
 pub const CONTROL_PLANE: &str = "k3s-server";
@@ -35,16 +35,11 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    /// Adds the control-plane node to `kube` and starts the controllers and the exporter.
+    /// Adds the K3s server node (tainted as infra/userdata/server.sh does) to `kube` and starts
+    /// the controllers (the K3s add-ons among them) and the exporter.
     pub async fn start(kube: Arc<FakeKube>, load: f64) -> Simulator {
         kube.set_pod_gc_delay(Duration::from_secs(1));
-        kube.add_node(
-            node(CONTROL_PLANE)
-                .label("node-role.kubernetes.io/control-plane", "true")
-                .label("node-role.kubernetes.io/master", "true")
-                .taint("node-role.kubernetes.io/control-plane", "", "NoSchedule")
-                .build(),
-        );
+        kube.add_node(k3s_server(CONTROL_PLANE).build());
         let knobs = Arc::new(Mutex::new(Knobs { load, reports: 0 }));
         let meters = Arc::new(Mutex::new(exporter::Meters::new()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind simulator exporter");

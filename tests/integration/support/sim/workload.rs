@@ -3,12 +3,18 @@
 //! (`report`, batch pods), a scheduler that binds Pending pods to the least-allocated Ready,
 //! schedulable, untainted worker or marks them Unschedulable, and pod GC for pods whose node
 //! is gone. Evicted pods are recreated by the ReplicaSet and land where there is room.
+//!
+//! The cluster is a default K3s install: the add-on Deployments (coredns, metrics-server,
+//! local-path-provisioner, traefik; one replica each, as K3s ships them) and an svclb
+//! DaemonSet pod on every node. The add-ons tolerate the server's taint like the real ones,
+//! but are spread over the Ready workers (fewest add-ons first), where a drain meets them; the
+//! server is their place only while no worker can take them.
 
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
-use super::super::kube_api::{FakeKube, pod};
+use super::super::kube_api::{FakeKube, K3S_ADDONS, k3s_svclb_pod, pod};
 use super::model::{REPORT_POD_MILLICORES, SHOP_POD_MILLICORES, WORKER_MILLICORES};
 
 /// Namespace of the simulated apps.
@@ -89,6 +95,55 @@ pub fn reconcile(kube: &FakeKube, shop_replicas: usize, reports: usize) {
         resize(kube, app, wanted, &pods);
     }
     schedule(kube, &nodes);
+    run_k3s_addons(kube, &nodes);
+}
+
+/// The K3s add-on Deployments (one replica each, recreated when evicted) and their scheduling,
+/// plus ServiceLB's svclb DaemonSet pod on every node.
+fn run_k3s_addons(kube: &FakeKube, nodes: &[Node]) {
+    const SYSTEM: &str = "kube-system";
+    let pods: Vec<Pod> =
+        kube.pods().into_iter().filter(|p| p.metadata.namespace.as_deref() == Some(SYSTEM)).collect();
+    let hash = |p: &Pod| p.metadata.labels.as_ref()?.get("pod-template-hash").cloned();
+    for addon in &K3S_ADDONS {
+        if !pods.iter().any(|p| hash(p).as_deref() == Some(addon.hash) && !terminating(p)) {
+            let suffix = &uuid::Uuid::new_v4().simple().to_string()[..5];
+            kube.add_pod(addon.pod(suffix, None).build());
+        }
+    }
+    for n in nodes.iter().filter_map(|n| n.metadata.name.as_deref()) {
+        let svclb = k3s_svclb_pod(n).build();
+        if !pods.iter().any(|p| p.metadata.name == svclb.metadata.name) {
+            kube.add_pod(svclb);
+        }
+    }
+    let placed = |n: &str| pods.iter().filter(|p| hash(p).is_some() && node_of(p) == Some(n)).count();
+    let mut workers: Vec<(usize, &str)> = nodes
+        .iter()
+        .filter(|n| schedulable(n))
+        .filter_map(|n| n.metadata.name.as_deref())
+        .map(|n| (placed(n), n))
+        .collect();
+    let control_plane = |n: &&Node| {
+        n.metadata.labels.as_ref().is_some_and(|l| l.contains_key("node-role.kubernetes.io/control-plane"))
+    };
+    let server = nodes.iter().filter(control_plane).find(|n| is_ready(n) && !is_cordoned(n));
+    for p in pods.iter().filter(|p| hash(p).is_some() && node_of(p).is_none() && !terminating(p)) {
+        workers.sort();
+        let node = match workers.first_mut() {
+            Some((count, n)) => {
+                *count += 1;
+                n.to_string()
+            }
+            None => match server.and_then(|s| s.metadata.name.clone()) {
+                Some(n) => n,
+                None => continue,
+            },
+        };
+        let addon = K3S_ADDONS.iter().find(|a| hash(p).as_deref() == Some(a.hash)).expect("an add-on pod");
+        let suffix = name_of(p).rsplit('-').next().unwrap_or_default();
+        kube.add_pod(addon.pod(suffix, Some(&node)).build());
+    }
 }
 
 fn resize(kube: &FakeKube, app: &App, wanted: usize, pods: &[Pod]) {
@@ -125,7 +180,10 @@ fn schedule(kube: &FakeKube, nodes: &[Node]) {
             *room -= i64::from(millicores(p));
         }
     }
-    for p in pods.iter().filter(|p| node_of(p).is_none() && !terminating(p) && app_of(p).is_some()) {
+    let pending_app = |p: &&Pod| {
+        p.metadata.namespace.as_deref() == Some(NAMESPACE) && node_of(p).is_none() && !terminating(p)
+    };
+    for p in pods.iter().filter(pending_app).filter(|p| app_of(p).is_some()) {
         let need = i64::from(millicores(p));
         let best = free.iter().filter(|(_, room)| **room >= need).max_by_key(|(n, room)| (**room, *n));
         let rebuilt = pod(NAMESPACE, name_of(p))
