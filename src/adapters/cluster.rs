@@ -21,6 +21,8 @@ pub struct NodeSnapshot {
     pub provider_id: Option<String>,
     /// `Ready` condition is True.
     pub ready: bool,
+    /// `lastTransitionTime` of the `Ready` condition: since when it is what it is.
+    pub ready_since: Option<Timestamp>,
     /// `spec.unschedulable`.
     pub unschedulable: bool,
     /// Annotated scale-down-disabled.

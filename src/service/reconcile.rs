@@ -152,6 +152,7 @@ impl Service {
             workers: &snapshot.workers,
             policy: &policy,
             interrupted: &interrupted,
+            cluster_seen: snapshot.cluster_seen,
             now,
         });
         self.log_decision(pool, &decision);
