@@ -143,6 +143,8 @@ pub struct Metrics {
     pub interruption_stranded_pods: Counter,
     /// Scaling events sent to CloudWatch Logs, by outcome.
     pub cloudwatch_records: Family<SinkLabels, Counter>,
+    /// Nodes due for node repair that hold local data: never terminated, left to a person.
+    pub repair_blocked_nodes: Family<PoolLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -221,6 +223,12 @@ impl Metrics {
             "Scaling events sent to CloudWatch Logs, by outcome",
             cloudwatch_records.clone(),
         );
+        let repair_blocked_nodes = Family::default();
+        registry.register(
+            "repair_blocked_nodes",
+            "Nodes due for node repair that hold local data and are left to a person, by pool",
+            repair_blocked_nodes.clone(),
+        );
         Metrics {
             registry,
             webhook_requests,
@@ -239,6 +247,7 @@ impl Metrics {
             ec2_events,
             interruption_stranded_pods,
             cloudwatch_records,
+            repair_blocked_nodes,
         }
     }
 
@@ -246,6 +255,7 @@ impl Metrics {
     /// increase Prometheus can see rather than the birth of a series.
     pub fn zero_pool_series<'a>(&self, pools: impl IntoIterator<Item = &'a String>) {
         for pool in pools {
+            let _ = self.repair_blocked_nodes.get_or_create(&PoolLabels { pool: pool.clone() });
             for (kind, outcomes) in [
                 ("launch", &["succeeded", "failed", "join_timeout"][..]),
                 ("drain", &["succeeded", "aborted", "superseded"][..]),

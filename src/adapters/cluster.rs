@@ -64,6 +64,8 @@ pub enum NodeEvent {
     InterruptionStranded,
     /// A rebalance drain stopped at a drain blocker; the node stays cordoned with its pods.
     InterruptionHeld,
+    /// Node repair is due but the node holds local data: not terminated, a person decides.
+    RepairBlocked,
 }
 
 impl NodeEvent {
@@ -81,6 +83,7 @@ impl NodeEvent {
             NodeEvent::InterruptionNotice => "InterruptionNotice",
             NodeEvent::InterruptionStranded => "InterruptionStranded",
             NodeEvent::InterruptionHeld => "InterruptionHeld",
+            NodeEvent::RepairBlocked => "RepairBlocked",
         }
     }
 
@@ -93,6 +96,7 @@ impl NodeEvent {
                 | NodeEvent::InterruptionNotice
                 | NodeEvent::InterruptionStranded
                 | NodeEvent::InterruptionHeld
+                | NodeEvent::RepairBlocked
         )
     }
 }

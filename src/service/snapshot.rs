@@ -32,6 +32,13 @@ pub(super) struct Observed {
     nodes: Option<Vec<NodeSnapshot>>,
 }
 
+impl Observed {
+    /// Whether a node of the pool is NotReady (node repair then needs pod facts).
+    pub(super) fn any_not_ready(&self) -> bool {
+        self.nodes.as_ref().is_some_and(|nodes| nodes.iter().any(|n| !n.ready))
+    }
+}
+
 impl Service {
     /// Reads the pool's instances and nodes (at the same time: they are independent).
     pub(super) async fn observe_pool(&self, pool: &str) -> Result<Observed, ReconcileError> {
