@@ -171,3 +171,5 @@ mod tests;
 mod tests_interrupt;
 #[cfg(test)]
 mod tests_kube;
+#[cfg(test)]
+mod tests_repair;
