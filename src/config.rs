@@ -318,6 +318,8 @@ struct RawPool {
     drain_timeout: String,
     #[serde(default = "default_max_unready_share")]
     max_unready_share: f64,
+    #[serde(default = "default_repair_after")]
+    repair_after: String,
     #[serde(default)]
     subnets: BTreeMap<String, String>,
 }
@@ -348,6 +350,9 @@ fn default_drain_timeout() -> String {
 }
 fn default_max_unready_share() -> f64 {
     0.45
+}
+fn default_repair_after() -> String {
+    "10m".into()
 }
 
 // === validated settings ===
@@ -566,8 +571,18 @@ pub struct PoolConfig {
     pub drain_timeout: Duration,
     /// Above this share of NotReady nodes, no scale-down.
     pub max_unready_share: f64,
+    /// A node NotReady this long is replaced (node repair); `None` (`"off"`) turns it off.
+    #[serde(serialize_with = "as_humantime_or_off")]
+    pub repair_after: Option<Duration>,
     /// Zone → subnet.
     pub subnets: BTreeMap<String, String>,
+}
+
+fn as_humantime_or_off<S: Serializer>(d: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => as_humantime(d, serializer),
+        None => serializer.serialize_str("off"),
+    }
 }
 
 fn as_humantime<S: Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -610,6 +625,7 @@ impl Config {
             join_timeout: p.join_timeout,
             drain_timeout: p.drain_timeout,
             max_unready_share: p.max_unready_share,
+            repair_after: p.repair_after,
         })
     }
 
@@ -990,6 +1006,10 @@ impl RawPool {
             join_timeout: p.duration(&key("join_timeout"), &self.join_timeout),
             drain_timeout: p.duration(&key("drain_timeout"), &self.drain_timeout),
             max_unready_share: self.max_unready_share,
+            repair_after: match self.repair_after.trim() {
+                "off" => None,
+                text => Some(p.duration(&key("repair_after"), text)),
+            },
             subnets: self.subnets,
         }
     }
@@ -1058,6 +1078,7 @@ launch_template = "lt-1"
         assert_eq!(pool.join_timeout, Duration::from_secs(600));
         assert_eq!(pool.drain_timeout, Duration::from_secs(300));
         assert_eq!(pool.max_unready_share, 0.45);
+        assert_eq!(pool.repair_after, Some(Duration::from_secs(600)));
         assert_eq!(c.timing.sweep_interval, Duration::from_secs(15));
         assert!(c.auth.bearer_token.as_ref().unwrap().accepts(b"s3cret-token"));
         assert!(c.auth.events_token.is_none(), "no notices route unless it has its own token");
@@ -1098,6 +1119,18 @@ launch_template = "lt-1"
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn repair_after_takes_a_duration_or_off() {
+        let f = Fixture::new();
+        let c = f.load(&f.toml("repair_after = \"off\""), &[]).unwrap();
+        assert_eq!(c.pools["workers"].repair_after, None);
+        assert!(c.to_redacted_toml().contains("repair_after = \"off\""));
+        let c = f.load(&f.toml("repair_after = \"20m\""), &[]).unwrap();
+        assert_eq!(c.policy("workers").unwrap().repair_after, Some(Duration::from_secs(1200)));
+        let err = f.load(&f.toml("repair_after = \"never\""), &[]).unwrap_err().to_string();
+        assert!(err.contains("pools.workers.repair_after: \"never\" is not a duration"), "{err}");
     }
 
     #[test]

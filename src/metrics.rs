@@ -148,6 +148,8 @@ pub struct Metrics {
     pub nodes_without_pool_label: Family<PoolLabels, Gauge>,
     /// The Alertmanager sync's families.
     pub alert_sync: AlertSyncMetrics,
+    /// Nodes due for node repair that hold local data: never terminated, left to a person.
+    pub repair_blocked_nodes: Family<PoolLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -233,6 +235,12 @@ impl Metrics {
             nodes_without_pool_label.clone(),
         );
         let alert_sync = AlertSyncMetrics::register(&mut registry);
+        let repair_blocked_nodes = Family::default();
+        registry.register(
+            "repair_blocked_nodes",
+            "Nodes due for node repair that hold local data and are left to a person, by pool",
+            repair_blocked_nodes.clone(),
+        );
         Metrics {
             alert_sync,
             registry,
@@ -253,6 +261,7 @@ impl Metrics {
             interruption_stranded_pods,
             cloudwatch_records,
             nodes_without_pool_label,
+            repair_blocked_nodes,
         }
     }
 
@@ -260,6 +269,7 @@ impl Metrics {
     /// increase Prometheus can see rather than the birth of a series.
     pub fn zero_pool_series<'a>(&self, pools: impl IntoIterator<Item = &'a String>) {
         for pool in pools {
+            let _ = self.repair_blocked_nodes.get_or_create(&PoolLabels { pool: pool.clone() });
             for (kind, outcomes) in [
                 ("launch", &["succeeded", "failed", "join_timeout"][..]),
                 ("drain", &["succeeded", "aborted", "superseded"][..]),

@@ -21,6 +21,8 @@ pub struct NodeSnapshot {
     pub provider_id: Option<String>,
     /// `Ready` condition is True.
     pub ready: bool,
+    /// `lastTransitionTime` of the `Ready` condition: since when it is what it is.
+    pub ready_since: Option<Timestamp>,
     /// `spec.unschedulable`.
     pub unschedulable: bool,
     /// Annotated scale-down-disabled.
@@ -62,6 +64,8 @@ pub enum NodeEvent {
     InterruptionStranded,
     /// A rebalance drain stopped at a drain blocker; the node stays cordoned with its pods.
     InterruptionHeld,
+    /// Node repair is due but the node holds local data: not terminated, a person decides.
+    RepairBlocked,
 }
 
 impl NodeEvent {
@@ -79,6 +83,7 @@ impl NodeEvent {
             NodeEvent::InterruptionNotice => "InterruptionNotice",
             NodeEvent::InterruptionStranded => "InterruptionStranded",
             NodeEvent::InterruptionHeld => "InterruptionHeld",
+            NodeEvent::RepairBlocked => "RepairBlocked",
         }
     }
 
@@ -91,6 +96,7 @@ impl NodeEvent {
                 | NodeEvent::InterruptionNotice
                 | NodeEvent::InterruptionStranded
                 | NodeEvent::InterruptionHeld
+                | NodeEvent::RepairBlocked
         )
     }
 }

@@ -179,16 +179,18 @@ fn is_not_found(e: &kube::Error) -> bool {
 }
 
 fn snapshot(node: &Node) -> NodeSnapshot {
-    let ready = node
+    let condition = node
         .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True");
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
     NodeSnapshot {
         name: node.name_any(),
         provider_id: node.spec.as_ref().and_then(|s| s.provider_id.clone()),
-        ready,
+        ready: condition.is_some_and(|c| c.status == "True"),
+        ready_since: condition
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| Timestamp::from_millis(t.0.as_millisecond().max(0) as u64)),
         unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
         scale_down_disabled: node.annotations().get(SCALE_DOWN_DISABLED).is_some_and(|v| v == "true"),
         created_at: node

@@ -3,7 +3,8 @@
 //! Rules, in order: one operation in flight per pool, except that a scale-up signal supersedes
 //! a drain that has not terminated its instance yet (the drain is undone and the scale-up
 //! decided at once); a pool below `min` is refilled; a
-//! scale-up signal outranks any scale-down signal; the step is capped by `max_step` and by
+//! scale-up signal outranks node repair (`core::repair`), which outranks a scale-down signal;
+//! a scale-up signal outranks any scale-down signal; the step is capped by `max_step` and by
 //! `max`; a scale-up waits out `scale_up_cooldown` after the last scale-up; a scale-down keeps
 //! `min` of Ready, schedulable nodes, is refused while an interruption is open or a worker has
 //! not joined, waits out `scale_down_cooldown` after any action, is refused while too many
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use super::model::{Direction, DrainOp, LaunchRequest, OperationKind, PoolPolicy, PoolState, Signal, Worker};
 use super::placement::{choose_drain_candidate, plan_launch};
+use super::repair::{RepairAction, RepairInput, RepairRefusal, assess};
 use super::time::Timestamp;
 
 /// Everything a decision depends on, all plain data.
@@ -33,6 +35,8 @@ pub struct DecideInput<'a> {
     pub workers: &'a [Worker],
     /// Instances of the pool with an open interruption record (`interrupt#<instance-id>`).
     pub interrupted: &'a [String],
+    /// Whether Kubernetes answered for `workers` (node repair needs it).
+    pub cluster_seen: bool,
     /// Limits and timings.
     pub policy: &'a PoolPolicy,
     /// The current time.
@@ -134,6 +138,18 @@ pub enum Reason {
         /// Counts of reasons.
         summary: String,
     },
+    /// Node repair launches the replacement of a node NotReady for `repair_after`.
+    RepairLaunch {
+        /// The NotReady node.
+        node: String,
+    },
+    /// Node repair drains and terminates a NotReady node (replaced, or the pool is at max).
+    RepairDrain {
+        /// The NotReady node.
+        node: String,
+    },
+    /// Node repair is due but held; no signal is active.
+    RepairHeld(RepairRefusal),
 }
 
 impl Reason {
@@ -154,6 +170,9 @@ impl Reason {
             Reason::InterruptionOpen { .. } => "interruption_open",
             Reason::WorkerJoining { .. } => "worker_joining",
             Reason::NoDrainCandidate { .. } => "no_drain_candidate",
+            Reason::RepairLaunch { .. } => "repair_launch",
+            Reason::RepairDrain { .. } => "repair_drain",
+            Reason::RepairHeld(refusal) => refusal.label(),
         }
     }
 }
@@ -196,6 +215,11 @@ impl fmt::Display for Reason {
             Reason::NoDrainCandidate { summary } => {
                 write!(f, "scale-down wanted but no node may go ({summary})")
             }
+            Reason::RepairLaunch { node } => {
+                write!(f, "node repair: launch the replacement of NotReady {node}")
+            }
+            Reason::RepairDrain { node } => write!(f, "node repair: drain and terminate NotReady {node}"),
+            Reason::RepairHeld(refusal) => write!(f, "{refusal}"),
         }
     }
 }
@@ -217,7 +241,7 @@ impl Decision {
 
 /// Decides what the pool should do now. Pure: same input, same decision.
 pub fn decide(input: DecideInput<'_>) -> Decision {
-    let DecideInput { signals, state, workers, policy, interrupted, now } = input;
+    let DecideInput { signals, state, workers, policy, interrupted, cluster_seen, now } = input;
     let backoffs: Vec<_> = state.live_backoffs(now).cloned().collect();
     let strongest_up = signals
         .iter()
@@ -252,13 +276,25 @@ pub fn decide(input: DecideInput<'_>) -> Decision {
     if let Some(signal) = strongest_up {
         return decide_up(signal, state, workers, policy, &backoffs, now);
     }
+    let repair = assess(RepairInput { workers, interrupted, cluster_seen, policy, backoffs: &backoffs, now });
+    let repair = match repair {
+        Some(RepairAction::Launch { node, requests }) => {
+            return Decision { plan: Plan::Launch(requests), reason: Reason::RepairLaunch { node } };
+        }
+        Some(RepairAction::Drain(drain)) => {
+            let node = drain.node.clone();
+            return Decision { plan: Plan::Drain(drain), reason: Reason::RepairDrain { node } };
+        }
+        Some(RepairAction::Refused(refusal)) => Some(refusal),
+        None => None,
+    };
     match signals
         .iter()
         .filter(|s| s.direction == Direction::Down)
         .min_by(|a, b| a.fingerprint.cmp(&b.fingerprint))
     {
         Some(signal) => decide_down(signal, state, workers, interrupted, policy, now),
-        None => Decision::hold(Reason::NoSignal),
+        None => Decision::hold(repair.map_or(Reason::NoSignal, Reason::RepairHeld)),
     }
 }
 
@@ -377,7 +413,15 @@ mod tests {
             .collect()
     }
     fn run(signals: &[Signal], state: &PoolState, workers: &[Worker], policy: &PoolPolicy) -> Decision {
-        decide(DecideInput { signals, state, workers, policy, interrupted: &[], now: NOW })
+        decide(DecideInput {
+            signals,
+            state,
+            workers,
+            policy,
+            interrupted: &[],
+            cluster_seen: true,
+            now: NOW,
+        })
     }
     fn launched(d: &Decision) -> u32 {
         match &d.plan {
@@ -476,6 +520,7 @@ mod tests {
                     node: "node-i-0".into(),
                     az: "a".into(),
                     phase,
+                    repair: false,
                 }),
                 reason: "r".into(),
                 started_at: NOW,
@@ -627,6 +672,7 @@ mod tests {
             workers: pool,
             policy: &p,
             interrupted: &interrupted,
+            cluster_seen: true,
             now: NOW,
         };
         let d = decide(input(&pool));
@@ -726,5 +772,34 @@ mod tests {
         labels.dedup();
         assert_eq!(labels.len(), reasons.len());
         assert!(reasons.iter().all(|r| !r.to_string().is_empty()));
+    }
+
+    #[test]
+    fn node_repair_comes_after_a_scale_up_and_before_a_scale_down() {
+        let mut pool = workers(2);
+        pool.push(worker("i-dead").node().not_ready_since(0).build());
+        let d = run(&[down()], &PoolState::default(), &pool, &policy());
+        assert_eq!(d.reason, Reason::RepairLaunch { node: "node-i-dead".into() });
+        assert_eq!((launched(&d), d.reason.label()), (1, "repair_launch"));
+        let d = run(&[up(1)], &PoolState::default(), &pool, &policy());
+        assert_eq!(d.reason.label(), "scale_up_signal");
+        pool.push(worker("i-new").launched(1).node().build());
+        let d = run(&[], &PoolState::default(), &pool, &policy());
+        assert_eq!(d.reason, Reason::RepairDrain { node: "node-i-dead".into() });
+        assert_eq!(d.reason.label(), "repair_drain");
+        assert!(matches!(d.plan, Plan::Drain(DrainOp { repair: true, .. })));
+    }
+
+    #[test]
+    fn a_held_repair_is_the_reason_when_no_signal_is_active() {
+        let pool = vec![
+            worker("i-0").node().build(),
+            worker("i-1").node().not_ready_since(0).build(),
+            worker("i-2").node().not_ready_since(0).build(),
+        ];
+        let d = run(&[], &PoolState::default(), &pool, &policy());
+        assert_eq!(d.plan, Plan::Hold);
+        assert_eq!(d.reason.label(), "repair_too_many_unready");
+        assert!(d.reason.to_string().contains("2 of 3 nodes"), "{}", d.reason);
     }
 }

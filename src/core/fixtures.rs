@@ -19,6 +19,7 @@ pub fn policy() -> PoolPolicy {
         join_timeout: Duration::from_secs(600),
         drain_timeout: Duration::from_secs(300),
         max_unready_share: 0.45,
+        repair_after: Some(Duration::from_secs(600)),
     }
 }
 
@@ -63,6 +64,16 @@ impl WorkerBuilder {
     }
     pub fn not_ready(mut self) -> Self {
         self.node_mut().ready = false;
+        self
+    }
+    /// NotReady since `millis`.
+    pub fn not_ready_since(mut self, millis: u64) -> Self {
+        self.node_mut().ready = false;
+        self.node_mut().not_ready_since = Some(Timestamp::from_millis(millis));
+        self
+    }
+    pub fn local_data(mut self) -> Self {
+        self.node_mut().holds_local_data = true;
         self
     }
     pub fn cordoned(mut self) -> Self {

@@ -8,6 +8,7 @@ pub mod ec2_event;
 pub mod interruption;
 pub mod model;
 pub mod placement;
+pub mod repair;
 pub mod sync;
 pub mod text;
 pub mod time;

@@ -115,6 +115,12 @@ pub struct NodeView {
     pub evictable_pods: usize,
     /// Why this node may not be drained; empty when it is a candidate.
     pub blockers: Vec<String>,
+    /// When the `Ready` condition last changed, while it is not True: how long the node has
+    /// been NotReady (node repair).
+    pub not_ready_since: Option<Timestamp>,
+    /// A pod on the node keeps data there (local storage or a node-local PersistentVolume):
+    /// node repair never terminates such a node.
+    pub holds_local_data: bool,
 }
 
 /// An operation that changes the pool and takes time; at most one per pool is in flight.
@@ -225,6 +231,10 @@ pub struct DrainOp {
     /// How far the drain has come.
     #[serde(default)]
     pub phase: DrainPhase,
+    /// A node repair drain of a NotReady node: its pods cannot confirm termination, so at
+    /// the deadline the instance is terminated (no local data) instead of the drain aborted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repair: bool,
 }
 
 /// Where a drain stands; each step is idempotent, so a resumed drain repeats the last one.
@@ -336,6 +346,8 @@ pub struct PoolPolicy {
     pub join_timeout: Duration,
     /// Time a drain may take before it is aborted.
     pub drain_timeout: Duration,
-    /// Above this share of NotReady nodes, no scale-down.
+    /// Above this share of NotReady nodes, no scale-down and no node repair.
     pub max_unready_share: f64,
+    /// A node NotReady this long is replaced (node repair); `None` turns repair off.
+    pub repair_after: Option<Duration>,
 }

@@ -114,6 +114,7 @@ pub fn choose_drain_candidate(workers: &[Worker]) -> Result<DrainOp, NoCandidate
             node: w.node.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
             az: w.az.clone(),
             phase: DrainPhase::Started,
+            repair: false,
         })
         .ok_or(NoCandidate { passed_over })
 }
@@ -290,6 +291,7 @@ mod tests {
             node: "node-i-5".into(),
             az: "a".into(),
             phase: DrainPhase::Started,
+            repair: false,
         };
         assert_eq!(picked, expected);
     }

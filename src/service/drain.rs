@@ -13,6 +13,7 @@ use crate::core::drainability::{Blocker, pod_blocker};
 use crate::core::model::{
     Direction, DrainOp, DrainPhase, LastScale, Operation, OperationKind, PoolPolicy, PoolState,
 };
+use crate::core::repair::holds_local_data;
 
 impl Service {
     /// One step of the drain in `state.op`.
@@ -31,9 +32,15 @@ impl Service {
         };
         let now = self.now();
         let committed = matches!(drain.phase, DrainPhase::Terminating | DrainPhase::Terminated);
+        // A repair drain's pods cannot confirm termination on a NotReady node (service::repair).
+        let mut repair_expired = false;
         if !committed && now >= op.deadline {
-            let why = format!("not empty after {}", humantime::format_duration(policy.drain_timeout));
-            return self.abort_drain(policy, lease, state, &op, &drain, cluster.as_ref(), why).await;
+            repair_expired =
+                drain.repair && self.repair_may_terminate(policy, cluster.as_ref(), &drain).await?;
+            if !repair_expired {
+                let why = format!("not empty after {}", humantime::format_duration(policy.drain_timeout));
+                return self.abort_drain(policy, lease, state, &op, &drain, cluster.as_ref(), why).await;
+            }
         }
         // What the drain found out on the way, for the outcome record.
         let mut vanished = false;
@@ -65,15 +72,19 @@ impl Service {
             let to_move: Vec<_> = pods.iter().filter(|p| p.must_move()).collect();
             // A pod that must not be evicted may have arrived since the decision: give up
             // rather than lose it. PDB refusals are waited out instead.
-            if let Some((pod, blocker)) = to_move
-                .iter()
-                .filter_map(|p| pod_blocker(p).map(|b| (p, b)))
-                .find(|(_, b)| *b != Blocker::PdbAllowsNoDisruption)
+            // A repair drain stops only for local data: the other pods are not running anyway.
+            if let Some((pod, blocker)) =
+                to_move.iter().filter_map(|p| pod_blocker(p).map(|b| (p, b))).find(|(p, b)| {
+                    match drain.repair {
+                        true => holds_local_data(std::slice::from_ref(p)),
+                        false => *b != Blocker::PdbAllowsNoDisruption,
+                    }
+                })
             {
                 let why = format!("{}/{}: {blocker}", pod.namespace, pod.name);
                 return self.abort_drain(policy, lease, state, &op, &drain, cluster.as_ref(), why).await;
             }
-            if !to_move.is_empty() {
+            if !to_move.is_empty() && !repair_expired {
                 // The pod list may have taken long: evict only while the lease is still ours.
                 self.fence(lease, "evictions").await?;
                 let mut blocked = Vec::new();
@@ -87,9 +98,13 @@ impl Service {
                 self.save_state(lease, &state, None, LeaseAction::Release).await?;
                 return Ok(());
             }
-            cluster
-                .node_event(&drain.node, NodeEvent::DrainCompleted, "only DaemonSet and mirror pods remain")
-                .await;
+            let completed = match repair_expired {
+                true => {
+                    "NotReady past drain_timeout with no local data: its pods are not running; terminating"
+                }
+                false => "only DaemonSet and mirror pods remain",
+            };
+            cluster.node_event(&drain.node, NodeEvent::DrainCompleted, completed).await;
         }
         if matches!(drain.phase, DrainPhase::Started | DrainPhase::Evicting) {
             // Written ahead (and fenced): from here on the drain is never aborted as "nothing

@@ -9,6 +9,7 @@ mod interrupt_steps;
 mod launch;
 mod pending;
 mod reconcile;
+mod repair;
 mod snapshot;
 mod supersede;
 mod sweeper;
@@ -65,6 +66,8 @@ struct Inner {
     /// The last hold reason audited per pool, so a hold is recorded when it changes, not on
     /// every sweep.
     audited_holds: Mutex<HashMap<String, String>>,
+    /// Nodes reported as holding node repair back, per pool.
+    repair_reported: repair::RepairReported,
     /// When each pool's instances were last listed (see `reconcile::QUIET_REFRESH`).
     full_observations: Mutex<HashMap<String, crate::core::time::Timestamp>>,
     shutdown: watch::Sender<bool>,
@@ -90,6 +93,7 @@ impl Service {
                 recent_signals: Mutex::new(intake::RecentSignals::default()),
                 pending: pending::PendingWrites::default(),
                 audited_holds: Mutex::new(HashMap::new()),
+                repair_reported: Mutex::new(HashMap::new()),
                 full_observations: Mutex::new(HashMap::new()),
                 shutdown,
                 alert_sync: watch::Sender::new(SyncStatus::default()),
@@ -172,3 +176,5 @@ mod tests;
 mod tests_interrupt;
 #[cfg(test)]
 mod tests_kube;
+#[cfg(test)]
+mod tests_repair;

@@ -137,7 +137,11 @@ impl Service {
         let signals = pending::merge(signals?, &durable);
         let considering_scale_down = signals.iter().any(|s| s.direction == Direction::Down)
             && !signals.iter().any(|s| s.direction == Direction::Up);
-        let snapshot = self.snapshot(pool, observed?, considering_scale_down).await?;
+        let observed = observed?;
+        // Node repair needs the same facts as a scale-down: pods and interruptions.
+        let repair_watch = policy.repair_after.is_some() && observed.any_not_ready();
+        let considering_scale_down = considering_scale_down || repair_watch;
+        let snapshot = self.snapshot(pool, observed, considering_scale_down).await?;
         self.note_observed(pool, now);
         // Cleanup waits while an operation is in flight (its instances are its own to handle).
         if record.state.op.is_none() && self.clean_up_never_joined(&policy, &snapshot).await {
@@ -152,8 +156,11 @@ impl Service {
             workers: &snapshot.workers,
             policy: &policy,
             interrupted: &interrupted,
+            cluster_seen: snapshot.cluster_seen,
             now,
         });
+        self.report_repair_blocked(&policy, &snapshot.workers, &interrupted, snapshot.cluster_seen, now)
+            .await;
         self.log_decision(pool, &decision);
         let (kind, deadline) = match decision.plan.clone() {
             Plan::Hold => {
@@ -454,7 +461,7 @@ impl Service {
         let lasting = matches!(
             decision.reason.label(),
             "no_drain_candidate" | "unhealthy" | "at_max" | "at_min" | "no_capacity"
-        );
+        ) || matches!(decision.reason, Reason::RepairHeld(_));
         if !lasting {
             if let Ok(mut audited) = self.inner.audited_holds.lock() {
                 audited.remove(pool);

@@ -10,6 +10,7 @@ use crate::adapters::cluster::NodeSnapshot;
 use crate::adapters::compute::InstanceState;
 use crate::core::drainability::{Blocker, node_blockers};
 use crate::core::model::{NodeView, Worker};
+use crate::core::repair::holds_local_data;
 use crate::metrics::UnremovableLabels;
 
 /// Instances, their nodes, and the workers built from both.
@@ -29,6 +30,13 @@ pub(super) struct Observed {
     instances: Vec<ManagedInstance>,
     /// `None` when Kubernetes is not configured.
     nodes: Option<Vec<NodeSnapshot>>,
+}
+
+impl Observed {
+    /// Whether a node of the pool is NotReady (node repair then needs pod facts).
+    pub(super) fn any_not_ready(&self) -> bool {
+        self.nodes.as_ref().is_some_and(|nodes| nodes.iter().any(|n| !n.ready))
+    }
 }
 
 impl Service {
@@ -80,6 +88,8 @@ impl Service {
                         cordoned: node.unschedulable,
                         evictable_pods: node_pods.iter().filter(|p| p.must_move()).count(),
                         blockers: blockers.iter().map(ToString::to_string).collect(),
+                        not_ready_since: node.ready_since.filter(|_| !node.ready),
+                        holds_local_data: holds_local_data(node_pods),
                     }
                 });
                 worker(instance, view)

@@ -264,15 +264,7 @@ async fn a_pod_on_a_k3s_local_path_volume_keeps_its_node() {
     let world = World::new("localpath", |c| c.min = 1).await;
     let seeded = seed(&world, &[1, 1]).await;
     let (db_node, other) = (node_name(&seeded[0].0), node_name(&seeded[1].0));
-    world.kube.add_local_path_pv("shop", "data-db-0", &db_node);
-    world.kube.add_pod(
-        pod("shop", "db-0")
-            .on_node(&db_node)
-            .owned_by("StatefulSet", "db")
-            .local_pv_claim("data-db-0")
-            .grace_period(0)
-            .build(),
-    );
+    world.kube.add_local_path_db(&db_node);
     // The other node holds a bare pod: the db node is the only one that could go.
     world.kube.add_pod(pod("shop", "bare").on_node(&other).build());
     let service = world.service().await;

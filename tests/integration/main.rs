@@ -20,6 +20,7 @@ mod kube_api_semantics;
 mod kube_cache;
 mod pipeline_e2e;
 mod pool_rules;
+mod repair;
 mod signals;
 mod spot_fallback;
 mod stack;

@@ -233,6 +233,20 @@ impl FakeKube {
         }));
     }
 
+    /// A StatefulSet pod `shop/db-0` on `node` with its data on a `local-path` volume
+    /// (claim `data-db-0`, see [`Self::add_local_path_pv`]).
+    pub fn add_local_path_db(&self, node: &str) {
+        self.add_local_path_pv("shop", "data-db-0", node);
+        self.add_pod(
+            builders::pod("shop", "db-0")
+                .on_node(node)
+                .owned_by("StatefulSet", "db")
+                .local_pv_claim("data-db-0")
+                .grace_period(0)
+                .build(),
+        );
+    }
+
     /// A claim `ns/claim` of K3s's default `local-path` StorageClass, bound to the volume
     /// rancher/local-path-provisioner creates for it on `node`: a `hostPath` PV (not `local`)
     /// pinned by a required node affinity on `kubernetes.io/hostname`, as its provisioner.go
