@@ -298,11 +298,11 @@ shorten_semantics() {
   # factor 1 changes nothing but the header line
   diff <(scripts/shorten-rules.sh 1 <"$s" | tail -n +2) "$s" || return 1
   diff <(scripts/shorten-rules.sh 1 <"$o" | tail -n +2) "$o" || return 1
-  # factor 10: for 5m -> 30s, 3m -> 18s, 10m -> 1m; rate window 2m -> 30s floor;
+  # factor 10: for 1m -> 6s, 3m -> 18s, 10m -> 1m; rate windows 1m and 2m -> 30s floor;
   # subquery [30m:1m] -> [3m:6s]; the weekly offset stays
   scripts/shorten-rules.sh 10 <"$s" >"$tmp/s10" || return 1
-  if ! { grep -q '^        for: 30s$' "$tmp/s10" && grep -q '^        for: 18s$' "$tmp/s10" &&
-    grep -q '^        for: 1m$' "$tmp/s10" && grep -q '\[30s\]' "$tmp/s10"; }; then
+  if ! { grep -q '^        for: 6s$' "$tmp/s10" && grep -q '^        for: 18s$' "$tmp/s10" &&
+    grep -q '^        for: 1m$' "$tmp/s10" && [[ $(grep -c '\[30s\]' "$tmp/s10") -eq 2 ]]; }; then
     cat "$tmp/s10"
     return 1
   fi
@@ -311,9 +311,9 @@ shorten_semantics() {
     cat "$tmp/o10"
     return 1
   fi
-  # mapping: only the listed durations change
-  scripts/shorten-rules.sh 5m=1m <"$s" >"$tmp/m" || return 1
-  if ! { [[ $(diff "$s" "$tmp/m" | grep -c '^>') -eq 2 ]] && grep -q '^        for: 1m$' "$tmp/m"; }; then
+  # mapping: only the listed durations change (the header line and the one `for: 3m`)
+  scripts/shorten-rules.sh 3m=1m <"$s" >"$tmp/m" || return 1
+  if ! { [[ $(diff "$s" "$tmp/m" | grep -c '^>') -eq 2 ]] && ! grep -q '^        for: 3m$' "$tmp/m"; }; then
     diff "$s" "$tmp/m"
     return 1
   fi
