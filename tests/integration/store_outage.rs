@@ -11,8 +11,13 @@ async fn store_outage_answers_503_then_the_retry_succeeds() {
     let service = world.service().await;
     world.proxy.dynamodb_down(true);
     assert_eq!(service.post(&scale_up("fp-outage")).await, 503);
-    let ready = reqwest::get(format!("{}/readyz", service.url)).await.unwrap().status().as_u16();
-    assert_eq!(ready, 503, "not ready while the store is down");
+    // Readiness comes from a background check (every `server.readiness_interval`, 5 s), not
+    // from a store call per probe: not ready from the next check on.
+    eventually("not ready while the store is down", Duration::from_secs(10), || async {
+        let ready = reqwest::get(format!("{}/readyz", service.url)).await.ok()?.status().as_u16();
+        (ready == 503).then_some(())
+    })
+    .await;
     // The sweeps keep trying and fail on the store: the positive sign that the service looked
     // again while it was down.
     eventually("a reconcile failing on the store", Duration::from_secs(10), || async {
