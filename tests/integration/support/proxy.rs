@@ -4,7 +4,10 @@
 //! and plays EC2's DescribeSpotInstanceRequests answer for instances EC2 marked for
 //! interruption (moto creates no spot request for a RunInstances spot launch). It also keeps
 //! EC2's idempotency contract, which moto lacks: a RunInstances whose ClientToken already
-//! launched answers with the first answer and launches nothing new.
+//! launched answers with the first answer and launches nothing new. And DynamoDB's: a
+//! conditional write is atomic, which moto's threaded server is not (three concurrent
+//! conditional UpdateItems on one item can all pass their condition there), so the proxy
+//! sends DynamoDB writes to moto one at a time.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +57,8 @@ pub struct Proxy {
     /// ClientToken → the first successful RunInstances answer (a lock per token, so a repeat
     /// that arrives while the first is at moto waits for it, as EC2 does).
     client_tokens: Arc<Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<Option<StoredAnswer>>>>>>,
+    /// Held while a DynamoDB write is at moto: conditional writes are atomic, as in DynamoDB.
+    dynamodb_writes: Arc<tokio::sync::Mutex<()>>,
     calls: Arc<Mutex<Vec<(String, std::time::SystemTime)>>>,
     timings: Arc<Mutex<Vec<CallTiming>>>,
     upstream: String,
@@ -70,6 +75,7 @@ impl Proxy {
         let proxy = Proxy {
             faults: Arc::default(),
             client_tokens: Arc::default(),
+            dynamodb_writes: Arc::default(),
             calls: Arc::default(),
             timings: Arc::default(),
             upstream: upstream.to_string(),
@@ -202,6 +208,15 @@ async fn forward(
     if run_fault == Some(RunInstancesFault::NeverArrives) {
         return std::future::pending().await;
     }
+    let dynamodb_write = is_dynamodb
+        && matches!(
+            api.as_str(),
+            "PutItem" | "UpdateItem" | "DeleteItem" | "BatchWriteItem" | "TransactWriteItems"
+        );
+    let _atomic = match dynamodb_write {
+        true => Some(proxy.dynamodb_writes.clone().lock_owned().await),
+        false => None,
+    };
     let token = (api == "RunInstances").then(|| client_token(&body)).flatten();
     let slot = token.map(|t| proxy.client_tokens.lock().unwrap().entry(t).or_default().clone());
     let mut guard = match &slot {
