@@ -42,8 +42,8 @@ fn daemon_pod(node: &str) -> k8s_openapi::api::core::v1::Pod {
 
 /// Two replicas on every seeded node under one budget of one disruption: after the first
 /// eviction the budget is spent, and nothing recreates the pod, so a drain waits on a 429.
-fn db_pairs_under_one_budget(world: &World, seeded: &[(String, String)]) {
-    for (id, _) in seeded {
+pub(crate) fn db_pairs_under_one_budget<'a>(world: &World, instances: impl IntoIterator<Item = &'a String>) {
+    for id in instances {
         for i in 0..2 {
             world.kube.add_pod(
                 pod("shop", &format!("db-{i}-{id}"))
@@ -150,7 +150,7 @@ async fn pdb_that_never_allows_disruption_aborts_at_the_timeout_and_terminates_n
     })
     .await;
     let seeded = seed(&world, &[1, 1]).await;
-    db_pairs_under_one_budget(&world, &seeded);
+    db_pairs_under_one_budget(&world, seeded.iter().map(|(id, _)| id));
     let service = world.service().await;
     assert_eq!(service.post(&scale_down()).await, 200);
     let chosen = eventually("a node cordoned", Duration::from_secs(10), || async {
@@ -380,7 +380,7 @@ async fn a_node_deleted_while_its_drain_waits_on_a_pdb_frees_the_pool_within_a_s
     })
     .await;
     let seeded = seed(&world, &[1, 1]).await;
-    db_pairs_under_one_budget(&world, &seeded);
+    db_pairs_under_one_budget(&world, seeded.iter().map(|(id, _)| id));
     let service = world.service().await;
     assert_eq!(service.post(&scale_down()).await, 200);
     let chosen = eventually("the drain held by the PDB", Duration::from_secs(10), || async {

@@ -92,20 +92,7 @@ async fn a_scale_up_supersedes_a_drain_held_by_a_pdb_and_launches_at_once() {
     .await;
     // Two replicas per node under a budget of one disruption: after the first eviction the
     // budget is spent and nothing recreates the pod, so the drain stays in `evicting`.
-    for id in &seeded {
-        for i in 0..2 {
-            world.kube.add_pod(
-                pod("shop", &format!("db-{i}-{id}"))
-                    .on_node(&node_name(id))
-                    .owned_by("ReplicaSet", "db")
-                    .label("app", "db")
-                    .grace_period(0)
-                    .build(),
-            );
-        }
-    }
-    world.kube.set_replicas("shop", "ReplicaSet", "db", 4);
-    world.kube.add_pdb(pdb("shop", "db", &[("app", "db")], Budget::MaxUnavailable(1)));
+    crate::drain::db_pairs_under_one_budget(&world, &seeded);
     let service = world.service().await;
     assert_eq!(service.post(&scale_down()).await, 200);
     let chosen = eventually("a drain held by the PDB", Duration::from_secs(10), || async {
