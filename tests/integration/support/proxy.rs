@@ -50,13 +50,16 @@ pub struct CallTiming {
 /// One RunInstances answer, kept per ClientToken.
 type StoredAnswer = (u16, Vec<(String, Vec<u8>)>, Bytes);
 
+/// One ClientToken's slot: locked while its first request is at moto.
+type TokenSlot = Arc<tokio::sync::Mutex<Option<StoredAnswer>>>;
+
 /// Shared proxy state.
 #[derive(Clone)]
 pub struct Proxy {
     faults: Arc<Faults>,
     /// ClientToken → the first successful RunInstances answer (a lock per token, so a repeat
     /// that arrives while the first is at moto waits for it, as EC2 does).
-    client_tokens: Arc<Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<Option<StoredAnswer>>>>>>,
+    client_tokens: Arc<Mutex<BTreeMap<String, TokenSlot>>>,
     /// Held while a DynamoDB write is at moto: conditional writes are atomic, as in DynamoDB.
     dynamodb_writes: Arc<tokio::sync::Mutex<()>>,
     calls: Arc<Mutex<Vec<(String, std::time::SystemTime)>>>,
