@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
 
-use crate::adapters::cluster::Cluster;
-use crate::adapters::sink::EventSink;
+use crate::adapters::cloudwatch::sink::EventSink;
+use crate::adapters::kube::cluster::Cluster;
 use crate::adapters::{Clock, Compute, StateStore};
 use crate::config::Config;
 use crate::metrics::Metrics;

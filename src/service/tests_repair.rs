@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::ReconcileOutcome;
 use super::tests::{Harness, harness_with};
 use crate::adapters::Clock;
-use crate::adapters::fakes::FakeCluster;
+use crate::adapters::kube::fake::FakeCluster;
 use crate::core::drainability::PodFacts;
 use crate::core::time::Timestamp;
 use crate::metrics::PoolLabels;
