@@ -172,9 +172,3 @@ fn hostname() -> String {
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_interrupt;
-#[cfg(test)]
-mod tests_kube;
-#[cfg(test)]
-mod tests_repair;

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::tests::{Harness, harness_with};
+use super::{Harness, harness_with};
 use crate::adapters::ec2::compute::InstanceState;
 use crate::adapters::kube::cluster::Cluster;
 use crate::adapters::kube::fake::FakeCluster;

@@ -1,5 +1,9 @@
 //! Service behaviour on the test doubles: intake, the launch path, resume and contention.
 
+mod interrupt;
+mod kube;
+mod repair;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
