@@ -10,18 +10,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::Service;
-use crate::adapters::AuditEvent;
+use super::audit::Audit;
+use super::triggers::Triggers;
 use crate::adapters::alertmanager::{AlertSource, SilenceInfo};
+use crate::adapters::{AuditEvent, Clock, StateStore};
+use crate::config::Config;
 use crate::core::sync::{MutedAlert, ReplicaAnswer, SyncInput, SyncMode, SyncPlan, plan_sync};
 use crate::core::time::Timestamp;
-use crate::metrics::SyncChangeLabels;
+use crate::metrics::{Metrics, SyncChangeLabels};
 
 /// What the last sync saw; `/readyz` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -65,10 +68,52 @@ pub(super) const UNCHANGED_REFRESH: std::time::Duration = std::time::Duration::f
 /// The sync's published status (the one piece of it the rest of the service reads).
 pub(super) type StatusHandle = watch::Sender<SyncStatus>;
 
+/// The settings the sync reads.
+pub(super) struct SyncSettings {
+    pools: BTreeSet<String>,
+    default_pool: String,
+    sync_interval: Duration,
+    signal_ttl: Duration,
+    dry_run: bool,
+}
+
+impl SyncSettings {
+    /// The sync's part of the configuration.
+    pub(super) fn of(config: &Config) -> Self {
+        SyncSettings {
+            pools: config.pools.keys().cloned().collect(),
+            default_pool: config.default_pool.clone(),
+            sync_interval: config.alertmanager.sync_interval,
+            signal_ttl: config.timing.signal_ttl,
+            dry_run: config.dry_run,
+        }
+    }
+}
+
+/// The edges the sync is started with.
+pub(super) struct SyncEdges {
+    /// Alertmanager's replicas.
+    pub source: Arc<dyn AlertSource>,
+    /// Where the signals are.
+    pub store: Arc<dyn StateStore>,
+    /// Now.
+    pub clock: Arc<dyn Clock>,
+    /// Pause and resume records.
+    pub audit: Audit,
+    /// The sync's metric families.
+    pub metrics: Arc<Metrics>,
+    /// Wakes the pools whose signals changed.
+    pub triggers: Triggers,
+    /// Where the status is published.
+    pub status: StatusHandle,
+    /// Stops the loop.
+    pub shutdown: watch::Receiver<bool>,
+}
+
 /// The sync loop and the state only it keeps.
 pub(super) struct AlertSync {
-    service: Service,
-    source: Arc<dyn AlertSource>,
+    settings: SyncSettings,
+    edges: SyncEdges,
     /// Last published status: a change of mode, pause or replica is logged once.
     last: SyncStatus,
     /// Last contract problems logged, so a broken rule is reported once, not every sweep.
@@ -78,14 +123,14 @@ pub(super) struct AlertSync {
 }
 
 impl AlertSync {
-    pub(super) fn new(service: Service, source: Arc<dyn AlertSource>) -> Self {
-        AlertSync { service, source, last: SyncStatus::default(), last_invalid: Vec::new(), settled: None }
+    pub(super) fn new(settings: SyncSettings, edges: SyncEdges) -> Self {
+        AlertSync { settings, edges, last: SyncStatus::default(), last_invalid: Vec::new(), settled: None }
     }
 
     /// Syncs every `sync_interval` until shutdown.
     pub(super) async fn run(mut self) {
-        let mut shutdown = self.service.shutdown_signal();
-        let mut ticks = tokio::time::interval(self.service.config().alertmanager.sync_interval);
+        let mut shutdown = self.edges.shutdown.clone();
+        let mut ticks = tokio::time::interval(self.settings.sync_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -99,9 +144,9 @@ impl AlertSync {
     /// One sync: `None` when the replicas answer as at the last full sync (within
     /// [`UNCHANGED_REFRESH`]) or the stored signals cannot be read; otherwise a full sync.
     pub(super) async fn sync_once(&mut self) -> Option<SyncPlan> {
-        let now = self.service.now();
+        let now = self.edges.clock.now();
         if let Some((answers, at)) = &self.settled {
-            if now.since(*at) < UNCHANGED_REFRESH && &self.source.alerts().await == answers {
+            if now.since(*at) < UNCHANGED_REFRESH && &self.edges.source.alerts().await == answers {
                 return None;
             }
         }
@@ -110,11 +155,9 @@ impl AlertSync {
 
     /// Reads the stored signals, then every replica, then applies the truth rule.
     async fn full_sync(&mut self, now: Timestamp) -> Option<SyncPlan> {
-        let service = &self.service;
-        let config = service.config();
-        let store = &service.inner.edges.store;
+        let store = &self.edges.store;
         // Stored signals first: see `core::sync` for why the order matters.
-        let reads = join_all(config.pools.keys().map(|pool| store.active_signals(pool, now))).await;
+        let reads = join_all(self.settings.pools.iter().map(|pool| store.active_signals(pool, now))).await;
         let mut stored = Vec::new();
         for read in reads {
             match read {
@@ -125,13 +168,12 @@ impl AlertSync {
                 }
             }
         }
-        let answers = self.source.alerts().await;
-        let pools: BTreeSet<String> = config.pools.keys().cloned().collect();
+        let answers = self.edges.source.alerts().await;
         let plan = plan_sync(SyncInput {
             stored: &stored,
             answers: &answers,
-            default_pool: &config.default_pool,
-            pools: &pools,
+            default_pool: &self.settings.default_pool,
+            pools: &self.settings.pools,
         });
         let applied = self.apply(&plan, now).await;
         self.report(&plan, &answers).await;
@@ -142,9 +184,8 @@ impl AlertSync {
     /// Removes and adds the plan's signals, then triggers the pools touched; false when a
     /// write failed (the next sweep syncs in full again).
     async fn apply(&self, plan: &SyncPlan, now: Timestamp) -> bool {
-        let service = &self.service;
-        let store = &service.inner.edges.store;
-        let metrics = &service.inner.metrics.alert_sync;
+        let store = &self.edges.store;
+        let metrics = &self.edges.metrics.alert_sync;
         let mut touched = BTreeSet::new();
         let mut applied = true;
         for signal in &plan.remove {
@@ -170,7 +211,7 @@ impl AlertSync {
                 }
             }
         }
-        let expires_at = now.plus(service.config().timing.signal_ttl);
+        let expires_at = now.plus(self.settings.signal_ttl);
         for signal in &plan.add {
             match store.put_signal(signal, expires_at).await {
                 Ok(()) => {
@@ -191,14 +232,14 @@ impl AlertSync {
             }
         }
         for pool in touched {
-            service.trigger(&pool);
+            self.edges.triggers.pool(&pool);
         }
         applied
     }
 
     /// Publishes the new status; logs, exports and audits what changed.
     async fn report(&mut self, plan: &SyncPlan, answers: &[ReplicaAnswer]) {
-        let metrics = &self.service.inner.metrics.alert_sync;
+        let metrics = &self.edges.metrics.alert_sync;
         let unreachable: Vec<String> = answers.iter().filter_map(|a| a.as_ref().err().cloned()).collect();
         let answered = answers.len() - unreachable.len();
         metrics.replicas_up.set(answered as i64);
@@ -222,25 +263,24 @@ impl AlertSync {
             }
             self.last_invalid = plan.invalid.clone();
         }
-        let config = self.service.config();
-        metrics.set_paused(config.pools.keys(), |pool| status.paused.contains_key(pool));
-        for pool in config.pools.keys() {
+        let pools = &self.settings.pools;
+        metrics.set_paused(pools.iter(), |pool| status.paused.contains_key(pool));
+        for pool in pools {
             let (before, after) = (self.last.paused.get(pool), status.paused.get(pool));
             if before != after {
                 self.audit_pause(pool, after, &plan.muted).await;
             }
         }
-        self.service.inner.alert_sync.send_replace(status.clone());
+        self.edges.status.send_replace(status.clone());
         self.last = status;
     }
 
     /// Records a pause (with who silenced, why and until when) or a resume.
     async fn audit_pause(&self, pool: &str, silences: Option<&BTreeSet<String>>, muted: &[MutedAlert]) {
-        let service = &self.service;
         let (action, reason_label, reason, detail) = match silences {
             Some(ids) => {
                 let ids: Vec<String> = ids.iter().cloned().collect();
-                let found: Vec<SilenceInfo> = match self.source.silences(&ids).await {
+                let found: Vec<SilenceInfo> = match self.edges.source.silences(&ids).await {
                     Ok(found) => found,
                     Err(error) => {
                         warn!(pool, %error, "cannot read the silences pausing the pool");
@@ -259,9 +299,10 @@ impl AlertSync {
             ),
         };
         info!(pool, action, reason_label, %reason, "scaling decision");
-        service
+        self.edges
+            .audit
             .record(AuditEvent {
-                at: service.now(),
+                at: self.edges.clock.now(),
                 pool: pool.to_string(),
                 kind: "decision".into(),
                 action: action.into(),
@@ -269,7 +310,7 @@ impl AlertSync {
                 reason,
                 op_id: None,
                 detail,
-                dry_run: service.config().dry_run,
+                dry_run: self.settings.dry_run,
             })
             .await;
     }
@@ -287,18 +328,6 @@ pub fn describe_silences(ids: &[String], found: &[SilenceInfo]) -> String {
         })
         .collect();
     parts.join("; ")
-}
-
-impl Service {
-    /// Starts the Alertmanager sync; it stops on [`Service::shutdown`].
-    pub fn start_alert_sync(&self, source: Arc<dyn AlertSource>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(AlertSync::new(self.clone(), source).run())
-    }
-
-    /// What the Alertmanager sync last saw.
-    pub fn alert_sync_status(&self) -> SyncStatus {
-        self.inner.alert_sync.borrow().clone()
-    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use tracing::{info, warn};
 
 use super::Service;
-use super::reconcile::ReconcileError;
+use super::outcome::ReconcileError;
 use crate::adapters::dynamodb::store::LeaseAction;
 use crate::adapters::kube::cluster::{Cluster, ClusterError, EvictOutcome, NodeEvent};
 use crate::adapters::{AuditEvent, Lease};

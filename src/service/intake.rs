@@ -1,21 +1,25 @@
 //! Webhook intake: store or remove the notification's signals, then trigger reconciles.
+//! [`Intake`] owns the recent alert states and is started with only what it needs: the
+//! store, the clock, the metrics, the signal TTL, the pools' wake-ups and the pending-writes
+//! channel the pool workers read.
 //!
 //! The answer to Alertmanager depends only on the signals being durable; scaling happens in
 //! the pool workers. Identical repeats within a short window (HA replicas, retries) are
 //! recognised in memory and cause no write at all.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use thiserror::Error;
 
-use super::Service;
-use super::pending::{SignalChange, WriteGuard};
-use crate::adapters::StoreError;
+use super::pending::{PendingWrites, SignalChange, WriteGuard};
+use super::triggers::Triggers;
+use crate::adapters::{Clock, StateStore, StoreError};
 use crate::core::alert::Notification;
 use crate::core::model::{Direction, Signal};
 use crate::core::time::Timestamp;
-use crate::metrics::AlertKindLabels;
+use crate::metrics::{AlertKindLabels, Metrics};
 
 /// Repeats of the same alert state within this window are not written again. It is far below
 /// any sensible `group_interval`, so a real change of state is never hidden by it.
@@ -50,7 +54,7 @@ enum SeenState {
 
 /// Alert states written recently, keyed by (pool, fingerprint).
 #[derive(Debug, Default)]
-pub(super) struct RecentSignals {
+struct RecentSignals {
     seen: HashMap<(String, String), (SeenState, Timestamp)>,
 }
 
@@ -78,20 +82,45 @@ fn firing_state(signal: &Signal) -> SeenState {
     SeenState::Firing { direction: signal.direction, step: signal.step, reason: signal.reason.clone() }
 }
 
-impl Service {
+/// The webhook's intake: makes signals durable and wakes the pools they concern.
+pub(super) struct Intake {
+    store: Arc<dyn StateStore>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    signal_ttl: Duration,
+    triggers: Triggers,
+    /// Signal writes in flight, read by the pool workers' reconciles.
+    pending: PendingWrites,
+    recent: Mutex<RecentSignals>,
+}
+
+impl Intake {
+    /// An intake writing signals that live `signal_ttl` and waking the pools through
+    /// `triggers`; `pending` carries its writes in flight to the pool workers.
+    pub(super) fn new(
+        store: Arc<dyn StateStore>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        signal_ttl: Duration,
+        triggers: Triggers,
+        pending: PendingWrites,
+    ) -> Self {
+        Intake { store, clock, metrics, signal_ttl, triggers, pending, recent: Mutex::default() }
+    }
+
     /// Makes the notification's signals durable and triggers the pools it touched.
     ///
     /// The pools are triggered before the writes finish: their reconciles read at the same
-    /// time and merge these writes once durable (see [`super::pending`]).
-    pub async fn accept(&self, notification: Notification) -> Result<IntakeSummary, IntakeError> {
-        let now = self.inner.edges.clock.now();
+    /// time and merge these writes once durable (see `super::pending`).
+    pub(super) async fn accept(&self, notification: Notification) -> Result<IntakeSummary, IntakeError> {
+        let now = self.clock.now();
         let mut summary = IntakeSummary { ignored: notification.ignored, ..IntakeSummary::default() };
         self.count_alerts(&notification);
         let mut writes = Vec::new();
         for signal in &notification.firing {
             let key = (signal.pool.clone(), signal.fingerprint.clone());
             if self.claim(&key, firing_state(signal), now) {
-                let guard = self.inner.pending.register(&signal.pool, SignalChange::Fire(signal.clone()));
+                let guard = self.pending.register(&signal.pool, SignalChange::Fire(signal.clone()));
                 writes.push((key, Write::Put(signal), guard));
             } else {
                 summary.duplicates += 1;
@@ -101,17 +130,17 @@ impl Service {
             let key = (resolved.pool.clone(), resolved.fingerprint.clone());
             if self.claim(&key, SeenState::Resolved, now) {
                 let change = SignalChange::Resolve(resolved.fingerprint.clone());
-                let guard = self.inner.pending.register(&resolved.pool, change);
+                let guard = self.pending.register(&resolved.pool, change);
                 writes.push((key, Write::Delete(&resolved.pool, &resolved.fingerprint), guard));
             } else {
                 summary.duplicates += 1;
             }
         }
         for pool in notification.pools() {
-            self.trigger(&pool);
+            self.triggers.pool(&pool);
         }
         self.write_all(writes, now, &mut summary).await?;
-        self.inner.metrics.last_notification.set(now.as_millis() as f64 / 1000.0);
+        self.metrics.last_notification.set(now.as_millis() as f64 / 1000.0);
         tracing::info!(
             stored = summary.stored,
             removed = summary.removed,
@@ -130,8 +159,8 @@ impl Service {
         now: Timestamp,
         summary: &mut IntakeSummary,
     ) -> Result<(), IntakeError> {
-        let store = &self.inner.edges.store;
-        let expires_at = now.plus(self.inner.config.timing.signal_ttl);
+        let store = &self.store;
+        let expires_at = now.plus(self.signal_ttl);
         let mut failure = None;
         for (key, write, guard) in writes {
             if failure.is_some() {
@@ -161,7 +190,7 @@ impl Service {
     /// skip too; a failed write gives the claim back so the retry writes.
     fn claim(&self, key: &(String, String), state: SeenState, now: Timestamp) -> bool {
         // A poisoned lock only loses the duplicate shortcut; every write still happens.
-        let Ok(mut recent) = self.inner.recent_signals.lock() else { return true };
+        let Ok(mut recent) = self.recent.lock() else { return true };
         if recent.is_duplicate(key, &state, now) {
             return false;
         }
@@ -170,7 +199,7 @@ impl Service {
     }
 
     fn unclaim(&self, key: &(String, String)) {
-        if let Ok(mut recent) = self.inner.recent_signals.lock() {
+        if let Ok(mut recent) = self.recent.lock() {
             recent.seen.remove(key);
         }
     }
@@ -178,7 +207,7 @@ impl Service {
     fn count_alerts(&self, notification: &Notification) {
         let count = |kind: &'static str, n: usize| {
             if n > 0 {
-                self.inner.metrics.alerts_received.get_or_create(&AlertKindLabels { kind }).inc_by(n as u64);
+                self.metrics.alerts_received.get_or_create(&AlertKindLabels { kind }).inc_by(n as u64);
             }
         };
         let up = notification.firing.iter().filter(|s| s.direction == Direction::Up).count();

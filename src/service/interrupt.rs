@@ -19,7 +19,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::Service;
-use super::reconcile::ReconcileError;
+use super::outcome::ReconcileError;
 use crate::adapters::kube::cluster::NodeEvent;
 use crate::adapters::{AuditEvent, ManagedInstance, StoreError};
 use crate::core::ec2_event::Ec2Event;

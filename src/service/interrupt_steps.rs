@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::Service;
 use super::interrupt::describe;
 use super::launch::run_spec;
-use super::reconcile::ReconcileError;
+use super::outcome::ReconcileError;
 use crate::adapters::ComputeError;
 use crate::adapters::kube::cluster::{EvictOutcome, NodeEvent, NodeSnapshot};
 use crate::core::drainability::PodFacts;

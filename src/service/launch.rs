@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::Service;
-use super::reconcile::{Fresh, ReconcileError};
+use super::outcome::{Fresh, ReconcileError};
 use crate::adapters::dynamodb::store::LeaseAction;
 use crate::adapters::kube::cluster::{NodeEvent, NodeSnapshot};
 use crate::adapters::{AuditEvent, ComputeError, Lease, RunSpec};

@@ -1,34 +1,52 @@
 //! Orchestration: the webhook's intake, the per-pool reconcile under the DynamoDB lease, and
 //! the sweeper that keeps in-flight operations moving.
+//!
+//! [`Service`] is the handle the HTTP layer calls; it starts the loops. The intake
+//! (`intake.rs`), the sweeper (`sweeper.rs`) and the Alertmanager sync (`alert_sync.rs`) own
+//! their state and are started with only the edges they need; what they share travels as
+//! wake-ups (`triggers.rs`), writes in flight (`pending.rs`) and records in the store. The
+//! pool worker and the interrupt worker (`workers.rs`) still run their steps as methods of
+//! `Service`.
 
 mod alert_sync;
+mod audit;
 mod drain;
 mod intake;
 mod interrupt;
 mod interrupt_steps;
 mod launch;
+mod outcome;
 mod pending;
 mod reconcile;
 mod repair;
 mod snapshot;
 mod supersede;
 mod sweeper;
+mod triggers;
+mod workers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
+use crate::adapters::alertmanager::AlertSource;
 use crate::adapters::cloudwatch::sink::EventSink;
 use crate::adapters::kube::cluster::Cluster;
 use crate::adapters::{Clock, Compute, StateStore};
 use crate::config::Config;
+use crate::core::alert::Notification;
 use crate::metrics::Metrics;
 
+use alert_sync::{AlertSync, SyncEdges, SyncSettings};
 pub use alert_sync::{SyncStatus, describe_silences};
+use audit::Audit;
+use intake::Intake;
 pub use intake::{IntakeError, IntakeSummary};
 pub use interrupt::Ec2EventSummary;
-pub use reconcile::{ReconcileError, ReconcileOutcome};
+pub use outcome::{ReconcileError, ReconcileOutcome};
+use sweeper::Sweeper;
+use triggers::Triggers;
 
 /// The outside systems the service works through.
 #[derive(Clone)]
@@ -57,11 +75,13 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Identifies this process as a lease holder.
     owner: String,
-    triggers: HashMap<String, Arc<Notify>>,
-    /// Wakes the interrupt worker (an EC2 notice arrived, or a sweep).
-    interrupt_trigger: Arc<Notify>,
-    recent_signals: Mutex<intake::RecentSignals>,
-    /// Signal writes in flight, merged by the reconciles that read meanwhile.
+    /// Wakes the pool workers and the interrupt worker.
+    triggers: Triggers,
+    /// Writes the audit trail (store and sink).
+    audit: Audit,
+    /// The webhook's intake (owns the recent alert states).
+    intake: Intake,
+    /// Signal writes in flight (the intake's), merged by the reconciles that read meanwhile.
     pending: pending::PendingWrites,
     /// The last hold reason audited per pool, so a hold is recorded when it changes, not on
     /// every sweep.
@@ -78,7 +98,17 @@ struct Inner {
 impl Service {
     /// Builds the service; call [`Service::start`] to run its background tasks.
     pub fn new(config: Config, edges: Edges, metrics: Arc<Metrics>) -> Self {
-        let triggers = config.pools.keys().map(|pool| (pool.clone(), Arc::new(Notify::new()))).collect();
+        let triggers = Triggers::new(config.pools.keys());
+        let audit = Audit::new(edges.store.clone(), edges.sink.clone());
+        let pending = pending::PendingWrites::default();
+        let intake = Intake::new(
+            edges.store.clone(),
+            edges.clock.clone(),
+            metrics.clone(),
+            config.timing.signal_ttl,
+            triggers.clone(),
+            pending.clone(),
+        );
         let owner = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
         let (shutdown, _) = watch::channel(false);
         metrics.zero_pool_series(config.pools.keys());
@@ -89,9 +119,9 @@ impl Service {
                 metrics,
                 owner,
                 triggers,
-                interrupt_trigger: Arc::new(Notify::new()),
-                recent_signals: Mutex::new(intake::RecentSignals::default()),
-                pending: pending::PendingWrites::default(),
+                audit,
+                intake,
+                pending,
                 audited_holds: Mutex::new(HashMap::new()),
                 repair_reported: Mutex::new(HashMap::new()),
                 full_observations: Mutex::new(HashMap::new()),
@@ -123,33 +153,63 @@ impl Service {
 
     /// Asks the pool's worker to reconcile soon; many requests while it runs coalesce into one.
     pub fn trigger(&self, pool: &str) {
-        if let Some(notify) = self.inner.triggers.get(pool) {
-            notify.notify_one();
-        }
+        self.inner.triggers.pool(pool);
     }
 
     /// Asks the interrupt worker to look at open interruptions soon.
     pub fn trigger_interruptions(&self) {
-        self.inner.interrupt_trigger.notify_one();
+        self.inner.triggers.interruptions();
+    }
+
+    /// Makes the notification's signals durable and triggers the pools it touched (see
+    /// `intake`).
+    pub async fn accept(&self, notification: Notification) -> Result<IntakeSummary, IntakeError> {
+        self.inner.intake.accept(notification).await
     }
 
     /// Starts one worker per pool, the interrupt worker and the sweeper; they stop on
     /// [`Service::shutdown`].
     pub fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks: Vec<_> = self
-            .inner
-            .triggers
-            .iter()
+        let triggers = &self.inner.triggers;
+        let mut tasks: Vec<_> = triggers
+            .of_pools()
             .map(|(pool, notify)| {
-                tokio::spawn(sweeper::pool_worker(self.clone(), pool.clone(), notify.clone()))
+                tokio::spawn(workers::pool_worker(self.clone(), pool.clone(), notify.clone()))
             })
             .collect();
-        tasks.push(tokio::spawn(sweeper::interrupt_worker(
-            self.clone(),
-            self.inner.interrupt_trigger.clone(),
-        )));
-        tasks.push(tokio::spawn(sweeper::sweep_loop(self.clone())));
+        tasks.push(tokio::spawn(workers::interrupt_worker(self.clone(), triggers.of_interruptions())));
+        let sweeper =
+            Sweeper::new(self.inner.config.timing.sweep_interval, triggers.clone(), self.shutdown_signal());
+        tasks.push(tokio::spawn(sweeper.run()));
         tasks
+    }
+
+    /// Starts the Alertmanager sync; it stops on [`Service::shutdown`].
+    pub fn start_alert_sync(&self, source: Arc<dyn AlertSource>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.alert_sync(source).run())
+    }
+
+    /// The Alertmanager sync, with exactly the edges it needs.
+    fn alert_sync(&self, source: Arc<dyn AlertSource>) -> AlertSync {
+        let inner = &self.inner;
+        AlertSync::new(
+            SyncSettings::of(&inner.config),
+            SyncEdges {
+                source,
+                store: inner.edges.store.clone(),
+                clock: inner.edges.clock.clone(),
+                audit: inner.audit.clone(),
+                metrics: inner.metrics.clone(),
+                triggers: inner.triggers.clone(),
+                status: inner.alert_sync.clone(),
+                shutdown: self.shutdown_signal(),
+            },
+        )
+    }
+
+    /// What the Alertmanager sync last saw.
+    pub fn alert_sync_status(&self) -> SyncStatus {
+        self.inner.alert_sync.borrow().clone()
     }
 
     /// Stops the workers after their current reconcile.

@@ -6,67 +6,19 @@
 
 use std::time::Duration;
 
-use thiserror::Error;
 use tracing::{Level, info, warn};
 
 use super::Service;
+use super::outcome::{Fresh, ReconcileError, ReconcileOutcome, new_op_id};
 use super::pending;
 use super::snapshot::PoolSnapshot;
-use crate::adapters::kube::cluster::ClusterError;
-use crate::adapters::{AuditEvent, ComputeError, Lease, ManagedInstance, PoolRecord, StoreError};
+use crate::adapters::{AuditEvent, Lease, ManagedInstance, PoolRecord, StoreError};
 use crate::core::decide::{DecideInput, Decision, Plan, Reason, decide};
 use crate::core::model::{
     Direction, LaunchOp, LaunchPhase, Operation, OperationKind, PoolPolicy, PoolState, Signal, Worker,
 };
 use crate::core::time::Timestamp;
 use crate::metrics::{DecisionLabels, OperationLabels, PoolLabels, SignalLabels};
-
-/// What a reconcile ended with.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReconcileOutcome {
-    /// Nothing to do now; the decision's reason label.
-    Held(&'static str),
-    /// An operation was started (and possibly finished).
-    Acted {
-        /// Its id.
-        op_id: String,
-    },
-    /// An in-flight operation was moved on.
-    Progressed,
-    /// Another holder has the pool; it will act.
-    Contended,
-    /// Decided, but `dry_run` kept it from acting.
-    DryRun,
-}
-
-/// Why a reconcile failed; it is retried at the next trigger or sweep.
-#[derive(Debug, Error)]
-pub enum ReconcileError {
-    /// The pool is not configured.
-    #[error("unknown pool {0}")]
-    UnknownPool(String),
-    /// The state store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// EC2 failed.
-    #[error(transparent)]
-    Compute(#[from] ComputeError),
-    /// Kubernetes failed.
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-}
-
-impl ReconcileError {
-    /// Low-cardinality label for logs and metrics.
-    pub fn label(&self) -> String {
-        match self {
-            ReconcileError::UnknownPool(_) => "unknown_pool".into(),
-            ReconcileError::Store(e) => e.label().into(),
-            ReconcileError::Compute(e) => e.code(),
-            ReconcileError::Cluster(e) => e.label(),
-        }
-    }
-}
 
 /// How long a quiet pool (no operation, no active signal) goes between instance listings.
 /// Sweeps in between read only the pool record and the signals (DynamoDB), which keeps a
@@ -510,12 +462,7 @@ impl Service {
     }
 
     pub(super) async fn record(&self, event: AuditEvent) {
-        if let Some(sink) = &self.inner.edges.sink {
-            sink.send(&event);
-        }
-        if let Err(e) = self.inner.edges.store.record_event(&event).await {
-            warn!(pool = %event.pool, error = %e, "cannot write audit event");
-        }
+        self.inner.audit.record(event).await;
     }
 
     pub(super) async fn save_state(
@@ -554,15 +501,6 @@ impl Service {
     }
 }
 
-/// Whether a launch operation was just written (no instance can exist yet) or is resumed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Fresh {
-    /// Just written ahead: skip the search for earlier instances.
-    Yes,
-    /// Resumed after a crash or an unknown outcome: look for instances of the op first.
-    No,
-}
-
 fn plan_action(plan: &Plan) -> &'static str {
     match plan {
         Plan::Launch(_) => "launch",
@@ -575,8 +513,4 @@ fn plan_action(plan: &Plan) -> &'static str {
 /// A drain that has not terminated its instance yet: a scale-up may still undo it.
 fn supersedable(op: &Operation) -> bool {
     matches!(&op.kind, OperationKind::Drain(drain) if drain.phase.before_terminate())
-}
-
-pub(super) fn new_op_id() -> String {
-    format!("op-{}", uuid::Uuid::new_v4().simple())
 }

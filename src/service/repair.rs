@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use tracing::{info, warn};
 
 use super::Service;
-use super::reconcile::ReconcileError;
+use super::outcome::ReconcileError;
 use crate::adapters::kube::cluster::{Cluster, NodeEvent};
 use crate::core::model::{DrainOp, PoolPolicy, Worker};
 use crate::core::repair::{RepairInput, blocked_nodes, holds_local_data};

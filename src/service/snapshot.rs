@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::Service;
-use super::reconcile::ReconcileError;
+use super::outcome::ReconcileError;
 use crate::adapters::ManagedInstance;
 use crate::adapters::ec2::compute::InstanceState;
 use crate::adapters::kube::cluster::NodeSnapshot;

@@ -5,7 +5,7 @@
 use tracing::info;
 
 use super::Service;
-use super::reconcile::{Fresh, ReconcileError, ReconcileOutcome, new_op_id};
+use super::outcome::{Fresh, ReconcileError, ReconcileOutcome, new_op_id};
 use crate::adapters::AuditEvent;
 use crate::adapters::dynamodb::store::LeaseAction;
 use crate::adapters::kube::cluster::NodeEvent;

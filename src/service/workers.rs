@@ -1,6 +1,5 @@
-//! Background work: one worker per pool runs reconciles when triggered, and the sweeper
-//! triggers every pool each `sweep_interval`, so in-flight operations progress and a
-//! still-active signal gets its next step without waiting for Alertmanager's repeat.
+//! The workers' loops: one per pool runs that pool's reconciles when woken, one runs the
+//! interruption steps. The sweeper (`sweeper.rs`) and the intake wake them.
 
 use std::sync::Arc;
 
@@ -53,24 +52,5 @@ pub(super) async fn interrupt_worker(service: Service, trigger: Arc<Notify>) {
                 false
             }
         };
-    }
-}
-
-/// Triggers every pool now (startup recovery adopts in-flight operations) and then every
-/// `sweep_interval` until shutdown.
-pub(super) async fn sweep_loop(service: Service) {
-    let mut shutdown = service.shutdown_signal();
-    let interval = service.config().timing.sweep_interval;
-    let mut next = tokio::time::Instant::now();
-    loop {
-        for pool in service.config().pools.keys() {
-            service.trigger(pool);
-        }
-        service.trigger_interruptions();
-        next += interval;
-        tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
     }
 }

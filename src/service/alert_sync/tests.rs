@@ -42,7 +42,7 @@ fn maintenance_silence() -> SilenceInfo {
 fn setup() -> (Harness, Arc<FakeAlertSource>, AlertSync) {
     let h = harness(&[("K3S_AUTOSCALER__ALERTMANAGER__URLS", r#"["http://am:9093"]"#)]);
     let source = Arc::new(FakeAlertSource::default());
-    let sync = AlertSync::new(h.service.clone(), source.clone());
+    let sync = h.service.alert_sync(source.clone());
     (h, source, sync)
 }
 
