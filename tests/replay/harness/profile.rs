@@ -181,8 +181,9 @@ mod tests {
         for h in 9..=21 {
             assert!((0.7..=0.8).contains(&share(h)), "peak {h}:00 at {}", share(h));
         }
+        // The hour's own load moves a little (80 % at 12:00, 78 % at 13:00) under the sale.
         let sale = day.load_at(HOUR * 12 + MINUTE * 15) / day.load_at(HOUR * 12);
-        assert!((sale - 5.0).abs() < 0.01, "flash sale factor {sale}");
+        assert!((sale - 5.0).abs() < 0.05, "flash sale factor {sale}");
         assert!(day.load_at(HOUR * 12 + MINUTE * 31) < day.load_at(HOUR * 12 + MINUTE * 15) / 4.0);
     }
 

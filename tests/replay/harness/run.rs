@@ -41,7 +41,9 @@ pub async fn replay(profile: &Profile, slice: Slice, speed: u32, rules: &RuleSet
         boot: profile.boot() / speed,
         rules: rules.files.clone(),
         scrape: (SCRAPE / speed).max(Duration::from_millis(50)),
-        sweep: (SCRAPE / speed).max(Duration::from_millis(100)),
+        // At most two sweeps a second: each reads moto, which a shared 2-core machine
+        // cannot serve faster (calls time out and the service reports the store down).
+        sweep: (SCRAPE / speed).max(Duration::from_millis(500)),
         ..PipelineOptions::new(&format!("replay-{}", uuid::Uuid::new_v4().simple()))
     };
     let pipeline = Pipeline::start(options).await;
