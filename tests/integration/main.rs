@@ -21,6 +21,7 @@ mod kube_cache;
 mod pipeline_e2e;
 mod pool_rules;
 mod repair;
+mod replay;
 mod signals;
 mod spot_fallback;
 mod stack;
