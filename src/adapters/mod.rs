@@ -20,7 +20,9 @@ pub(crate) mod fakes;
 
 use crate::core::time::Timestamp;
 
-pub use compute::{Compute, ComputeError, ManagedInstance, RunSpec};
+pub use compute::{
+    Compute, ComputeError, FleetAnswer, FleetOverride, FleetSpec, ManagedInstance, OfferingError,
+};
 pub use store::{AuditEvent, Lease, PoolRecord, StateStore, StoreError};
 
 /// Source of "now", so the service can be driven by a test clock.
