@@ -353,6 +353,9 @@ pub struct FleetRequest {
 
 const OVERRIDES: &str = "LaunchTemplateConfigs.1.Overrides.";
 
+/// A fleet override: (instance type, subnet).
+type Override = (String, String);
+
 impl FleetRequest {
     fn parse(body: &[u8]) -> FleetRequest {
         // The form body decoded as a query string.
@@ -400,7 +403,7 @@ impl FleetRequest {
     }
 
     /// The overrides left once spot offerings of `short` types are taken out, and those taken.
-    fn without_spot(&self, short: &[String]) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    fn without_spot(&self, short: &[String]) -> (Vec<Override>, Vec<Override>) {
         if self.market != "spot" {
             return (self.overrides.clone(), Vec::new());
         }
