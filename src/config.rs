@@ -1382,6 +1382,7 @@ basic_password_file = "{token}"
 min = 1
 max = 4
 launch_template = "lt-1"
+instance_types = ["t3.small"]
 [pools.workers.subnets]
 "us-east-1a" = "subnet-a"
 "#,
