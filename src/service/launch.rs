@@ -10,8 +10,8 @@ use tracing::{info, warn};
 
 use super::Service;
 use super::reconcile::{Fresh, ReconcileError};
-use crate::adapters::cluster::{NodeEvent, NodeSnapshot};
-use crate::adapters::store::LeaseAction;
+use crate::adapters::dynamodb::store::LeaseAction;
+use crate::adapters::kube::cluster::{NodeEvent, NodeSnapshot};
 use crate::adapters::{AuditEvent, ComputeError, FleetOverride, FleetSpec, Lease};
 use crate::config::PoolConfig;
 use crate::core::model::{

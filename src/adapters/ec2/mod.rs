@@ -2,6 +2,10 @@
 //! describe and terminate (per instance: an instant fleet is never deleted, since deleting it
 //! terminates its instances). Only instances tagged `managed-by` + `cluster` are ever returned or terminated.
 
+pub mod compute;
+#[cfg(test)]
+pub(crate) mod fake;
+
 use async_trait::async_trait;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::http::HttpResponse;
@@ -17,7 +21,7 @@ use aws_sdk_ec2::types::{
     TargetCapacitySpecificationRequest,
 };
 
-use super::compute::{
+use self::compute::{
     CAPACITY_ERROR_CODES, Compute, ComputeError, FleetAnswer, FleetSpec, InstanceState, MANAGED_BY_VALUE,
     ManagedInstance, OfferingError, TAG_CLUSTER, TAG_MANAGED_BY, TAG_OP_ID, TAG_POOL,
 };
