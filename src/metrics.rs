@@ -10,6 +10,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::core::model::CapacityBackoff;
+use crate::core::time::Timestamp;
+
 /// Labels of `webhook_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -108,6 +111,21 @@ pub struct SinkLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of `capacity_backoff_seconds`: one offering backed off.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackoffLabels {
+    /// Pool name.
+    pub pool: String,
+    /// Instance type, `any` when the whole (zone, market) is backed off.
+    pub instance_type: String,
+    /// Availability zone.
+    pub az: String,
+    /// spot or on-demand.
+    pub market: &'static str,
+    /// EC2's error code (or `JoinTimeout`).
+    pub code: String,
+}
+
 /// All metric families of the service.
 pub struct Metrics {
     registry: Registry,
@@ -150,6 +168,10 @@ pub struct Metrics {
     pub alert_sync: AlertSyncMetrics,
     /// Nodes due for node repair that hold local data: never terminated, left to a person.
     pub repair_blocked_nodes: Family<PoolLabels, Gauge>,
+    /// Seconds left on each backed-off offering, as of this replica's last state write.
+    pub capacity_backoffs: Family<BackoffLabels, Gauge>,
+    /// The offerings last reported per pool, so expired ones are removed.
+    backoff_series: std::sync::Mutex<std::collections::HashMap<String, Vec<BackoffLabels>>>,
 }
 
 impl Default for Metrics {
@@ -241,7 +263,15 @@ impl Metrics {
             "Nodes due for node repair that hold local data and are left to a person, by pool",
             repair_blocked_nodes.clone(),
         );
+        let capacity_backoffs = Family::default();
+        registry.register(
+            "capacity_backoff_seconds",
+            "Seconds left on each backed-off offering (instance type, zone, market) and why",
+            capacity_backoffs.clone(),
+        );
         Metrics {
+            capacity_backoffs,
+            backoff_series: Default::default(),
             alert_sync,
             registry,
             webhook_requests,
@@ -303,6 +333,33 @@ impl Metrics {
                 let labels = PoolNodeLabels { pool: pool.to_string(), az: az.to_string(), capacity_type };
                 self.pool_nodes.get_or_create(&labels).set(n as i64);
             }
+        }
+    }
+
+    /// Shows the offerings of `pool` backed off at `now` (seconds left), dropping the series
+    /// of offerings no longer backed off.
+    pub fn observe_backoffs(&self, pool: &str, backoffs: &[CapacityBackoff], now: Timestamp) {
+        let live: Vec<(BackoffLabels, i64)> = backoffs
+            .iter()
+            .filter(|b| b.until > now)
+            .map(|b| {
+                let labels = BackoffLabels {
+                    pool: pool.to_string(),
+                    instance_type: b.instance_type.clone().unwrap_or_else(|| "any".into()),
+                    az: b.az.clone(),
+                    market: b.market.as_str(),
+                    code: if b.code.is_empty() { "capacity".into() } else { b.code.clone() },
+                };
+                (labels, b.until.since(now).as_secs() as i64)
+            })
+            .collect();
+        let mut series = self.backoff_series.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = series.insert(pool.to_string(), live.iter().map(|(l, _)| l.clone()).collect());
+        for gone in previous.unwrap_or_default().iter().filter(|l| !live.iter().any(|(k, _)| k == *l)) {
+            self.capacity_backoffs.remove(gone);
+        }
+        for (labels, seconds) in &live {
+            self.capacity_backoffs.get_or_create(labels).set(*seconds);
         }
     }
 

@@ -141,6 +141,11 @@ def main() -> int:
     ok(condition(volume, "Bool", "ec2:IsLaunchTemplateResource") == "true"
        and condition(volume, "Bool", "ec2:Encrypted") == "true",
        "volumes: the template's, encrypted")
+    fleet = [s for s in statements(autoscaler) if "ec2:CreateFleet" in as_list(s["Action"])]
+    fleet_resources = {r for s in fleet for r in as_list(s["Resource"])}
+    pinned = {r for s in run for r in as_list(s["Resource"])}
+    ok(fleet and fleet_resources - pinned == {"arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:fleet/*"},
+       "CreateFleet: only fleets plus the resources the pinned RunInstances statements allow")
     pass_role = [s for s in statements(autoscaler) if "iam:PassRole" in as_list(s["Action"])]
     ok(len(pass_role) == 1 and pass_role[0]["Resource"] == "${WorkerRole.Arn}"
        and condition(pass_role[0], "StringEquals", "iam:PassedToService") == "ec2.amazonaws.com",
@@ -159,8 +164,11 @@ def main() -> int:
     for action in sorted(actions(autoscaler)):
         service, name = action.split(":")
         if action in ("iam:PassRole", "ec2:CreateTags"):
-            continue  # implied by RunInstances with an instance profile and TagSpecifications
-        call = "." + re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() + "()"
+            continue  # implied by a launch with an instance profile and TagSpecifications
+        # An instant fleet launches with the caller's RunInstances rights: the RunInstances
+        # statements (which pin template, types, profile, IMDS) are what CreateFleet needs.
+        implied = {"ec2:RunInstances": "CreateFleet"}
+        call = "." + re.sub(r"(?<!^)(?=[A-Z])", "_", implied.get(action, name)).lower() + "()"
         ok(call in src, f"{action} is called by the code ({call})")
 
     print("nodes and network:")

@@ -16,4 +16,6 @@ pub mod kube;
 pub(crate) use clock::ManualClock;
 pub use clock::{Clock, SystemClock};
 pub use dynamodb::store::{AuditEvent, Lease, PoolRecord, StateStore, StoreError};
-pub use ec2::compute::{Compute, ComputeError, ManagedInstance, RunSpec};
+pub use ec2::compute::{
+    Compute, ComputeError, FleetAnswer, FleetOverride, FleetSpec, ManagedInstance, OfferingError,
+};

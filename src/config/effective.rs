@@ -216,9 +216,13 @@ pub struct PoolConfig {
     /// Launch template version, a number: `$Latest`/`$Default` would let whoever can add or
     /// promote a template version change every future node.
     pub launch_template_version: String,
+    /// Instance types one launch may use (CreateFleet overrides); empty: the launch
+    /// template's own type. More types keep spot launches alive when one pool is short.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub instance_types: Vec<String>,
     /// Markets to buy.
     pub capacity: CapacityPreference,
-    /// How long a failing (zone, market) is skipped.
+    /// How long a failing (instance type, zone, market) offering is skipped.
     #[serde(serialize_with = "as_humantime")]
     pub capacity_backoff: Duration,
     /// Time a new instance has to become a Ready node.
@@ -279,6 +283,7 @@ impl Config {
             scale_up_cooldown: p.scale_up_cooldown,
             scale_down_cooldown: p.scale_down_cooldown,
             subnets: p.subnets.iter().map(|(az, s)| (az.clone(), s.clone())).collect(),
+            instance_types: p.instance_types.clone(),
             capacity: p.capacity,
             join_timeout: p.join_timeout,
             drain_timeout: p.drain_timeout,

@@ -245,6 +245,7 @@ pub(super) struct RawPool {
     pub(super) launch_template: String,
     #[serde(default = "default_template_version")]
     pub(super) launch_template_version: String,
+    pub(super) instance_types: Option<Vec<String>>,
     #[serde(default = "default_capacity")]
     pub(super) capacity: CapacityPreference,
     #[serde(default = "default_capacity_backoff")]
@@ -333,6 +334,7 @@ basic_password_file = "{token}"
 min = 1
 max = 4
 launch_template = "lt-1"
+instance_types = ["t3.small"]
 [pools.workers.subnets]
 "us-east-1a" = "subnet-a"
 "#,

@@ -302,6 +302,9 @@ impl RawPool {
                 ),
             );
         }
+        let given = self.instance_types.is_some();
+        let instance_types = self.instance_types.unwrap_or_default();
+        check_instance_types(&key("instance_types"), given, &instance_types, p);
         if !(0.0..=1.0).contains(&self.max_unready_share) {
             p.add(
                 &key("max_unready_share"),
@@ -324,6 +327,7 @@ impl RawPool {
             scale_down_cooldown: p.duration(&key("scale_down_cooldown"), &self.scale_down_cooldown),
             launch_template: self.launch_template,
             launch_template_version: self.launch_template_version,
+            instance_types,
             capacity: self.capacity,
             capacity_backoff: p.duration(&key("capacity_backoff"), &self.capacity_backoff),
             join_timeout: p.duration(&key("join_timeout"), &self.join_timeout),
@@ -336,6 +340,32 @@ impl RawPool {
             subnets: self.subnets,
         }
     }
+}
+
+/// An empty list (when given), a repeated type or a name that is not `family.size` (such as
+/// `t3.small`, `m7i-flex.large`) is a configuration error.
+fn check_instance_types(key: &str, given: bool, types: &[String], p: &mut Problems) {
+    if given && types.is_empty() {
+        p.add(
+            key,
+            "empty; list at least one instance type, or leave the key out to use the launch template's",
+        );
+    }
+    for (index, name) in types.iter().enumerate() {
+        if !is_instance_type(name) {
+            p.add(key, format!("{name:?} is not an instance type name such as \"t3.small\""));
+        } else if types[..index].contains(name) {
+            p.add(key, format!("{name:?} is listed twice"));
+        }
+    }
+}
+
+fn is_instance_type(name: &str) -> bool {
+    let Some((family, size)) = name.split_once('.') else { return false };
+    let part = |s: &str| {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    name.len() <= 32 && family.starts_with(|c: char| c.is_ascii_lowercase()) && part(family) && part(size)
 }
 
 fn is_pinned_version(text: &str) -> bool {
@@ -432,6 +462,31 @@ mod tests {
         let c = f.load(&text, &[]).unwrap();
         let events = c.auth.events_token.unwrap();
         assert!(events.accepts(b"other") && !events.accepts(b"s3cret-token"));
+    }
+
+    #[test]
+    fn instance_types_are_optional_and_checked() {
+        let f = Fixture::new();
+        assert!(f.load(&f.toml(""), &[]).unwrap().pools["workers"].instance_types.is_empty());
+        let three = f.toml("instance_types = [\"t3.small\", \"t3a.small\", \"m7i-flex.large\"]");
+        assert_eq!(
+            f.load(&three, &[]).unwrap().pools["workers"].instance_types,
+            vec!["t3.small", "t3a.small", "m7i-flex.large"]
+        );
+        let policy = f.load(&three, &[]).unwrap().policy("workers").unwrap();
+        assert_eq!(policy.instance_types.len(), 3);
+        for (value, expected) in [
+            ("[]", "pools.workers.instance_types: empty; list at least one instance type"),
+            ("[\"t3.small\", \"t3.small\"]", "pools.workers.instance_types: \"t3.small\" is listed twice"),
+            ("[\"t3small\"]", "pools.workers.instance_types: \"t3small\" is not an instance type name"),
+            ("[\"T3.Small\"]", "\"T3.Small\" is not an instance type name"),
+            ("[\"t3.\"]", "\"t3.\" is not an instance type name"),
+            ("[\"3t.small\"]", "\"3t.small\" is not an instance type name"),
+            ("[\"t3.small xl\"]", "\"t3.small xl\" is not an instance type name"),
+        ] {
+            let err = f.load(&f.toml(&format!("instance_types = {value}")), &[]).unwrap_err().to_string();
+            assert!(err.contains(expected), "{value}: {err}");
+        }
     }
 
     #[test]

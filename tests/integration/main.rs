@@ -13,6 +13,7 @@ mod crash_recovery;
 mod drain;
 mod dry_run;
 mod duplicates;
+mod fleet;
 mod http_limits;
 mod interruption;
 mod join;

@@ -1,5 +1,6 @@
-//! [`Compute`] on EC2: RunInstances from the pool's launch template, tag-scoped describe and
-//! terminate. Only instances tagged `managed-by` + `cluster` are ever returned or terminated.
+//! [`Compute`] on EC2: CreateFleet `instant` from the pool's launch template, tag-scoped
+//! describe and terminate (per instance: an instant fleet is never deleted, since deleting it
+//! terminates its instances). Only instances tagged `managed-by` + `cluster` are ever returned or terminated.
 
 pub mod compute;
 #[cfg(test)]
@@ -11,19 +12,27 @@ use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::config::interceptors::InterceptorContext;
 use aws_sdk_ec2::config::retry::{ClassifyRetry, RetryAction};
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_ec2::operation::run_instances::RunInstancesError;
+use aws_sdk_ec2::operation::create_fleet::CreateFleetError;
 use aws_sdk_ec2::types::{
-    Filter, Instance, InstanceInterruptionBehavior, InstanceLifecycleType, InstanceMarketOptionsRequest,
-    InstanceStateName, LaunchTemplateSpecification, MarketType, ResourceType, SpotInstanceType,
-    SpotMarketOptions, Tag, TagSpecification,
+    DefaultTargetCapacityType, Filter, FleetLaunchTemplateConfigRequest, FleetLaunchTemplateOverridesRequest,
+    FleetLaunchTemplateSpecificationRequest, FleetOnDemandAllocationStrategy, FleetType, Instance,
+    InstanceLifecycleType, InstanceStateName, InstanceType, OnDemandOptionsRequest, ResourceType,
+    SpotAllocationStrategy, SpotInstanceInterruptionBehavior, SpotOptionsRequest, Tag, TagSpecification,
+    TargetCapacitySpecificationRequest,
 };
 
 use self::compute::{
-    CAPACITY_ERROR_CODES, Compute, ComputeError, InstanceState, MANAGED_BY_VALUE, ManagedInstance, RunSpec,
-    TAG_CLUSTER, TAG_MANAGED_BY, TAG_OP_ID, TAG_POOL,
+    CAPACITY_ERROR_CODES, Compute, ComputeError, FleetAnswer, FleetSpec, InstanceState, MANAGED_BY_VALUE,
+    ManagedInstance, OfferingError, TAG_CLUSTER, TAG_MANAGED_BY, TAG_OP_ID, TAG_POOL,
 };
 use crate::core::model::Market;
+use crate::core::text::bounded;
 use crate::core::time::Timestamp;
+
+/// Longest EC2 error code kept from a fleet answer.
+const ERROR_CODE_MAX: usize = 64;
+/// Longest EC2 error message kept from a fleet answer.
+const ERROR_MESSAGE_MAX: usize = 256;
 
 /// EC2-backed compute for one cluster.
 #[derive(Clone)]
@@ -101,14 +110,28 @@ impl Compute for Ec2Compute {
         self.describe(vec![by_op], &["pending", "running", "stopping", "stopped", "shutting-down"]).await
     }
 
-    async fn launch(&self, spec: &RunSpec) -> Result<Vec<ManagedInstance>, ComputeError> {
+    async fn launch(&self, spec: &FleetSpec) -> Result<FleetAnswer, ComputeError> {
         let template = if spec.launch_template.starts_with("lt-") {
-            LaunchTemplateSpecification::builder().launch_template_id(&spec.launch_template)
+            FleetLaunchTemplateSpecificationRequest::builder().launch_template_id(&spec.launch_template)
         } else {
-            LaunchTemplateSpecification::builder().launch_template_name(&spec.launch_template)
+            FleetLaunchTemplateSpecificationRequest::builder().launch_template_name(&spec.launch_template)
         }
         .version(&spec.launch_template_version)
         .build();
+        let overrides: Vec<FleetLaunchTemplateOverridesRequest> = spec
+            .overrides
+            .iter()
+            .map(|o| {
+                FleetLaunchTemplateOverridesRequest::builder()
+                    .set_instance_type(o.instance_type.as_deref().map(InstanceType::from))
+                    .subnet_id(&o.subnet_id)
+                    .build()
+            })
+            .collect();
+        let config = FleetLaunchTemplateConfigRequest::builder()
+            .launch_template_specification(template)
+            .set_overrides(Some(overrides))
+            .build();
         let tags: Vec<Tag> = [
             (TAG_MANAGED_BY, MANAGED_BY_VALUE.to_string()),
             (TAG_CLUSTER, self.cluster_id.clone()),
@@ -122,41 +145,71 @@ impl Compute for Ec2Compute {
         let tag_spec = |resource| {
             TagSpecification::builder().resource_type(resource).set_tags(Some(tags.clone())).build()
         };
-        let mut request = self
+        let capacity_type = match spec.market {
+            Market::Spot => DefaultTargetCapacityType::Spot,
+            Market::OnDemand => DefaultTargetCapacityType::OnDemand,
+        };
+        let out = self
             .client
-            .run_instances()
-            .launch_template(template)
-            .subnet_id(&spec.subnet_id)
-            .min_count(1)
-            .max_count(spec.count as i32)
+            .create_fleet()
+            .r#type(FleetType::Instant)
             .client_token(&spec.client_token)
-            .tag_specifications(tag_spec(ResourceType::Instance))
-            .tag_specifications(tag_spec(ResourceType::Volume));
-        if spec.market == Market::Spot {
-            request = request.instance_market_options(
-                InstanceMarketOptionsRequest::builder()
-                    .market_type(MarketType::Spot)
-                    .spot_options(
-                        SpotMarketOptions::builder()
-                            .spot_instance_type(SpotInstanceType::OneTime)
-                            .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
-                            .build(),
-                    )
+            .launch_template_configs(config)
+            .target_capacity_specification(
+                TargetCapacitySpecificationRequest::builder()
+                    .total_target_capacity(spec.count as i32)
+                    .default_target_capacity_type(capacity_type)
                     .build(),
-            );
-        }
-        let out = request.send().await.map_err(|e| classify("RunInstances", e))?;
-        Ok(out
+            )
+            .spot_options(
+                SpotOptionsRequest::builder()
+                    .allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized)
+                    .instance_interruption_behavior(SpotInstanceInterruptionBehavior::Terminate)
+                    .build(),
+            )
+            .on_demand_options(
+                OnDemandOptionsRequest::builder()
+                    .allocation_strategy(FleetOnDemandAllocationStrategy::LowestPrice)
+                    .build(),
+            )
+            .tag_specifications(tag_spec(ResourceType::Instance))
+            .tag_specifications(tag_spec(ResourceType::Volume))
+            .send()
+            .await
+            .map_err(|e| classify("CreateFleet", e))?;
+        // The answer names instance ids, types and lifecycle, not tags: the launched instances
+        // carry the tags asked for, so they are this pool's.
+        let instances = out
             .instances()
             .iter()
-            .filter_map(|i| {
-                to_managed(i, &self.cluster_id).map(|mut m| {
-                    // The answer may omit the lifecycle; we know what we asked for.
-                    m.market = spec.market;
-                    m
+            .flat_map(|group| {
+                let instance_type = group.instance_type().map(|t| t.as_str().to_string());
+                group.instance_ids().iter().map(move |id| ManagedInstance {
+                    instance_id: id.clone(),
+                    az: spec.az.clone(),
+                    market: spec.market,
+                    launched_at: Timestamp::default(),
+                    state: InstanceState::Pending,
+                    pool: spec.pool.clone(),
+                    op_id: Some(spec.op_id.clone()),
+                    instance_type: instance_type.clone(),
                 })
             })
-            .collect())
+            .collect();
+        let errors = out
+            .errors()
+            .iter()
+            .map(|e| OfferingError {
+                instance_type: e
+                    .launch_template_and_overrides()
+                    .and_then(|l| l.overrides())
+                    .and_then(|o| o.instance_type())
+                    .map(|t| t.as_str().to_string()),
+                code: bounded(e.error_code().unwrap_or("unknown"), ERROR_CODE_MAX),
+                message: bounded(e.error_message().unwrap_or_default(), ERROR_MESSAGE_MAX),
+            })
+            .collect();
+        Ok(FleetAnswer { instances, errors })
     }
 
     async fn terminate(&self, instance_ids: &[String]) -> Result<(), ComputeError> {
@@ -233,6 +286,7 @@ fn to_managed(instance: &Instance, cluster_id: &str) -> Option<ManagedInstance> 
         state,
         pool: tag(instance, TAG_POOL).unwrap_or_default().to_string(),
         op_id: tag(instance, TAG_OP_ID).map(str::to_string),
+        instance_type: instance.instance_type().map(|t| t.as_str().to_string()),
     })
 }
 
@@ -260,7 +314,8 @@ fn is_throttling(code: &str) -> bool {
     matches!(code, "RequestLimitExceeded" | "Throttling" | "ThrottlingException")
 }
 
-/// Forbids retrying RunInstances when EC2 says it has no capacity.
+/// Forbids retrying CreateFleet when EC2 refuses the whole request for lack of capacity
+/// (capacity per offering comes back in a successful answer, which is never retried).
 #[derive(Debug)]
 struct NoRetryOnCapacity;
 
@@ -269,7 +324,7 @@ impl ClassifyRetry for NoRetryOnCapacity {
         let Some(Err(error)) = ctx.output_or_error() else { return RetryAction::NoActionIndicated };
         let code = error
             .as_operation_error()
-            .and_then(|e| e.downcast_ref::<RunInstancesError>())
+            .and_then(|e| e.downcast_ref::<CreateFleetError>())
             .and_then(|e| e.code());
         match code {
             Some(code) if CAPACITY_ERROR_CODES.contains(&code) => RetryAction::RetryForbidden,

@@ -235,9 +235,9 @@ impl Pipeline {
         ready_workers(&self.world.kube)
     }
 
-    /// When each RunInstances reached EC2.
+    /// When each CreateFleet reached EC2.
     pub fn launches(&self) -> Vec<SystemTime> {
-        self.world.proxy.times("RunInstances")
+        self.world.proxy.times("CreateFleet")
     }
 
     /// When each TerminateInstances reached EC2.
