@@ -100,6 +100,14 @@ struct RawConfig {
     pools: BTreeMap<String, RawPool>,
     #[serde(default)]
     alertmanager: RawAlertmanager,
+    #[serde(default)]
+    prometheus: RawPrometheus,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrometheus {
+    url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,11 +153,16 @@ struct RawInterruption {
     rebalance: RebalanceMode,
     #[serde(default = "default_max_rebalance_per_pool")]
     max_rebalance_per_pool: u32,
+    queue_url: Option<String>,
 }
 
 impl Default for RawInterruption {
     fn default() -> Self {
-        Self { rebalance: default_rebalance(), max_rebalance_per_pool: default_max_rebalance_per_pool() }
+        Self {
+            rebalance: default_rebalance(),
+            max_rebalance_per_pool: default_max_rebalance_per_pool(),
+            queue_url: None,
+        }
     }
 }
 
@@ -386,6 +399,15 @@ pub struct Config {
     pub pools: BTreeMap<String, PoolConfig>,
     /// Alertmanager's API, whose view the stored signals follow.
     pub alertmanager: AlertmanagerConfig,
+    /// Prometheus's API, which `doctor` asks whether the scaling rules are loaded.
+    pub prometheus: PrometheusConfig,
+}
+
+/// Prometheus, as `doctor` reaches it; the service itself never calls it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PrometheusConfig {
+    /// Base URL (`http://prometheus:9090`); none: `doctor` skips the rules check.
+    pub url: Option<String>,
 }
 
 /// Alertmanager's API v2: each sweep the stored signals are checked against what its replicas
@@ -448,6 +470,9 @@ pub struct InterruptionConfig {
     /// How many instances of one pool rebalance recommendations may hold out of service
     /// (cordoned) at once: EC2 cannot confirm a rebalance, so this bounds what forged ones do.
     pub max_rebalance_per_pool: u32,
+    /// The SQS queue EventBridge delivers EC2 notices to; none: no poller (notices arrive
+    /// only through `POST /v1/events/ec2`).
+    pub queue_url: Option<String>,
 }
 
 /// CloudWatch Logs destination of the scaling events (one JSON record each).
@@ -777,6 +802,21 @@ impl RawConfig {
         let cloudwatch = self.cloudwatch.validate(&mut p);
         let alertmanager = self.alertmanager.validate(timing.sweep_interval, &mut p);
         let drain = self.drain.validate(&mut p);
+        if let Some(url) = &self.interruption.queue_url {
+            if !url.starts_with("https://") && !url.starts_with("http://") {
+                p.add(
+                    "interruption.queue_url",
+                    format!(
+                        "{url:?} is not a queue URL like https://sqs.<region>.amazonaws.com/<account>/<name>"
+                    ),
+                );
+            }
+        }
+        if let Some(url) = &self.prometheus.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(['?', '#', ' ']) {
+                p.add("prometheus.url", format!("{url:?} must be a base URL like http://prometheus:9090"));
+            }
+        }
         if !p.0.is_empty() {
             return Err(ConfigError::Invalid(p.0));
         }
@@ -801,7 +841,9 @@ impl RawConfig {
             interruption: InterruptionConfig {
                 rebalance: self.interruption.rebalance,
                 max_rebalance_per_pool: self.interruption.max_rebalance_per_pool,
+                queue_url: self.interruption.queue_url,
             },
+            prometheus: PrometheusConfig { url: self.prometheus.url },
             cloudwatch,
             drain,
             pools,
@@ -1317,6 +1359,10 @@ urls = ["http://am:9093"]
 bearer_token_file = "{token}"
 basic_username = "am"
 basic_password_file = "{token}"
+[interruption]
+queue_url = "https://sqs.us-east-1.amazonaws.com/123456789012/notices"
+[prometheus]
+url = "http://prometheus:9090"
 [pools.workers]
 min = 1
 max = 4
@@ -1401,6 +1447,7 @@ launch_template = "lt-1"
                     "pools.",
                     "interruption.",
                     "cloudwatch.",
+                    "prometheus.",
                 ]
                 .iter()
                 .any(|p| token.starts_with(p))
@@ -1539,5 +1586,39 @@ launch_template = "lt-1"
             err,
             "invalid configuration:\n  auth.bearer_token_file: cannot read /etc/k3s-autoscaler/token: No such file or directory (os error 2)\n  auth.events_token_file: cannot read /etc/k3s-autoscaler/events-token: No such file or directory (os error 2)"
         );
+    }
+
+    #[test]
+    fn notice_queue_and_prometheus_urls_are_optional_and_checked() {
+        let f = Fixture::new();
+        let c = f.load(&f.toml(""), &[]).unwrap();
+        assert_eq!((c.interruption.queue_url, c.prometheus.url), (None, None), "no poller, no rules check");
+        let queue = "https://sqs.us-east-1.amazonaws.com/123456789012/k3s-autoscaler-demo-notices";
+        let c = f
+            .load(
+                &f.toml(""),
+                &[
+                    ("K3S_AUTOSCALER__INTERRUPTION__QUEUE_URL", queue),
+                    ("K3S_AUTOSCALER__PROMETHEUS__URL", "http://prometheus:9090"),
+                ],
+            )
+            .unwrap();
+        assert_eq!(c.interruption.queue_url.as_deref(), Some(queue));
+        assert_eq!(c.prometheus.url.as_deref(), Some("http://prometheus:9090"));
+        let err = f
+            .load(
+                &f.toml(""),
+                &[
+                    ("K3S_AUTOSCALER__INTERRUPTION__QUEUE_URL", "k3s-autoscaler-notices"),
+                    ("K3S_AUTOSCALER__PROMETHEUS__URL", "prometheus:9090"),
+                ],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("interruption.queue_url: \"k3s-autoscaler-notices\" is not a queue URL"),
+            "{err}"
+        );
+        assert!(err.contains("prometheus.url: \"prometheus:9090\" must be a base URL"), "{err}");
     }
 }

@@ -13,6 +13,7 @@ pub mod kube;
 mod kube_cache;
 mod kube_pods;
 pub mod sink;
+pub mod sqs;
 pub mod store;
 
 #[cfg(test)]
