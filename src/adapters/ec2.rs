@@ -42,6 +42,70 @@ impl Ec2Compute {
         Self::new(Client::from_conf(config), cluster_id)
     }
 
+    /// The RunInstances request of `spec`: what `launch` sends, and what `doctor` sends with
+    /// DryRun so that IAM judges the very same request (template, subnet, tags, market).
+    fn run_request(
+        &self,
+        spec: &RunSpec,
+    ) -> aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder {
+        let template = if spec.launch_template.starts_with("lt-") {
+            LaunchTemplateSpecification::builder().launch_template_id(&spec.launch_template)
+        } else {
+            LaunchTemplateSpecification::builder().launch_template_name(&spec.launch_template)
+        }
+        .version(&spec.launch_template_version)
+        .build();
+        let tags: Vec<Tag> = [
+            (TAG_MANAGED_BY, MANAGED_BY_VALUE.to_string()),
+            (TAG_CLUSTER, self.cluster_id.clone()),
+            (TAG_POOL, spec.pool.clone()),
+            (TAG_OP_ID, spec.op_id.clone()),
+            ("Name", format!("{}-{}", self.cluster_id, spec.pool)),
+        ]
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+        let tag_spec = |resource| {
+            TagSpecification::builder().resource_type(resource).set_tags(Some(tags.clone())).build()
+        };
+        let mut request = self
+            .client
+            .run_instances()
+            .launch_template(template)
+            .subnet_id(&spec.subnet_id)
+            .min_count(1)
+            .max_count(spec.count as i32)
+            .client_token(&spec.client_token)
+            .tag_specifications(tag_spec(ResourceType::Instance))
+            .tag_specifications(tag_spec(ResourceType::Volume));
+        if spec.market == Market::Spot {
+            request = request.instance_market_options(
+                InstanceMarketOptionsRequest::builder()
+                    .market_type(MarketType::Spot)
+                    .spot_options(
+                        SpotMarketOptions::builder()
+                            .spot_instance_type(SpotInstanceType::OneTime)
+                            .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
+                            .build(),
+                    )
+                    .build(),
+            );
+        }
+        request
+    }
+
+    /// RunInstances of `spec` with DryRun: `Ok` when EC2 answers DryRunOperation (the call
+    /// would be permitted), else the error (UnauthorizedOperation when IAM denies it).
+    pub async fn dry_run_launch(&self, spec: &RunSpec) -> Result<(), ComputeError> {
+        dry_run_answer(self.run_request(spec).dry_run(true).send().await.map(|_| ()), "RunInstances")
+    }
+
+    /// TerminateInstances of one instance with DryRun, as [`Ec2Compute::dry_run_launch`].
+    pub async fn dry_run_terminate(&self, instance_id: &str) -> Result<(), ComputeError> {
+        let request = self.client.terminate_instances().instance_ids(instance_id).dry_run(true);
+        dry_run_answer(request.send().await.map(|_| ()), "TerminateInstances")
+    }
+
     fn managed_filters(&self) -> Vec<Filter> {
         vec![
             Filter::builder().name(format!("tag:{TAG_MANAGED_BY}")).values(MANAGED_BY_VALUE).build(),
@@ -98,49 +162,7 @@ impl Compute for Ec2Compute {
     }
 
     async fn launch(&self, spec: &RunSpec) -> Result<Vec<ManagedInstance>, ComputeError> {
-        let template = if spec.launch_template.starts_with("lt-") {
-            LaunchTemplateSpecification::builder().launch_template_id(&spec.launch_template)
-        } else {
-            LaunchTemplateSpecification::builder().launch_template_name(&spec.launch_template)
-        }
-        .version(&spec.launch_template_version)
-        .build();
-        let tags: Vec<Tag> = [
-            (TAG_MANAGED_BY, MANAGED_BY_VALUE.to_string()),
-            (TAG_CLUSTER, self.cluster_id.clone()),
-            (TAG_POOL, spec.pool.clone()),
-            (TAG_OP_ID, spec.op_id.clone()),
-            ("Name", format!("{}-{}", self.cluster_id, spec.pool)),
-        ]
-        .into_iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect();
-        let tag_spec = |resource| {
-            TagSpecification::builder().resource_type(resource).set_tags(Some(tags.clone())).build()
-        };
-        let mut request = self
-            .client
-            .run_instances()
-            .launch_template(template)
-            .subnet_id(&spec.subnet_id)
-            .min_count(1)
-            .max_count(spec.count as i32)
-            .client_token(&spec.client_token)
-            .tag_specifications(tag_spec(ResourceType::Instance))
-            .tag_specifications(tag_spec(ResourceType::Volume));
-        if spec.market == Market::Spot {
-            request = request.instance_market_options(
-                InstanceMarketOptionsRequest::builder()
-                    .market_type(MarketType::Spot)
-                    .spot_options(
-                        SpotMarketOptions::builder()
-                            .spot_instance_type(SpotInstanceType::OneTime)
-                            .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
-                            .build(),
-                    )
-                    .build(),
-            );
-        }
+        let request = self.run_request(spec);
         let out = request.send().await.map_err(|e| classify("RunInstances", e))?;
         Ok(out
             .instances()
@@ -230,6 +252,25 @@ fn to_managed(instance: &Instance, cluster_id: &str) -> Option<ManagedInstance> 
         pool: tag(instance, TAG_POOL).unwrap_or_default().to_string(),
         op_id: tag(instance, TAG_OP_ID).map(str::to_string),
     })
+}
+
+/// A DryRun call's answer: EC2 reports "would have succeeded" as the error DryRunOperation.
+fn dry_run_answer<E>(
+    answer: Result<(), SdkError<E, HttpResponse>>,
+    api: &'static str,
+) -> Result<(), ComputeError>
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    match answer {
+        Err(e) if e.code() == Some("DryRunOperation") => Ok(()),
+        Err(e) => Err(classify(api, e)),
+        Ok(()) => Err(ComputeError::Rejected {
+            api,
+            code: "NoDryRun".into(),
+            message: "the endpoint ignored DryRun and acted".into(),
+        }),
+    }
 }
 
 /// Sorts an SDK error by what the caller can do: capacity, definitive rejection, or unknown.

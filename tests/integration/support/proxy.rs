@@ -35,6 +35,8 @@ struct Faults {
     run_instances: Mutex<Option<RunInstancesFault>>,
     /// Instance id → spot request status code EC2 reports for it.
     spot_status: Mutex<BTreeMap<String, String>>,
+    /// EC2 APIs IAM denies (UnauthorizedOperation, also to a DryRun).
+    denied: Mutex<Vec<String>>,
 }
 
 /// When one call reached the proxy and when its answer left (benchmarks time RunInstances
@@ -109,6 +111,11 @@ impl Proxy {
     /// `code` (`marked-for-termination` is what EC2 reports once it sent the warning).
     pub fn spot_request_status(&self, instance_id: &str, code: &str) {
         self.faults.spot_status.lock().unwrap().insert(instance_id.into(), code.into());
+    }
+
+    /// EC2 answers `api` with UnauthorizedOperation (403), as when IAM denies it.
+    pub fn deny(&self, api: &str) {
+        self.faults.denied.lock().unwrap().push(api.into());
     }
 
     /// Every call seen, as API names, in order.
@@ -192,6 +199,12 @@ async fn forward(
             .status(StatusCode::SERVICE_UNAVAILABLE)
             .body(Body::from("{\"__type\":\"ServiceUnavailable\",\"message\":\"proxy: down\"}"))
             .expect("response");
+    }
+    if proxy.faults.denied.lock().unwrap().contains(&api) {
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not authorized to perform this operation (proxy: {api} denied).</Message></Error></Errors><RequestID>proxy</RequestID></Response>"
+        );
+        return Response::builder().status(StatusCode::FORBIDDEN).body(Body::from(xml)).expect("response");
     }
     let is_spot = String::from_utf8_lossy(&body).contains("InstanceMarketOptions.MarketType=spot");
     if api == "RunInstances" && is_spot && proxy.faults.spot_capacity_error.load(Ordering::SeqCst) {
