@@ -9,8 +9,8 @@ use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_ec2::types::{Filter, LaunchTemplateHttpTokensState};
 
 use super::Check;
-use crate::adapters::compute::{Compute, ComputeError, RunSpec, TAG_CLUSTER, TAG_POOL};
 use crate::adapters::ec2::Ec2Compute;
+use crate::adapters::ec2::compute::{Compute, ComputeError, RunSpec, TAG_CLUSTER, TAG_POOL};
 use crate::adapters::sqs::SqsNoticeQueue;
 use crate::config::{Config, PoolConfig};
 use crate::core::model::Market;

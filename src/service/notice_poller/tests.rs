@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{Disposition, NoticePoller};
-use crate::adapters::fakes::FakeCluster;
+use crate::adapters::kube::fake::FakeCluster;
 use crate::adapters::sqs::fake::FakeNoticeQueue;
 use crate::core::ec2_event::{REBALANCE_RECOMMENDATION, SPOT_INTERRUPTION};
 use crate::core::interruption::InterruptKind;
