@@ -172,6 +172,8 @@ pub struct Metrics {
     pub capacity_backoffs: Family<BackoffLabels, Gauge>,
     /// The offerings last reported per pool, so expired ones are removed.
     backoff_series: std::sync::Mutex<std::collections::HashMap<String, Vec<BackoffLabels>>>,
+    /// The EC2 notice queue poller's families.
+    pub notice_queue: NoticeQueueMetrics,
 }
 
 impl Default for Metrics {
@@ -269,10 +271,12 @@ impl Metrics {
             "Seconds left on each backed-off offering (instance type, zone, market) and why",
             capacity_backoffs.clone(),
         );
+        let notice_queue = NoticeQueueMetrics::register(&mut registry);
         Metrics {
             capacity_backoffs,
             backoff_series: Default::default(),
             alert_sync,
+            notice_queue,
             registry,
             webhook_requests,
             alerts_received,
@@ -452,5 +456,60 @@ impl AlertSyncMetrics {
             let labels = PoolLabels { pool: pool.clone() };
             self.pool_paused.get_or_create(&labels).set(i64::from(paused(pool)));
         }
+    }
+}
+
+// === EC2 notice queue ===
+
+/// Labels of `notice_queue_deleted_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueDeletedLabels {
+    /// The intake's outcome (handled, upgraded, duplicate, ignored, unverified, capped,
+    /// dry_run) or `malformed` (not an EC2 event).
+    pub reason: &'static str,
+}
+
+/// Labels of `notice_queue_failed_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueFailedLabels {
+    /// receive (the queue could not be read), handle (the message stays for its next
+    /// delivery) or delete (handled, but it will come back as a repeat).
+    pub stage: &'static str,
+}
+
+/// What the notice poller reports (see `service::notice_poller`).
+pub struct NoticeQueueMetrics {
+    /// Messages received from the queue (each delivery counts).
+    pub received: Counter,
+    /// Messages deleted, by why.
+    pub deleted: Family<QueueDeletedLabels, Counter>,
+    /// Failed receives, handlings and deletes.
+    pub failed: Family<QueueFailedLabels, Counter>,
+}
+
+impl NoticeQueueMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let received = Counter::default();
+        registry.register(
+            "notice_queue_received",
+            "Messages received from the EC2 notice queue (each delivery counts)",
+            received.clone(),
+        );
+        let deleted = Family::default();
+        registry.register(
+            "notice_queue_deleted",
+            "EC2 notice queue messages deleted, by reason (the intake's outcome, or malformed)",
+            deleted.clone(),
+        );
+        let failed: Family<QueueFailedLabels, Counter> = Family::default();
+        registry.register(
+            "notice_queue_failed",
+            "EC2 notice queue receives, handlings and deletes that failed, by stage",
+            failed.clone(),
+        );
+        for stage in ["receive", "handle", "delete"] {
+            let _ = failed.get_or_create(&QueueFailedLabels { stage });
+        }
+        NoticeQueueMetrics { received, deleted, failed }
     }
 }

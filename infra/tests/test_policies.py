@@ -13,6 +13,8 @@ attack it closes (docs/security.md):
   instances need the allowed types, the worker instance profile, IMDSv2 and hop limit 1;
   the image is the template's AMI only; volumes come from the template, encrypted;
   PassRole only for the worker role;
+* the notice queue: the autoscaler may only receive, delete and read attributes, on that
+  queue alone (a holder of its role cannot forge notices);
 * every action granted to the autoscaler is one the code calls (src/);
 * the installer checksum is required, and nothing opens the server to the internet.
 
@@ -158,6 +160,12 @@ def main() -> int:
     versions = re.findall(r'^launch_template_version = "([^"]*)"', shipped, re.M)
     ok(versions and all(v.isdigit() for v in versions),
        f"deploy/config.toml pins launch_template_version to a number ({versions})")
+
+    sqs = [s for s in statements(autoscaler) if any(a.startswith("sqs:") for a in as_list(s["Action"]))]
+    ok(len(sqs) == 1 and sorted(as_list(sqs[0]["Action"]))
+       == ["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]
+       and sqs[0]["Resource"] == "${Ec2NoticeQueue.Arn}",
+       "sqs: receive, delete and read attributes of the notice queue only (no send, no other queue)")
 
     print("only what the code calls:")
     src = "\n".join(p.read_text() for p in (root / "src").rglob("*.rs"))

@@ -44,6 +44,15 @@ pub struct Config {
     pub pools: BTreeMap<String, PoolConfig>,
     /// Alertmanager's API, whose view the stored signals follow.
     pub alertmanager: AlertmanagerConfig,
+    /// Prometheus's API, which `doctor` asks whether the scaling rules are loaded.
+    pub prometheus: PrometheusConfig,
+}
+
+/// Prometheus, as `doctor` reaches it; the service itself never calls it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PrometheusConfig {
+    /// Base URL (`http://prometheus:9090`); none: `doctor` skips the rules check.
+    pub url: Option<String>,
 }
 
 /// Alertmanager's API v2: each sweep the stored signals are checked against what its replicas
@@ -106,6 +115,9 @@ pub struct InterruptionConfig {
     /// How many instances of one pool rebalance recommendations may hold out of service
     /// (cordoned) at once: EC2 cannot confirm a rebalance, so this bounds what forged ones do.
     pub max_rebalance_per_pool: u32,
+    /// The SQS queue EventBridge delivers EC2 notices to; none: no poller (notices arrive
+    /// only through `POST /v1/events/ec2`).
+    pub queue_url: Option<String>,
 }
 
 /// CloudWatch Logs destination of the scaling events (one JSON record each).

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::effective::{
     AlertmanagerConfig, AuthConfig, AwsConfig, CloudWatchConfig, Config, DrainConfig, InterruptionConfig,
-    KubernetesConfig, PoolConfig, ServerConfig, TimingConfig,
+    KubernetesConfig, PoolConfig, PrometheusConfig, ServerConfig, TimingConfig,
 };
 use super::file::{
     DEFAULT_ALERTMANAGER_TIMEOUT, RawAlertmanager, RawAuth, RawCloudWatch, RawConfig, RawDrain, RawPool,
@@ -128,6 +128,21 @@ impl RawConfig {
         let cloudwatch = self.cloudwatch.validate(&mut p);
         let alertmanager = self.alertmanager.validate(timing.sweep_interval, &mut p);
         let drain = self.drain.validate(&mut p);
+        if let Some(url) = &self.interruption.queue_url {
+            if !url.starts_with("https://") && !url.starts_with("http://") {
+                p.add(
+                    "interruption.queue_url",
+                    format!(
+                        "{url:?} is not a queue URL like https://sqs.<region>.amazonaws.com/<account>/<name>"
+                    ),
+                );
+            }
+        }
+        if let Some(url) = &self.prometheus.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(['?', '#', ' ']) {
+                p.add("prometheus.url", format!("{url:?} must be a base URL like http://prometheus:9090"));
+            }
+        }
         if !p.0.is_empty() {
             return Err(ConfigError::Invalid(p.0));
         }
@@ -152,7 +167,9 @@ impl RawConfig {
             interruption: InterruptionConfig {
                 rebalance: self.interruption.rebalance,
                 max_rebalance_per_pool: self.interruption.max_rebalance_per_pool,
+                queue_url: self.interruption.queue_url,
             },
+            prometheus: PrometheusConfig { url: self.prometheus.url },
             cloudwatch,
             drain,
             pools,
@@ -545,5 +562,39 @@ mod tests {
         for key in ["urls[0]", "urls[1]", "urls[2]", "alertmanager.timeout"] {
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn notice_queue_and_prometheus_urls_are_optional_and_checked() {
+        let f = Fixture::new();
+        let c = f.load(&f.toml(""), &[]).unwrap();
+        assert_eq!((c.interruption.queue_url, c.prometheus.url), (None, None), "no poller, no rules check");
+        let queue = "https://sqs.us-east-1.amazonaws.com/123456789012/k3s-autoscaler-demo-notices";
+        let c = f
+            .load(
+                &f.toml(""),
+                &[
+                    ("K3S_AUTOSCALER__INTERRUPTION__QUEUE_URL", queue),
+                    ("K3S_AUTOSCALER__PROMETHEUS__URL", "http://prometheus:9090"),
+                ],
+            )
+            .unwrap();
+        assert_eq!(c.interruption.queue_url.as_deref(), Some(queue));
+        assert_eq!(c.prometheus.url.as_deref(), Some("http://prometheus:9090"));
+        let err = f
+            .load(
+                &f.toml(""),
+                &[
+                    ("K3S_AUTOSCALER__INTERRUPTION__QUEUE_URL", "k3s-autoscaler-notices"),
+                    ("K3S_AUTOSCALER__PROMETHEUS__URL", "prometheus:9090"),
+                ],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("interruption.queue_url: \"k3s-autoscaler-notices\" is not a queue URL"),
+            "{err}"
+        );
+        assert!(err.contains("prometheus.url: \"prometheus:9090\" must be a base URL"), "{err}");
     }
 }

@@ -7,6 +7,7 @@ mod intake;
 mod interrupt;
 mod interrupt_steps;
 mod launch;
+mod notice_poller;
 mod pending;
 mod reconcile;
 mod repair;

@@ -522,3 +522,43 @@ async fn watch_wire_format_history_and_expiry() {
         other => panic!("expected Delete, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn self_subject_access_review_answers_allowed_or_denied_in_the_api_shape() {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let (k, client) = seeded().await;
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client);
+    let ask = |resource: &str, subresource: Option<&str>, verb: &str| SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(String::new()),
+                resource: Some(resource.into()),
+                subresource: subresource.map(str::to_string),
+                verb: Some(verb.into()),
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    let allowed =
+        reviews.create(&PostParams::default(), &ask("pods", Some("eviction"), "create")).await.unwrap();
+    let status = allowed.status.expect("status");
+    assert!(status.allowed && status.denied != Some(true));
+    assert_eq!(
+        allowed.spec.resource_attributes.and_then(|a| a.verb).as_deref(),
+        Some("create"),
+        "spec echoed"
+    );
+
+    k.deny_access("pods/eviction", "create");
+    let denied =
+        reviews.create(&PostParams::default(), &ask("pods", Some("eviction"), "create")).await.unwrap();
+    let status = denied.status.expect("status");
+    assert!(!status.allowed && status.denied == Some(true) && !status.reason.unwrap_or_default().is_empty());
+    let other = reviews.create(&PostParams::default(), &ask("pods", None, "create")).await.unwrap();
+    assert!(other.status.expect("status").allowed, "only the denied subresource is refused");
+    assert!(k.requests().iter().any(|r| r == "POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews"));
+}

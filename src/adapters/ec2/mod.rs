@@ -55,6 +55,89 @@ impl Ec2Compute {
         Self::new(Client::from_conf(config), cluster_id)
     }
 
+    /// The CreateFleet `instant` request of `spec`: what `launch` sends, and what `doctor`
+    /// sends with DryRun so that IAM judges the very same request (template, subnets, types,
+    /// tags, market).
+    fn fleet_request(
+        &self,
+        spec: &FleetSpec,
+    ) -> aws_sdk_ec2::operation::create_fleet::builders::CreateFleetFluentBuilder {
+        let template = if spec.launch_template.starts_with("lt-") {
+            FleetLaunchTemplateSpecificationRequest::builder().launch_template_id(&spec.launch_template)
+        } else {
+            FleetLaunchTemplateSpecificationRequest::builder().launch_template_name(&spec.launch_template)
+        }
+        .version(&spec.launch_template_version)
+        .build();
+        let overrides: Vec<FleetLaunchTemplateOverridesRequest> = spec
+            .overrides
+            .iter()
+            .map(|o| {
+                FleetLaunchTemplateOverridesRequest::builder()
+                    .set_instance_type(o.instance_type.as_deref().map(InstanceType::from))
+                    .subnet_id(&o.subnet_id)
+                    .build()
+            })
+            .collect();
+        let config = FleetLaunchTemplateConfigRequest::builder()
+            .launch_template_specification(template)
+            .set_overrides(Some(overrides))
+            .build();
+        let tags: Vec<Tag> = [
+            (TAG_MANAGED_BY, MANAGED_BY_VALUE.to_string()),
+            (TAG_CLUSTER, self.cluster_id.clone()),
+            (TAG_POOL, spec.pool.clone()),
+            (TAG_OP_ID, spec.op_id.clone()),
+            ("Name", format!("{}-{}", self.cluster_id, spec.pool)),
+        ]
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+        let tag_spec = |resource| {
+            TagSpecification::builder().resource_type(resource).set_tags(Some(tags.clone())).build()
+        };
+        let capacity_type = match spec.market {
+            Market::Spot => DefaultTargetCapacityType::Spot,
+            Market::OnDemand => DefaultTargetCapacityType::OnDemand,
+        };
+        self.client
+            .create_fleet()
+            .r#type(FleetType::Instant)
+            .client_token(&spec.client_token)
+            .launch_template_configs(config)
+            .target_capacity_specification(
+                TargetCapacitySpecificationRequest::builder()
+                    .total_target_capacity(spec.count as i32)
+                    .default_target_capacity_type(capacity_type)
+                    .build(),
+            )
+            .spot_options(
+                SpotOptionsRequest::builder()
+                    .allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized)
+                    .instance_interruption_behavior(SpotInstanceInterruptionBehavior::Terminate)
+                    .build(),
+            )
+            .on_demand_options(
+                OnDemandOptionsRequest::builder()
+                    .allocation_strategy(FleetOnDemandAllocationStrategy::LowestPrice)
+                    .build(),
+            )
+            .tag_specifications(tag_spec(ResourceType::Instance))
+            .tag_specifications(tag_spec(ResourceType::Volume))
+    }
+
+    /// CreateFleet of `spec` with DryRun: `Ok` when EC2 answers DryRunOperation (the call
+    /// would be permitted), else the error (UnauthorizedOperation when IAM denies it).
+    pub async fn dry_run_launch(&self, spec: &FleetSpec) -> Result<(), ComputeError> {
+        dry_run_answer(self.fleet_request(spec).dry_run(true).send().await.map(|_| ()), "CreateFleet")
+    }
+
+    /// TerminateInstances of one instance with DryRun, as [`Ec2Compute::dry_run_launch`].
+    pub async fn dry_run_terminate(&self, instance_id: &str) -> Result<(), ComputeError> {
+        let request = self.client.terminate_instances().instance_ids(instance_id).dry_run(true);
+        dry_run_answer(request.send().await.map(|_| ()), "TerminateInstances")
+    }
+
     fn managed_filters(&self) -> Vec<Filter> {
         vec![
             Filter::builder().name(format!("tag:{TAG_MANAGED_BY}")).values(MANAGED_BY_VALUE).build(),
@@ -111,72 +194,7 @@ impl Compute for Ec2Compute {
     }
 
     async fn launch(&self, spec: &FleetSpec) -> Result<FleetAnswer, ComputeError> {
-        let template = if spec.launch_template.starts_with("lt-") {
-            FleetLaunchTemplateSpecificationRequest::builder().launch_template_id(&spec.launch_template)
-        } else {
-            FleetLaunchTemplateSpecificationRequest::builder().launch_template_name(&spec.launch_template)
-        }
-        .version(&spec.launch_template_version)
-        .build();
-        let overrides: Vec<FleetLaunchTemplateOverridesRequest> = spec
-            .overrides
-            .iter()
-            .map(|o| {
-                FleetLaunchTemplateOverridesRequest::builder()
-                    .set_instance_type(o.instance_type.as_deref().map(InstanceType::from))
-                    .subnet_id(&o.subnet_id)
-                    .build()
-            })
-            .collect();
-        let config = FleetLaunchTemplateConfigRequest::builder()
-            .launch_template_specification(template)
-            .set_overrides(Some(overrides))
-            .build();
-        let tags: Vec<Tag> = [
-            (TAG_MANAGED_BY, MANAGED_BY_VALUE.to_string()),
-            (TAG_CLUSTER, self.cluster_id.clone()),
-            (TAG_POOL, spec.pool.clone()),
-            (TAG_OP_ID, spec.op_id.clone()),
-            ("Name", format!("{}-{}", self.cluster_id, spec.pool)),
-        ]
-        .into_iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect();
-        let tag_spec = |resource| {
-            TagSpecification::builder().resource_type(resource).set_tags(Some(tags.clone())).build()
-        };
-        let capacity_type = match spec.market {
-            Market::Spot => DefaultTargetCapacityType::Spot,
-            Market::OnDemand => DefaultTargetCapacityType::OnDemand,
-        };
-        let out = self
-            .client
-            .create_fleet()
-            .r#type(FleetType::Instant)
-            .client_token(&spec.client_token)
-            .launch_template_configs(config)
-            .target_capacity_specification(
-                TargetCapacitySpecificationRequest::builder()
-                    .total_target_capacity(spec.count as i32)
-                    .default_target_capacity_type(capacity_type)
-                    .build(),
-            )
-            .spot_options(
-                SpotOptionsRequest::builder()
-                    .allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized)
-                    .instance_interruption_behavior(SpotInstanceInterruptionBehavior::Terminate)
-                    .build(),
-            )
-            .on_demand_options(
-                OnDemandOptionsRequest::builder()
-                    .allocation_strategy(FleetOnDemandAllocationStrategy::LowestPrice)
-                    .build(),
-            )
-            .tag_specifications(tag_spec(ResourceType::Instance))
-            .tag_specifications(tag_spec(ResourceType::Volume))
-            .send()
-            .await
-            .map_err(|e| classify("CreateFleet", e))?;
+        let out = self.fleet_request(spec).send().await.map_err(|e| classify("CreateFleet", e))?;
         // The answer names instance ids, types and lifecycle, not tags: the launched instances
         // carry the tags asked for, so they are this pool's.
         let instances = out
@@ -288,6 +306,25 @@ fn to_managed(instance: &Instance, cluster_id: &str) -> Option<ManagedInstance> 
         op_id: tag(instance, TAG_OP_ID).map(str::to_string),
         instance_type: instance.instance_type().map(|t| t.as_str().to_string()),
     })
+}
+
+/// A DryRun call's answer: EC2 reports "would have succeeded" as the error DryRunOperation.
+fn dry_run_answer<E>(
+    answer: Result<(), SdkError<E, HttpResponse>>,
+    api: &'static str,
+) -> Result<(), ComputeError>
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    match answer {
+        Err(e) if e.code() == Some("DryRunOperation") => Ok(()),
+        Err(e) => Err(classify(api, e)),
+        Ok(()) => Err(ComputeError::Rejected {
+            api,
+            code: "NoDryRun".into(),
+            message: "the endpoint ignored DryRun and acted".into(),
+        }),
+    }
 }
 
 /// Sorts an SDK error by what the caller can do: capacity, definitive rejection, or unknown.

@@ -427,6 +427,12 @@ impl FakeKube {
         self.state().faults.push(store::Fault { method: method.into(), needle: needle.into(), code, times });
     }
 
+    /// SelfSubjectAccessReviews for `verb` on `resource` (`pods/eviction` for a subresource,
+    /// `*` for any verb) answer "not allowed" from now on.
+    pub fn deny_access(&self, resource: &str, verb: &str) {
+        self.state().denied.push((resource.into(), verb.into()));
+    }
+
     /// Every eviction request: ("ns/name", status answered).
     pub fn evictions(&self) -> Vec<(String, u16)> {
         self.state().evictions.clone()

@@ -40,6 +40,8 @@ struct Faults {
     short_spot_types: Mutex<Vec<String>>,
     /// Instance id → spot request status code EC2 reports for it.
     spot_status: Mutex<BTreeMap<String, String>>,
+    /// EC2 APIs IAM denies (UnauthorizedOperation, also to a DryRun).
+    denied: Mutex<Vec<String>>,
 }
 
 /// When one call reached the proxy and when its answer left (benchmarks time RunInstances
@@ -131,6 +133,11 @@ impl Proxy {
         self.faults.spot_status.lock().unwrap().insert(instance_id.into(), code.into());
     }
 
+    /// EC2 answers `api` with UnauthorizedOperation (403), as when IAM denies it.
+    pub fn deny(&self, api: &str) {
+        self.faults.denied.lock().unwrap().push(api.into());
+    }
+
     /// Every call seen, as API names, in order.
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().iter().map(|(api, _)| api.clone()).collect()
@@ -212,6 +219,12 @@ async fn forward(
             .status(StatusCode::SERVICE_UNAVAILABLE)
             .body(Body::from("{\"__type\":\"ServiceUnavailable\",\"message\":\"proxy: down\"}"))
             .expect("response");
+    }
+    if proxy.faults.denied.lock().unwrap().contains(&api) {
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not authorized to perform this operation (proxy: {api} denied).</Message></Error></Errors><RequestID>proxy</RequestID></Response>"
+        );
+        return Response::builder().status(StatusCode::FORBIDDEN).body(Body::from(xml)).expect("response");
     }
     let mut body = body;
     let mut fleet_errors = Vec::new();

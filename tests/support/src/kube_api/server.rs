@@ -267,6 +267,12 @@ async fn handle(
             return respond(200, &d);
         }
     }
+    if method == Method::POST && segs == ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] {
+        return match parse_body(&body) {
+            Ok(review) => respond(201, &access_review(&lock(&shared).denied, review)),
+            Err(e) => error(e),
+        };
+    }
     let Some(t) = target(&segs) else {
         return error(ApiError::not_found_path());
     };
@@ -723,4 +729,24 @@ impl HttpBody for WatchBody {
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// A SelfSubjectAccessReview answered as the API server does (created, not stored): the
+/// review with `status.allowed`, denied for the (`resource[/subresource]`, verb) pairs in
+/// `denied` (`*` matches any verb).
+fn access_review(denied: &[(String, String)], mut review: Value) -> Value {
+    let attributes = &review["spec"]["resourceAttributes"];
+    let text = |key: &str| attributes.get(key).and_then(Value::as_str).unwrap_or("").to_string();
+    let resource = match text("subresource").as_str() {
+        "" => text("resource"),
+        sub => format!("{}/{sub}", text("resource")),
+    };
+    let verb = text("verb");
+    let refused = denied.iter().any(|(r, v)| *r == resource && (*v == verb || v == "*"));
+    review["status"] = if refused {
+        json!({"allowed": false, "denied": true, "reason": format!("test: {verb} {resource} is denied")})
+    } else {
+        json!({"allowed": true, "reason": "test: allowed"})
+    };
+    review
 }

@@ -268,6 +268,8 @@ pub struct State {
     pub replicas: HashMap<(String, String, String), i64>,
     pub pod_gc_delay: Duration,
     pub bookmark_interval: Duration,
+    /// (`resource[/subresource]`, verb) SelfSubjectAccessReviews answer as denied.
+    pub denied: Vec<(String, String)>,
     notify: tokio::sync::watch::Sender<u64>,
 }
 
@@ -320,6 +322,7 @@ impl State {
             replicas: HashMap::new(),
             pod_gc_delay: Duration::from_secs(40),
             bookmark_interval: Duration::from_secs(1),
+            denied: Vec::new(),
             notify,
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
