@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::invariants::{BLOCKER_LABEL, Bounds, Checker, SharedSeen};
-use crate::schedule::{Action, Event, Rng, schedule};
+use crate::schedule::{Action, Rng, schedule};
 use crate::support::joiner::{JoinOptions, Joiner};
 use crate::support::kube_api::{Budget, FakeKube, pdb, pod};
 use crate::support::service::{EVENTS_TOKEN, Service, TOKEN};
@@ -38,6 +38,8 @@ pub struct Report {
     pub samples: usize,
     pub violations: Vec<String>,
     pub history: Vec<String>,
+    /// Seconds from the faults' end to the pool at max, if it got there.
+    pub converged: Option<f64>,
 }
 
 /// The three replicas; `None` while killed.
@@ -322,8 +324,8 @@ fn tune(c: &mut crate::support::service::ServiceConfig) {
     c.min = MIN;
     c.max = MAX;
     c.scale_up_cooldown = "4s".into();
-    c.extra_timing = "signal_ttl = \"20s\"\n".into();
-    c.extra_pool = "scale_down_cooldown = \"6s\"\njoin_timeout = \"20s\"\ndrain_timeout = \"30s\"\ncapacity_backoff = \"12s\"\n".into();
+    c.extra_timing = "signal_ttl = \"12s\"\n".into();
+    c.extra_pool = "scale_down_cooldown = \"4s\"\njoin_timeout = \"20s\"\ndrain_timeout = \"30s\"\ncapacity_backoff = \"12s\"\n".into();
 }
 
 /// Runs seed `seed` for `length` of wall time with faults about every `fault_every`.
@@ -369,7 +371,7 @@ pub async fn run(seed: u64, length: Duration, fault_every: Duration) -> Report {
             checker
         })
     };
-    let run = Run {
+    let run = Arc::new(Run {
         prepared: Arc::new((dir, config)),
         world,
         replicas,
@@ -378,25 +380,40 @@ pub async fn run(seed: u64, length: Duration, fault_every: Duration) -> Report {
         history: Arc::default(),
         http: reqwest::Client::new(),
         dynamo_down: Arc::default(),
-    };
+    });
     let events = schedule(seed, length, fault_every, run.world.fixtures.subnets.len());
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
-    let (mut alerts, mut notices) = (0, 0);
-    let mut pending: VecDeque<Event> = events.into();
-    while let Some(event) = pending.pop_front() {
+    let mut alerts = 0;
+    let notices = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut posting = Vec::new();
+    for event in events {
         tokio::time::sleep_until((run.started + event.at).into()).await;
-        let played = run.play(&event.action).await;
         match (&event.action, event.action.fault_kind()) {
-            (_, Some(kind)) if played => {
-                run.note(format!("fault: {kind}"));
-                *faults.entry(kind).or_default() += 1;
+            // Posts run beside the schedule (a slow answer must not delay the next fault).
+            (action @ (Action::Fire { .. } | Action::Resolve { .. } | Action::Notice { .. }), _) => {
+                alerts += usize::from(matches!(action, Action::Fire { .. } | Action::Resolve { .. }));
+                let (run, notices, action) = (run.clone(), notices.clone(), action.clone());
+                posting.push(tokio::spawn(async move {
+                    if run.play(&action).await && matches!(action, Action::Notice { .. }) {
+                        notices.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }));
             }
-            (Action::Fire { .. } | Action::Resolve { .. }, _) => alerts += 1,
-            (Action::Notice { .. }, _) if played => notices += 1,
-            _ => {}
+            (action, kind) => {
+                if run.play(action).await {
+                    if let Some(kind) = kind {
+                        run.note(format!("fault: {kind}"));
+                        *faults.entry(kind).or_default() += 1;
+                    }
+                }
+            }
         }
     }
-    converge(&run, &bounds).await;
+    for post in posting {
+        post.await.expect("a post task");
+    }
+    let notices = notices.load(std::sync::atomic::Ordering::SeqCst);
+    let converged = converge(&run, &bounds).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let checker = checking.await.expect("the checker task");
     let launches = checker.check_history(&run.world).await;
@@ -414,12 +431,13 @@ pub async fn run(seed: u64, length: Duration, fault_every: Duration) -> Report {
         samples: checker.samples,
         violations: seen.violations.clone(),
         history: run.history.lock().unwrap().iter().cloned().collect(),
+        converged,
     }
 }
 
 /// The faults stop; every replica runs again; every alert resolves and one scale-up fires:
 /// within a bound the pool must be at `max`, every instance a Ready node, nothing in flight.
-async fn converge(run: &Run, bounds: &Bounds) {
+async fn converge(run: &Run, bounds: &Bounds) -> Option<f64> {
     run.world.proxy.clear_faults();
     run.world.kube.clear_faults();
     run.world.proxy.dynamodb_down(false);
@@ -437,10 +455,19 @@ async fn converge(run: &Run, bounds: &Bounds) {
     run.fire(true, "fp-final-up", 2, 3).await;
     let bound = Duration::from_secs(75);
     let started = Instant::now();
+    let mut converged = None;
+    let mut repeat = Instant::now();
     loop {
+        // Alertmanager repeats a firing alert (repeat_interval, compressed): no Alertmanager
+        // API is configured, so the stored signal lives only signal_ttl after each post.
+        if repeat.elapsed() > Duration::from_secs(3) {
+            run.fire(true, "fp-final-up", 2, 1).await;
+            repeat = Instant::now();
+        }
         let live = run.world.instances().await;
         let ready = ready_instances(&run.world.kube, &live);
         if live.len() == bounds.max && ready == bounds.max && run.world.op_finished().await {
+            converged = Some(started.elapsed().as_secs_f64());
             run.note(format!("converged at max {} in {:.1}s", bounds.max, started.elapsed().as_secs_f64()));
             break;
         }
@@ -461,6 +488,7 @@ async fn converge(run: &Run, bounds: &Bounds) {
             .violations
             .push(format!("fewer than min {} Ready nodes at the end", bounds.min));
     }
+    converged
 }
 
 fn ready_instances(kube: &FakeKube, live: &[(String, String, bool)]) -> usize {

@@ -165,7 +165,8 @@ fn traffic(rng: &mut Rng, length: Duration, events: &mut Vec<Event>) {
     let mut busy = false;
     while at < length {
         busy = !busy;
-        let phase_end = at + rng.millis(6000, 12000);
+        // Quiet phases outlast the signal TTL, so lost `resolved` posts of scale-ups expire.
+        let phase_end = at + if busy { rng.millis(5000, 10000) } else { rng.millis(12000, 20000) };
         let (ending, kept): (Vec<String>, Vec<String>) =
             firing.drain(..).partition(|fp| fp.starts_with("fp-up") != busy);
         firing = kept;
@@ -199,7 +200,7 @@ fn traffic(rng: &mut Rng, length: Duration, events: &mut Vec<Event>) {
                     step: 1 + rng.below(2) as u32,
                     copies: 1 + rng.below(3) as usize,
                 }
-            } else if roll < 80 {
+            } else if roll < 90 {
                 let fingerprint = firing.remove(rng.below(firing.len() as u64) as usize);
                 let lost = rng.chance(25);
                 if !lost && rng.chance(30) {
@@ -325,7 +326,7 @@ fn faults(rng: &mut Rng, length: Duration, every: Duration, zones: usize, events
             }
             83..89 => Action::Compact,
             89..94 => Action::CloseWatches,
-            94..97 => Action::DeleteDrainingNode { pick: rng.next() },
+            94..99 => Action::DeleteDrainingNode { pick: rng.next() },
             _ => Action::RemovePoolLabel { pick: rng.next() },
         };
         events.push(Event { at, action });
