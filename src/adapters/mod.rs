@@ -1,40 +1,19 @@
-//! The outside systems, each behind one small trait: [`Compute`] (EC2), [`StateStore`]
-//! (DynamoDB), [`sink::EventSink`] (CloudWatch Logs), `Cluster` (Kubernetes) and [`Clock`].
-//! Real adapters live beside the traits; test doubles in `fakes`.
+//! The outside systems, one folder each, with the trait the service uses beside its real
+//! implementation and a test double (`fake.rs`, compiled for unit tests only):
+//! [`ec2`] ([`Compute`]), [`dynamodb`] ([`StateStore`]), [`kube`] (`Cluster`, its watch
+//! caches and pod facts), [`cloudwatch`] (`EventSink`) and [`alertmanager`] (`AlertSource`).
+//! [`aws`] builds the SDK configuration the AWS adapters share; [`Clock`] is "now".
 
 pub mod alertmanager;
 pub mod aws;
+mod clock;
 pub mod cloudwatch;
-pub mod cluster;
-pub mod compute;
 pub mod dynamodb;
 pub mod ec2;
 pub mod kube;
-mod kube_cache;
-mod kube_pods;
-pub mod sink;
-pub mod store;
 
 #[cfg(test)]
-pub(crate) mod fakes;
-
-use crate::core::time::Timestamp;
-
-pub use compute::{Compute, ComputeError, ManagedInstance, RunSpec};
-pub use store::{AuditEvent, Lease, PoolRecord, StateStore, StoreError};
-
-/// Source of "now", so the service can be driven by a test clock.
-pub trait Clock: Send + Sync {
-    /// The current wall-clock time.
-    fn now(&self) -> Timestamp;
-}
-
-/// The real clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        Timestamp::from_system(std::time::SystemTime::now())
-    }
-}
+pub(crate) use clock::ManualClock;
+pub use clock::{Clock, SystemClock};
+pub use dynamodb::store::{AuditEvent, Lease, PoolRecord, StateStore, StoreError};
+pub use ec2::compute::{Compute, ComputeError, ManagedInstance, RunSpec};

@@ -8,7 +8,9 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use super::{AppState, router};
-use crate::adapters::fakes::{FakeCompute, ManualClock, MemoryStore};
+use crate::adapters::ManualClock;
+use crate::adapters::dynamodb::fake::MemoryStore;
+use crate::adapters::ec2::fake::FakeCompute;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::service::{Edges, Service};

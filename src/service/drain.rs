@@ -6,8 +6,8 @@ use tracing::{info, warn};
 
 use super::Service;
 use super::reconcile::ReconcileError;
-use crate::adapters::cluster::{Cluster, ClusterError, EvictOutcome, NodeEvent};
-use crate::adapters::store::LeaseAction;
+use crate::adapters::dynamodb::store::LeaseAction;
+use crate::adapters::kube::cluster::{Cluster, ClusterError, EvictOutcome, NodeEvent};
 use crate::adapters::{AuditEvent, Lease};
 use crate::core::drainability::{Blocker, pod_blocker};
 use crate::core::model::{

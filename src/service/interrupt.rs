@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use super::Service;
 use super::reconcile::ReconcileError;
-use crate::adapters::cluster::NodeEvent;
+use crate::adapters::kube::cluster::NodeEvent;
 use crate::adapters::{AuditEvent, ManagedInstance, StoreError};
 use crate::core::ec2_event::Ec2Event;
 use crate::core::interruption::{

@@ -12,7 +12,7 @@ use super::interrupt::describe;
 use super::launch::run_spec;
 use super::reconcile::ReconcileError;
 use crate::adapters::ComputeError;
-use crate::adapters::cluster::{EvictOutcome, NodeEvent, NodeSnapshot};
+use crate::adapters::kube::cluster::{EvictOutcome, NodeEvent, NodeSnapshot};
 use crate::core::drainability::PodFacts;
 use crate::core::interruption::{
     InterruptPhase, InterruptStep, Interruption, Replacement, StepFacts, drain_hold, next_step,

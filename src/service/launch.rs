@@ -9,8 +9,8 @@ use tracing::{info, warn};
 
 use super::Service;
 use super::reconcile::{Fresh, ReconcileError};
-use crate::adapters::cluster::{NodeEvent, NodeSnapshot};
-use crate::adapters::store::LeaseAction;
+use crate::adapters::dynamodb::store::LeaseAction;
+use crate::adapters::kube::cluster::{NodeEvent, NodeSnapshot};
 use crate::adapters::{AuditEvent, ComputeError, Lease, RunSpec};
 use crate::config::PoolConfig;
 use crate::core::model::{

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
 
-use crate::adapters::cluster::Cluster;
-use crate::adapters::sink::EventSink;
+use crate::adapters::cloudwatch::sink::EventSink;
+use crate::adapters::kube::cluster::Cluster;
 use crate::adapters::{Clock, Compute, StateStore};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -172,9 +172,3 @@ fn hostname() -> String {
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_interrupt;
-#[cfg(test)]
-mod tests_kube;
-#[cfg(test)]
-mod tests_repair;

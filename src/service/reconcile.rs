@@ -12,7 +12,7 @@ use tracing::{Level, info, warn};
 use super::Service;
 use super::pending;
 use super::snapshot::PoolSnapshot;
-use crate::adapters::cluster::ClusterError;
+use crate::adapters::kube::cluster::ClusterError;
 use crate::adapters::{AuditEvent, ComputeError, Lease, ManagedInstance, PoolRecord, StoreError};
 use crate::core::decide::{DecideInput, Decision, Plan, Reason, decide};
 use crate::core::model::{
@@ -523,12 +523,12 @@ impl Service {
         lease: &Lease,
         state: &PoolState,
         node_count: Option<u32>,
-        action: crate::adapters::store::LeaseAction,
+        action: crate::adapters::dynamodb::store::LeaseAction,
     ) -> Result<(), StoreError> {
         let now = self.now();
         let ttl = self.inner.config.timing.lease_ttl;
         let saved = self.inner.edges.store.save(lease, state, node_count, action, now, ttl).await;
-        let held = saved.is_ok() && action == crate::adapters::store::LeaseAction::Extend;
+        let held = saved.is_ok() && action == crate::adapters::dynamodb::store::LeaseAction::Extend;
         self.inner.metrics.set_lease_held(&lease.pool, held);
         saved
     }

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::Service;
 use super::reconcile::ReconcileError;
-use crate::adapters::cluster::{Cluster, NodeEvent};
+use crate::adapters::kube::cluster::{Cluster, NodeEvent};
 use crate::core::model::{DrainOp, PoolPolicy, Worker};
 use crate::core::repair::{RepairInput, blocked_nodes, holds_local_data};
 use crate::core::time::Timestamp;

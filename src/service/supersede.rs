@@ -7,8 +7,8 @@ use tracing::info;
 use super::Service;
 use super::reconcile::{Fresh, ReconcileError, ReconcileOutcome, new_op_id};
 use crate::adapters::AuditEvent;
-use crate::adapters::cluster::NodeEvent;
-use crate::adapters::store::LeaseAction;
+use crate::adapters::dynamodb::store::LeaseAction;
+use crate::adapters::kube::cluster::NodeEvent;
 use crate::core::decide::Decision;
 use crate::core::model::{
     Direction, DrainOp, DrainPhase, LastScale, LaunchOp, LaunchPhase, LaunchRequest, Operation,

@@ -6,10 +6,7 @@
 //! without `--bench`, which selects the smoke mode (tiny counts, seconds) so it cannot rot.
 //! `--smoke` forces the smoke mode under `cargo bench` too.
 
-// The integration tests' support code; its lints are the integration target's business.
-#[allow(dead_code, unused_imports)]
-#[path = "../integration/support/mod.rs"]
-mod support;
+use k3s_autoscaler_testkit as support;
 
 mod latency;
 mod proc;

@@ -5,10 +5,8 @@
 //! ← Prometheus (alert-rules/autoscaler.rules.yaml) ← the cluster simulator (fake Kubernetes
 //! API, kubelets for the instances, node-exporter / kube-state-metrics series from a load
 //! model). Windows and timers are the production ones divided by `--speed` (default 30).
-#![allow(dead_code)] // the support code is shared with the integration tests
 
-#[path = "../integration/support/mod.rs"]
-mod support;
+use k3s_autoscaler_testkit as support;
 
 mod report;
 

@@ -2,7 +2,7 @@
 //! through an endpoint URL) and the project's fault-injecting proxy. One test binary, so the
 //! AWS SDK is linked once.
 
-mod support;
+use k3s_autoscaler_testkit as support;
 
 mod alert_sync;
 mod alertmanager_retry;

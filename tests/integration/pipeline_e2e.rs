@@ -276,6 +276,67 @@ async fn a_silence_after_the_first_drain_starts_no_other_until_it_expires() {
     .await;
 }
 
+/// The shipped inhibit rule: while a pool's scale-up alert fires, its scale-down alert is
+/// muted (not resolved). An inhibited scale-down never acts: its stored signal is removed by
+/// the sync (not reported as a pause), no drain starts while the scale-up alert fires, and
+/// once that alert resolves the scale-down comes back by itself and drains again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inhibited_scale_down_never_drains_and_returns_when_the_scale_up_resolves() {
+    let options = PipelineOptions { workers: 4, max: 4, load: 0.8, ..PipelineOptions::new("e2e-inhibit") };
+    let p = Pipeline::start(options).await;
+    // 0.8 CPU over 4 workers is 10 %: the low-CPU rule fires; its first drain goes through.
+    p.firing("K3sWorkersCPULow", Duration::from_secs(90)).await;
+    eventually("the first drain done", Duration::from_secs(90), || async {
+        p.terminations().first().copied()
+    })
+    .await;
+    assert!(scale_down_signal_stored(&p).await, "the firing scale-down alert is a stored signal");
+    // Memory fills while CPU stays low: the optional K3sWorkersMemoryHigh (scale-up) fires, as
+    // Prometheus would post it, and the shipped inhibit rule mutes K3sWorkersCPULow.
+    let memory_high = serde_json::json!({
+        "alertname": "K3sWorkersMemoryHigh", "autoscaler": "scale-up", "pool": "workers", "step": "1"
+    });
+    let refire =
+        p.alertmanager.keep_firing(memory_high.clone(), "Average worker memory use in pool workers is 91%");
+    eventually("Alertmanager inhibits the scale-down alert", Duration::from_secs(30), || async {
+        let alerts = p.alertmanager.alerts().await;
+        alerts.iter().any(|(name, state)| name == "K3sWorkersCPULow" && state == "suppressed").then_some(())
+    })
+    .await;
+    eventually("the sync removes the inhibited signal", Duration::from_secs(10), || async {
+        (!scale_down_signal_stored(&p).await).then_some(())
+    })
+    .await;
+    paused(&p, "workers", false).await;
+    let in_force = SystemTime::now();
+    let (evictions, terminations) = (p.world.kube.evictions().len(), p.terminations().len());
+    // Three scale-down cooldowns (3 x 20 s) while Prometheus still fires the low-CPU alert.
+    tokio::time::sleep(p.window(10 * MINUTE) * 3).await;
+    p.world.sweeps_pass(2).await;
+    assert!(
+        p.prometheus.alert("K3sWorkersCPULow", "firing").await.is_some(),
+        "still firing in Prometheus, only muted in Alertmanager"
+    );
+    assert!(!scale_down_signal_stored(&p).await, "an inhibited alert came back as a signal");
+    assert_eq!(p.world.kube.evictions().len(), evictions, "an eviction while inhibited");
+    assert_eq!(p.terminations().len(), terminations, "a termination while inhibited");
+    assert!(p.terminations().iter().all(|t| *t <= in_force), "a drain finished while inhibited");
+    // The scale-up alert resolves: the inhibition ends and the scale-down acts again.
+    refire.abort();
+    p.alertmanager.resolve(memory_high).await;
+    eventually("a drain after the inhibition ended", Duration::from_secs(90), || async {
+        (p.world.kube.evictions().len() > evictions).then_some(())
+    })
+    .await;
+}
+
+/// Whether DynamoDB holds a scale-down signal of the pipeline's pool.
+async fn scale_down_signal_stored(p: &Pipeline) -> bool {
+    let signals =
+        p.world.aws.items(&p.world.config.table, &p.world.config.cluster_id, "signal#workers#").await;
+    signals.iter().any(|s| s.get("direction").and_then(|d| d.as_s().ok()).is_some_and(|d| d == "scale-down"))
+}
+
 /// Waits until the service exports `pool`'s paused gauge as `paused`: the positive event that
 /// it has seen the silence (or its end).
 async fn paused(p: &Pipeline, pool: &str, paused: bool) {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use super::store::StoreError;
 use super::{DynamoStore, Item, conditional, decode_json, encode_json, get_s, get_u64, n, s};
-use crate::adapters::store::StoreError;
 use crate::core::interruption::{InterruptPhase, Interruption};
 
 /// How long a record outlives its handling: EventBridge retries for up to 24 hours, and a

@@ -2,6 +2,12 @@
 //! volumes from watch-backed caches (no request per sweep); until a cache has listed, they
 //! are listed directly. A drain re-reads its node's pods live before it terminates anything.
 
+mod cache;
+pub mod cluster;
+#[cfg(test)]
+pub(crate) mod fake;
+mod pods;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +21,9 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::cluster::{Cluster, ClusterError, EvictOutcome, LABEL_POOL, NodeEvent, NodeSnapshot};
-use super::kube_cache::{Cache, key_of};
-use super::kube_pods::{
+use self::cache::{Cache, key_of};
+use self::cluster::{Cluster, ClusterError, EvictOutcome, LABEL_POOL, NodeEvent, NodeSnapshot};
+use self::pods::{
     Joins, PdbRecord, PodRecord, VolumeSite, claim_volume, local_claims, pdb_record, pod_record, volume_site,
 };
 use crate::core::drainability::{PodFacts, SCALE_DOWN_DISABLED};

@@ -5,10 +5,10 @@
 
 use std::sync::atomic::Ordering;
 
-use super::tests::{Harness, harness_with};
-use crate::adapters::cluster::Cluster;
-use crate::adapters::compute::InstanceState;
-use crate::adapters::fakes::FakeCluster;
+use super::{Harness, harness_with};
+use crate::adapters::ec2::compute::InstanceState;
+use crate::adapters::kube::cluster::Cluster;
+use crate::adapters::kube::fake::FakeCluster;
 use crate::core::drainability::PodFacts;
 use crate::core::ec2_event::Ec2Event;
 use crate::core::interruption::{InterruptPhase, Replacement};

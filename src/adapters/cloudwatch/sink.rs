@@ -2,7 +2,7 @@
 //! outcomes) for an outside log. Sending never blocks or fails a scaling action: the call
 //! only enqueues, and the adapter ships in the background and counts its failures.
 
-use super::store::AuditEvent;
+use crate::adapters::AuditEvent;
 
 /// Takes a copy of each scaling event; must return at once.
 pub trait EventSink: Send + Sync {

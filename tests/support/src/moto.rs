@@ -16,7 +16,7 @@ fn moto_binary() -> PathBuf {
     if let Ok(path) = std::env::var("MOTO_SERVER") {
         return PathBuf::from(path);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server")
+    crate::repo().join(".venv/bin/moto_server")
 }
 
 /// A free loopback port (bound, read, released).

@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use super::ReconcileOutcome;
-use super::tests::{Harness, harness_with};
+use super::{Harness, harness_with};
 use crate::adapters::Clock;
-use crate::adapters::fakes::FakeCluster;
+use crate::adapters::kube::fake::FakeCluster;
 use crate::core::drainability::PodFacts;
 use crate::core::time::Timestamp;
 use crate::metrics::PoolLabels;
+use crate::service::ReconcileOutcome;
 
 const QUIET: Duration = Duration::from_secs(61);
 

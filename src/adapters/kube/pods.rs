@@ -11,7 +11,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
-use super::kube_cache::key_of;
+use super::cache::key_of;
 use crate::core::drainability::{PodFacts, SAFE_TO_EVICT, SAFE_TO_EVICT_LOCAL_VOLUMES, deployment_of};
 
 /// What a pod says about itself, for drain decisions.

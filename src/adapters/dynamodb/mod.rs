@@ -16,9 +16,12 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableStatus, TimeToLiveSpecification,
 };
 
+#[cfg(test)]
+pub(crate) mod fake;
 mod interrupts;
+pub mod store;
 
-use super::store::{AuditEvent, Lease, LeaseAction, PoolRecord, StateStore, StoreError};
+use self::store::{AuditEvent, Lease, LeaseAction, PoolRecord, StateStore, StoreError};
 use crate::core::interruption::Interruption;
 use crate::core::model::{CapacityBackoff, Direction, LastScale, Operation, PoolState, Signal};
 use crate::core::time::Timestamp;

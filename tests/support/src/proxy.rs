@@ -72,7 +72,6 @@ type CallHook = Arc<dyn Fn(&str, &[u8]) + Send + Sync>;
 /// When one call reached the proxy and when its answer left (benchmarks time RunInstances
 /// and find which calls overlapped).
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // read by tests/bench, which includes this module too
 pub struct CallTiming {
     pub api: String,
     pub start: std::time::Instant,
@@ -195,7 +194,6 @@ impl Proxy {
     }
 
     /// The answered calls since the last reset, in the order their answers left.
-    #[allow(dead_code)] // used by tests/bench
     pub fn timings(&self) -> Vec<CallTiming> {
         self.timings.lock().unwrap().clone()
     }

@@ -1,6 +1,10 @@
 //! [`Compute`] on EC2: RunInstances from the pool's launch template, tag-scoped describe and
 //! terminate. Only instances tagged `managed-by` + `cluster` are ever returned or terminated.
 
+pub mod compute;
+#[cfg(test)]
+pub(crate) mod fake;
+
 use async_trait::async_trait;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::http::HttpResponse;
@@ -14,7 +18,7 @@ use aws_sdk_ec2::types::{
     SpotMarketOptions, Tag, TagSpecification,
 };
 
-use super::compute::{
+use self::compute::{
     CAPACITY_ERROR_CODES, Compute, ComputeError, InstanceState, MANAGED_BY_VALUE, ManagedInstance, RunSpec,
     TAG_CLUSTER, TAG_MANAGED_BY, TAG_OP_ID, TAG_POOL,
 };

@@ -303,10 +303,6 @@ pub fn name_of(o: &Value) -> &str {
     meta_str(o, "name").unwrap_or("")
 }
 
-pub fn rv_of(o: &Value) -> u64 {
-    meta_str(o, "resourceVersion").and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
 pub fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let id = uuid::Uuid::new_v4();
@@ -772,8 +768,4 @@ pub fn watch_event(c: &Change, ls: &LabelSelector, fs: &FieldSelector) -> Option
         }
         _ => None,
     }
-}
-
-pub fn resource_version(o: &Value) -> u64 {
-    rv_of(o)
 }

@@ -3,6 +3,10 @@
 //! A full queue drops the event and a failed call drops its batch; both are counted in
 //! `cloudwatch_records_total`, and DynamoDB's audit trail still has every event.
 
+#[cfg(test)]
+pub(crate) mod fake;
+pub mod sink;
+
 use std::sync::Arc;
 
 use aws_sdk_cloudwatchlogs::Client;
@@ -11,8 +15,8 @@ use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::sink::{EventSink, event_record};
-use super::store::AuditEvent;
+use self::sink::{EventSink, event_record};
+use crate::adapters::AuditEvent;
 use crate::config::CloudWatchConfig;
 use crate::metrics::{Metrics, SinkLabels};
 

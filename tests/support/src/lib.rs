@@ -1,22 +1,27 @@
-//! Test infrastructure: moto, the fault proxy, AWS fixtures and the service process.
+//! The test world of k3s-autoscaler (see README.md): moto behind the fault proxy, AWS
+//! fixtures, the fake Kubernetes API server with its kubelets and controllers, the cluster
+//! simulator, Prometheus and Alertmanager launchers, and the service process. Used by the
+//! integration tests, the demo and the benchmark.
 
 pub mod alertmanager;
 pub mod aws;
 pub mod joiner;
 pub mod kube_api;
 pub mod moto;
-// The pipeline, Prometheus and the simulator are shared with the demo (tests/demo), which
-// uses a few items the tests do not.
-#[allow(dead_code)]
 pub mod pipeline;
-#[allow(dead_code)]
 pub mod prometheus;
 pub mod proxy;
 pub mod service;
-#[allow(dead_code)]
 pub mod sim;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// The repository root (this crate lives in `tests/support`), for the files the test world
+/// runs: alert rules, the Alertmanager config, scripts, the moto virtualenv.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` naming `what`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T

@@ -115,18 +115,20 @@ pub struct Service {
     _dir: tempfile::TempDir,
 }
 
-/// The binary under test: Cargo names it for integration tests; the demo (an example) finds
-/// it in `$K3S_AUTOSCALER_BIN` or beside its own directory (`target/<profile>/`).
+/// The binary under test: `$K3S_AUTOSCALER_BIN`, else `k3s-autoscaler` in the profile
+/// directory of the running test, benchmark or example (`target/<profile>/deps/…`,
+/// `target/<profile>/examples/…`), where Cargo builds it for them.
 fn binary() -> PathBuf {
-    if let Some(path) = option_env!("CARGO_BIN_EXE_k3s-autoscaler") {
-        return PathBuf::from(path);
-    }
     if let Some(path) = std::env::var_os("K3S_AUTOSCALER_BIN") {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe.parent().and_then(|examples| examples.parent()).expect("target/<profile>");
-    profile_dir.join("k3s-autoscaler")
+    let dir = exe.parent().expect("the executable's directory");
+    let profile_dir = match dir.file_name().and_then(|name| name.to_str()) {
+        Some("deps" | "examples") => dir.parent().expect("target/<profile>"),
+        _ => dir,
+    };
+    profile_dir.join(format!("k3s-autoscaler{}", std::env::consts::EXE_SUFFIX))
 }
 
 fn command(config_path: &std::path::Path) -> Command {
@@ -194,7 +196,6 @@ impl Service {
     }
 
     /// The process id (benchmarks read its CPU time and memory from /proc).
-    #[allow(dead_code)] // used by tests/bench
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

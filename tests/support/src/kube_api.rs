@@ -27,8 +27,6 @@
 //!
 //! The server runs on the test's tokio runtime: wait with `.await` (e.g. `support::eventually`),
 //! never by blocking the thread, or it stops answering.
-#![allow(dead_code)]
-
 mod builders;
 mod controllers;
 mod patch;

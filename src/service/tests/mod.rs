@@ -1,15 +1,20 @@
 //! Service behaviour on the test doubles: intake, the launch path, resume and contention.
 
+mod interrupt;
+mod kube;
+mod repair;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Edges, ReconcileOutcome, Service};
-use crate::adapters::fakes::{
-    FakeCluster, FakeCompute, ManualClock, MemoryStore, RecordingSink, capacity_error,
-};
-use crate::adapters::{Compute, ComputeError, StateStore};
+use crate::adapters::cloudwatch::fake::RecordingSink;
+use crate::adapters::dynamodb::fake::MemoryStore;
+use crate::adapters::ec2::fake::{FakeCompute, capacity_error};
+use crate::adapters::kube::fake::FakeCluster;
+use crate::adapters::{Compute, ComputeError, ManualClock, StateStore};
 use crate::config::Config;
 use crate::core::alert::{Notification, ResolvedSignal};
 use crate::core::model::{
@@ -69,7 +74,7 @@ scale_up_cooldown = "1m"
         store: store.clone(),
         compute: compute.clone(),
         clock: clock.clone(),
-        cluster: cluster.map(|c| c as Arc<dyn crate::adapters::cluster::Cluster>),
+        cluster: cluster.map(|c| c as Arc<dyn crate::adapters::kube::cluster::Cluster>),
         sink: Some(sink.clone()),
     };
     Harness {

@@ -62,15 +62,11 @@ pub struct Pipeline {
     pub options: PipelineOptions,
 }
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// `scripts/shorten-rules.sh` applied to a file of the repository.
 pub fn shortened(file: &str, speed: u32) -> String {
-    let source = std::fs::File::open(repo().join(file)).unwrap_or_else(|e| panic!("open {file}: {e}"));
+    let source = std::fs::File::open(crate::repo().join(file)).unwrap_or_else(|e| panic!("open {file}: {e}"));
     let out = Command::new("bash")
-        .arg(repo().join("scripts/shorten-rules.sh"))
+        .arg(crate::repo().join("scripts/shorten-rules.sh"))
         .args(["--min-range", "5s", &speed.to_string()])
         .stdin(source)
         .stderr(Stdio::inherit())

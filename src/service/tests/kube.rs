@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use super::ReconcileOutcome;
-use super::tests::{Harness, firing, harness_with};
+use super::{Harness, firing, harness_with};
 use crate::adapters::Clock;
-use crate::adapters::fakes::FakeCluster;
+use crate::adapters::kube::fake::FakeCluster;
 use crate::core::drainability::PodFacts;
 use crate::core::model::{Direction, LaunchPhase, Market, OperationKind};
+use crate::service::ReconcileOutcome;
 
 fn web(name: &str) -> PodFacts {
     PodFacts {
