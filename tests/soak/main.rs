@@ -10,10 +10,7 @@
 //! seeds of 3 simulated minutes each with the debug binary. Exits non-zero on any violation,
 //! printing its seed and the history of the last minutes.
 
-// The integration tests' support code; its lints are the integration target's business.
-#[allow(dead_code, unused_imports)]
-#[path = "../integration/support/mod.rs"]
-mod support;
+use k3s_autoscaler_testkit as support;
 
 mod invariants;
 mod run;

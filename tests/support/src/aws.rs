@@ -160,7 +160,6 @@ impl Aws {
 
     /// Every instance ever launched for `cluster` (both tags), in any state: (id, state,
     /// op-id tag).
-    #[allow(dead_code)] // used by tests/soak
     pub async fn all_instances(&self, cluster: &str) -> Vec<(String, String, String)> {
         let out = self
             .ec2

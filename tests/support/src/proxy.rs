@@ -43,7 +43,6 @@ struct Faults {
 
 /// A fault the proxy plays on a matching AWS call (`Proxy::fail_next`).
 #[derive(Debug, Clone, PartialEq)]
-#[allow(dead_code)] // used by tests/soak
 pub enum AwsFault {
     /// Answer this HTTP status and error code without forwarding, in the call's protocol
     /// (EC2's XML or DynamoDB's JSON): `RequestLimitExceeded`, `ThrottlingException`,
@@ -144,21 +143,18 @@ impl Proxy {
 
     /// The next `times` calls of `api` whose body contains every one of `needles` (e.g. a
     /// subnet id and `MarketType=spot`: a capacity error per zone and market) get `fault`.
-    #[allow(dead_code)] // used by tests/soak
     pub fn fail_next(&self, api: &str, needles: &[&str], fault: AwsFault, times: usize) {
         let needles = needles.iter().map(|n| n.to_string()).collect();
         self.faults.rules.lock().unwrap().push(Rule { api: api.into(), needles, fault, times });
     }
 
     /// Forgets every armed `fail_next` fault.
-    #[allow(dead_code)] // used by tests/soak
     pub fn clear_faults(&self) {
         self.faults.rules.lock().unwrap().clear();
     }
 
     /// Calls `hook(api, body)` for every call about to reach moto (no injected error answered
     /// it), e.g. a test checks what still ran on a node when its TerminateInstances went out.
-    #[allow(dead_code)] // used by tests/soak
     pub fn on_call(&self, hook: impl Fn(&str, &[u8]) + Send + Sync + 'static) {
         *self.faults.on_call.lock().unwrap() = Some(Arc::new(hook));
     }
