@@ -33,7 +33,7 @@ pub struct Meters {
 }
 
 impl Meters {
-    pub fn new() -> Meters {
+    pub(crate) fn new() -> Meters {
         Meters { nodes: BTreeMap::new(), pods: Vec::new(), last: Instant::now(), load: 0.0 }
     }
 
