@@ -42,7 +42,38 @@ struct Faults {
     spot_status: Mutex<BTreeMap<String, String>>,
     /// EC2 APIs IAM denies (UnauthorizedOperation, also to a DryRun).
     denied: Mutex<Vec<String>>,
+    /// Faults armed with `fail_next`, first match wins.
+    rules: Mutex<Vec<Rule>>,
+    /// Called with (API, body) of every call about to reach moto.
+    on_call: Mutex<Option<CallHook>>,
 }
+
+/// A fault the proxy plays on a matching AWS call (`Proxy::fail_next`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AwsFault {
+    /// Answer this HTTP status and error code without forwarding, in the call's protocol
+    /// (EC2's XML or DynamoDB's JSON): `RequestLimitExceeded`, `ThrottlingException`,
+    /// `ProvisionedThroughputExceededException`, `InternalError`, `InsufficientInstanceCapacity`.
+    Error { status: u16, code: String },
+    /// Forward after this delay (past `call_timeout`, the caller gives up first).
+    Delay(std::time::Duration),
+    /// Forward to moto, then break the connection mid-answer (the caller cannot tell whether
+    /// the call took effect).
+    Reset,
+    /// Forward to moto, then never answer.
+    AnswerLost,
+}
+
+/// One armed fault: calls of `api` whose body contains every needle, `times` more times.
+struct Rule {
+    api: String,
+    needles: Vec<String>,
+    fault: AwsFault,
+    times: usize,
+}
+
+/// What the proxy tells a test before a call goes to moto: its API name and body.
+type CallHook = Arc<dyn Fn(&str, &[u8]) + Send + Sync>;
 
 /// When one call reached the proxy and when its answer left (benchmarks time RunInstances
 /// and find which calls overlapped).
@@ -138,6 +169,24 @@ impl Proxy {
         self.faults.denied.lock().unwrap().push(api.into());
     }
 
+    /// The next `times` calls of `api` whose body contains every one of `needles` (e.g. a
+    /// subnet id and `MarketType=spot`: a capacity error per zone and market) get `fault`.
+    pub fn fail_next(&self, api: &str, needles: &[&str], fault: AwsFault, times: usize) {
+        let needles = needles.iter().map(|n| n.to_string()).collect();
+        self.faults.rules.lock().unwrap().push(Rule { api: api.into(), needles, fault, times });
+    }
+
+    /// Forgets every armed `fail_next` fault.
+    pub fn clear_faults(&self) {
+        self.faults.rules.lock().unwrap().clear();
+    }
+
+    /// Calls `hook(api, body)` for every call about to reach moto (no injected error answered
+    /// it), e.g. a test checks what still ran on a node when its TerminateInstances went out.
+    pub fn on_call(&self, hook: impl Fn(&str, &[u8]) + Send + Sync + 'static) {
+        *self.faults.on_call.lock().unwrap() = Some(Arc::new(hook));
+    }
+
     /// Every call seen, as API names, in order.
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().iter().map(|(api, _)| api.clone()).collect()
@@ -184,10 +233,39 @@ fn api_name(headers: &HeaderMap, body: &[u8]) -> String {
 }
 
 fn ec2_error(code: &str, message: &str) -> Response<Body> {
+    ec2_error_status(500, code, message)
+}
+
+fn ec2_error_status(status: u16, code: &str, message: &str) -> Response<Body> {
     let xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>proxy</RequestID></Response>"
     );
-    Response::builder().status(StatusCode::INTERNAL_SERVER_ERROR).body(Body::from(xml)).expect("response")
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Response::builder().status(status).body(Body::from(xml)).expect("response")
+}
+
+/// DynamoDB's JSON error answer.
+fn dynamodb_error(status: u16, code: &str) -> Response<Body> {
+    let body = format!(
+        "{{\"__type\":\"com.amazonaws.dynamodb.v20120810#{code}\",\"message\":\"injected (proxy)\"}}"
+    );
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.0")
+        .body(Body::from(body))
+        .expect("response")
+}
+
+/// The first armed fault matching this call, used up by one.
+fn armed_fault(proxy: &Proxy, api: &str, body: &[u8]) -> Option<AwsFault> {
+    let text = String::from_utf8_lossy(body);
+    let mut rules = proxy.faults.rules.lock().unwrap();
+    let rule = rules
+        .iter_mut()
+        .find(|r| r.times > 0 && r.api == api && r.needles.iter().all(|n| text.contains(n.as_str())))?;
+    rule.times -= 1;
+    Some(rule.fault.clone())
 }
 
 /// EC2's DescribeSpotInstanceRequests answer: one one-time request behind `instance`.
@@ -225,6 +303,17 @@ async fn forward(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not authorized to perform this operation (proxy: {api} denied).</Message></Error></Errors><RequestID>proxy</RequestID></Response>"
         );
         return Response::builder().status(StatusCode::FORBIDDEN).body(Body::from(xml)).expect("response");
+    }
+    let armed = armed_fault(&proxy, &api, &body);
+    match &armed {
+        Some(AwsFault::Error { status, code }) if is_dynamodb => return dynamodb_error(*status, code),
+        Some(AwsFault::Error { status, code }) => return ec2_error_status(*status, code, "injected (proxy)"),
+        Some(AwsFault::Delay(delay)) => tokio::time::sleep(*delay).await,
+        _ => {}
+    }
+    let hook = proxy.faults.on_call.lock().unwrap().clone();
+    if let Some(hook) = hook {
+        hook(&api, &body);
     }
     let mut body = body;
     let mut fleet_errors = Vec::new();
@@ -317,8 +406,17 @@ async fn forward(
         **guard = Some((status.as_u16(), upstream_headers.clone(), bytes.clone()));
     }
     drop(guard);
-    if run_fault == Some(RunInstancesFault::AnswerLost) {
+    if run_fault == Some(RunInstancesFault::AnswerLost) || armed == Some(AwsFault::AnswerLost) {
         return std::future::pending().await;
+    }
+    if armed == Some(AwsFault::Reset) {
+        let broken = futures_util::stream::once(async {
+            Err::<Bytes, _>(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "proxy: reset"))
+        });
+        return Response::builder()
+            .status(status.as_u16())
+            .body(Body::from_stream(broken))
+            .expect("response");
     }
     let end = std::time::Instant::now();
     proxy.timings.lock().unwrap().push(CallTiming { api: api.clone(), start, end });
