@@ -74,7 +74,8 @@ fi
 echo "tools: $(promtool --version 2>&1 | head -n1); $(amtool --version 2>&1 | head -n1)"
 
 # ---- rules ----------------------------------------------------------------------
-sources=(alert-rules/autoscaler.rules.yaml alert-rules/optional.rules.yaml alert-rules/health.rules.yaml)
+sources=(alert-rules/autoscaler.rules.yaml alert-rules/optional.rules.yaml alert-rules/health.rules.yaml
+  alert-rules/notifications.rules.yaml)
 for f in "${sources[@]}"; do
   check "promtool check rules $f" promtool check rules "$f"
 done
@@ -119,11 +120,15 @@ k3s-autoscaler|alertname=K3sWorkersCPULow autoscaler=scale-down pool=workers
 k3s-autoscaler|alertname=K3sPodsUnschedulable autoscaler=scale-up pool=workers namespace=shop pod=web-1
 slack-k3s-autoscaler|alertname=K3sAutoscalerWebhookSilent severity=critical
 slack-k3s-autoscaler|alertname=K3sAutoscalerDrainsAborting severity=warning pool=workers
+slack-k3s-autoscaler-events|alertname=K3sScalingLaunched notify=scaling event=launched pool=workers reason=scale_up_signal
+slack-k3s-autoscaler-events|alertname=K3sScalingDrained notify=scaling event=drained pool=workers reason=scale_down_signal
+slack-k3s-autoscaler-events|alertname=K3sScalingInterrupted notify=scaling event=interrupted pool=workers reason=spot_interruption
+slack-k3s-autoscaler-events|alertname=K3sScalingPaused notify=scaling event=paused pool=workers reason=silenced
 null|alertname=Watchdog severity=none
 null|alertname=Something autoscaler=sideways pool=workers
 CASES
 }
-check "amtool routes: scaling -> webhook, health -> Slack, rest -> null" routes_test
+check "amtool routes: scaling -> webhook, health and scaling actions -> Slack, rest -> null" routes_test
 
 # The AlertmanagerConfig must say what alertmanager.yml says (in the same order).
 amcfg_consistent() {
@@ -141,7 +146,10 @@ amcfg_consistent() {
     fi
   done
   grep -q 'autoscaler=~"scale-up|scale-down"' "$am" && grep -q 'value: "scale-up|scale-down"' "$cr" &&
-    grep -q 'alertname=~"K3sAutoscaler.+"' "$am" && grep -q 'value: "K3sAutoscaler.+"' "$cr"
+    grep -q 'alertname=~"K3sAutoscaler.+"' "$am" && grep -q 'value: "K3sAutoscaler.+"' "$cr" &&
+    grep -q "notify=\"scaling\"" "$am" && grep -q 'value: scaling' "$cr" &&
+    [[ $(grep -c '^        title:' "$am") -eq $(grep -c '^          title:' "$cr") ]] &&
+    diff <(grep -E '^ +(title|text):' "$am" | sed -E 's/^ +//') <(grep -E '^ +(title|text):' "$cr" | sed -E 's/^ +//')
 }
 check "alertmanagerconfig.yaml agrees with alertmanager.yml" amcfg_consistent
 
@@ -246,7 +254,11 @@ down_workers = alert({"alertname": "K3sWorkersCPULow", "autoscaler": "scale-down
 down_gpu = alert({"alertname": "K3sWorkersCPULow", "autoscaler": "scale-down", "pool": "gpu"})
 health = alert({"alertname": "K3sAutoscalerDown", "severity": "critical"}, summary="down!")
 other = alert({"alertname": "Watchdog"})
-send([up, down_workers, down_gpu, health, other])
+launched = alert({"alertname": "K3sScalingLaunched", "notify": "scaling", "event": "launched",
+                  "pool": "workers", "reason": "scale_up_signal"},
+                 summary="launch in pool workers (scale_up_signal)")
+launched["annotations"]["nodes"] = "3"
+send([up, down_workers, down_gpu, health, other, launched])
 
 def group(p, name, pool, status="firing"):
     return (p[0] == "/v1/alerts" and p[2].get("status") == status
@@ -254,7 +266,9 @@ def group(p, name, pool, status="firing"):
 
 wait_for("scale-up post", lambda p: group(p, "K3sWorkersCPUHigh", "workers"))
 wait_for("scale-down post of pool gpu", lambda p: group(p, "K3sWorkersCPULow", "gpu"))
-slack = wait_for("Slack post", lambda p: p[0] == "/slack")
+slack = wait_for("Slack post", lambda p: p[0] == "/slack" and "K3sAutoscalerDown" in json.dumps(p[2]))
+event = wait_for("Slack post of the scaling action",
+                 lambda p: p[0] == "/slack" and "K3sScalingLaunched" in json.dumps(p[2]))
 time.sleep(2)  # a few more group_interval ticks for anything unexpected
 with lock:
     hooks = [p for p in posts if p[0] == "/v1/alerts"]
@@ -264,13 +278,16 @@ with lock:
         fail("scale-down of pool workers was posted while its scale-up fired (inhibition)")
     if any(p[2]["receiver"] != "k3s-autoscaler" for p in hooks):
         fail("webhook post from another receiver")
-    if any(a["labels"].get("alertname") in ("Watchdog", "K3sAutoscalerDown")
+    if any(a["labels"].get("alertname") in ("Watchdog", "K3sAutoscalerDown", "K3sScalingLaunched")
            for p in hooks for a in p[2]["alerts"]):
         fail("a non-scaling alert reached the autoscaler")
     if "K3sAutoscalerDown" not in json.dumps(slack[0][2]) or "down!" not in json.dumps(slack[0][2]):
         fail("Slack post lacks the alert name or summary")
     if any(p[0] == "/slack" and "Watchdog" in json.dumps(p[2]) for p in posts):
         fail("Watchdog reached Slack")
+    want = "launched: launch in pool workers (scale_up_signal); reason scale_up_signal; 3 worker(s)"
+    if want not in json.dumps(event[0][2]):
+        fail(f"Slack post of the scaling action lacks {want!r}")
 # Scale-up resolves: a resolved post follows, and the scale-down of pool workers is
 # no longer inhibited.
 up["endsAt"] = iso(datetime.now(timezone.utc))
@@ -285,7 +302,7 @@ PY
   [[ $rc -eq 124 ]] && echo "timed out after 120s"
   return "$rc"
 }
-check "Alertmanager 0.25 run: token, grouping, inhibition, resolved, Slack" am_e2e
+check "Alertmanager 0.25 run: token, grouping, inhibition, resolved, Slack (health and scaling actions)" am_e2e
 
 # ---- shortened rules for demos ---------------------------------------------------
 for f in "${sources[@]}"; do

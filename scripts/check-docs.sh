@@ -130,6 +130,13 @@ stack = open("infra/k3s-autoscaler.yaml", encoding="utf-8").read()
 check(bool(cluster and table) and table.group(1) == f"k3s-autoscaler-{cluster.group(1)}"
       and 'TableName: !Sub "k3s-autoscaler-${ClusterId}"' in stack,
       "deploy/config.toml: [aws] table", "is not the table the stack creates (k3s-autoscaler-<ClusterId>)")
+template = re.search(r'^launch_template\s*=\s*"([^"]+)"', config, flags=re.M)
+pool = re.search(r'^\[pools\.([a-z0-9-]+)\]', config, flags=re.M)
+check(bool(cluster and template and pool)
+      and template.group(1) == f"k3s-autoscaler-{cluster.group(1)}-{pool.group(1)}"
+      and 'LaunchTemplateName: !Sub "k3s-autoscaler-${ClusterId}-${PoolName}"' in stack,
+      "deploy/config.toml: launch_template",
+      "is not the launch template the stack creates (k3s-autoscaler-<ClusterId>-<PoolName>)")
 
 for problem in problems:
     print(problem)

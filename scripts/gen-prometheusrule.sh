@@ -2,6 +2,7 @@
 # Generates the prometheus-operator PrometheusRule resources from the plain rule files,
 # which stay the only source (alert-rules/README.md):
 #   alert-rules/prometheusrule.yaml           <- autoscaler.rules.yaml + health.rules.yaml
+#                                                + notifications.rules.yaml
 #   alert-rules/prometheusrule-optional.yaml  <- optional.rules.yaml
 # A pure text transform (bash + awk, no YAML library): each source's `groups:` block,
 # from its first non-comment line on, is indented by two spaces under `spec:`. Block
@@ -38,6 +39,7 @@ gen_main() {
   echo "# GENERATED: do not edit; run scripts/gen-prometheusrule.sh after changing alert-rules/*.rules.yaml."
   doc k3s-autoscaler-scaling autoscaler.rules.yaml
   doc k3s-autoscaler-health health.rules.yaml
+  doc k3s-autoscaler-notifications notifications.rules.yaml
 }
 
 gen_optional() {

@@ -43,7 +43,8 @@ demo() {
   fi
 }
 run demo
-for check in scripts/check-alerting.sh scripts/check-infra.sh scripts/check-deploy.sh scripts/check-docs.sh; do
+for check in scripts/check-alerting.sh scripts/check-infra.sh scripts/check-deploy.sh scripts/check-docs.sh \
+  scripts/check-quickstart.sh; do
   if [ -f "$check" ]; then
     run bash "$check"
   else

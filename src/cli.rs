@@ -1,4 +1,4 @@
-//! Command line: `serve`, `check-config`, `init-table`, `status`, `--version`.
+//! Command line: `serve`, `check-config`, `init-table`, `status`, `doctor`, `--version`.
 
 use std::path::PathBuf;
 
@@ -37,6 +37,9 @@ pub enum Command {
     InitTable,
     /// Print each pool's lease, in-flight operation, signals and last decisions.
     Status(StatusArgs),
+    /// Check AWS, Kubernetes, Alertmanager and Prometheus live, one line per check; exit 0
+    /// only if none fails.
+    Doctor,
 }
 
 /// Options of `serve`.

@@ -11,6 +11,7 @@ pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod doctor;
 pub mod http;
 pub mod metrics;
 pub mod secrets;

@@ -10,13 +10,14 @@ use k3s_autoscaler::adapters::cloudwatch::sink::EventSink;
 use k3s_autoscaler::adapters::dynamodb::DynamoStore;
 use k3s_autoscaler::adapters::ec2::Ec2Compute;
 use k3s_autoscaler::adapters::kube::KubeCluster;
+use k3s_autoscaler::adapters::sqs::SqsNoticeQueue;
 use k3s_autoscaler::adapters::{SystemClock, aws};
 use k3s_autoscaler::cli::{Cli, Command, ServeArgs, StatusArgs};
 use k3s_autoscaler::config::Config;
 use k3s_autoscaler::http::{AppState, router};
 use k3s_autoscaler::metrics::Metrics;
 use k3s_autoscaler::service::{Edges, Service};
-use k3s_autoscaler::{status, telemetry};
+use k3s_autoscaler::{doctor, status, telemetry};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -29,7 +30,8 @@ fn main() -> std::process::ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(Outcome::Done) => std::process::ExitCode::SUCCESS,
+        Ok(Outcome::ChecksFailed) => std::process::ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(2)
@@ -37,7 +39,14 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// How a command that ran ended: done, or (`doctor`) with checks failed (exit 1; a
+/// command that could not run exits 2).
+enum Outcome {
+    Done,
+    ChecksFailed,
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let mut config = Config::load(&cli.config, std::env::vars())?;
     match cli.command {
         Command::CheckConfig => {
@@ -45,15 +54,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("warning: {warning}");
             }
             print!("{}", config.to_redacted_toml());
-            Ok(())
+            Ok(Outcome::Done)
         }
         Command::InitTable => {
             let store = dynamo(&config).await;
             let created = store.create_table().await.context("creating the DynamoDB table")?;
             println!("table {} {}", config.aws.table, if created { "created" } else { "already exists" });
-            Ok(())
+            Ok(Outcome::Done)
         }
-        Command::Status(args) => print_status(&config, args).await,
+        Command::Status(args) => print_status(&config, args).await.map(|()| Outcome::Done),
+        Command::Doctor => {
+            let checks = doctor::run(&config).await;
+            print!("{}", doctor::render(&checks));
+            Ok(if doctor::all_passed(&checks) { Outcome::Done } else { Outcome::ChecksFailed })
+        }
         Command::Serve(args) => {
             if args.dry_run {
                 config.dry_run = true;
@@ -61,7 +75,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(path) = &args.kubeconfig {
                 config.kubernetes.kubeconfig = Some(path.clone());
             }
-            serve(config, args).await
+            serve(config, args).await.map(|()| Outcome::Done)
         }
     }
 }
@@ -129,6 +143,10 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     if !service.config().alertmanager.urls.is_empty() {
         let source = Arc::new(HttpAlertSource::new(&service.config().alertmanager));
         tasks.push(service.start_alert_sync(source));
+    }
+    if let Some(queue_url) = &service.config().interruption.queue_url {
+        let queue = SqsNoticeQueue::new(&sdk, queue_url, service.config().aws.call_timeout);
+        tasks.push(service.start_notice_poller(Arc::new(queue)));
     }
     let readiness = state.spawn_readiness_checks();
     let shutdown_state = state.clone();

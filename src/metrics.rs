@@ -10,6 +10,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::core::model::CapacityBackoff;
+use crate::core::time::Timestamp;
+
 /// Labels of `webhook_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -108,6 +111,21 @@ pub struct SinkLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of `capacity_backoff_seconds`: one offering backed off.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackoffLabels {
+    /// Pool name.
+    pub pool: String,
+    /// Instance type, `any` when the whole (zone, market) is backed off.
+    pub instance_type: String,
+    /// Availability zone.
+    pub az: String,
+    /// spot or on-demand.
+    pub market: &'static str,
+    /// EC2's error code (or `JoinTimeout`).
+    pub code: String,
+}
+
 /// All metric families of the service.
 pub struct Metrics {
     registry: Registry,
@@ -150,6 +168,12 @@ pub struct Metrics {
     pub alert_sync: AlertSyncMetrics,
     /// Nodes due for node repair that hold local data: never terminated, left to a person.
     pub repair_blocked_nodes: Family<PoolLabels, Gauge>,
+    /// Seconds left on each backed-off offering, as of this replica's last state write.
+    pub capacity_backoffs: Family<BackoffLabels, Gauge>,
+    /// The offerings last reported per pool, so expired ones are removed.
+    backoff_series: std::sync::Mutex<std::collections::HashMap<String, Vec<BackoffLabels>>>,
+    /// The EC2 notice queue poller's families.
+    pub notice_queue: NoticeQueueMetrics,
 }
 
 impl Default for Metrics {
@@ -241,8 +265,18 @@ impl Metrics {
             "Nodes due for node repair that hold local data and are left to a person, by pool",
             repair_blocked_nodes.clone(),
         );
+        let capacity_backoffs = Family::default();
+        registry.register(
+            "capacity_backoff_seconds",
+            "Seconds left on each backed-off offering (instance type, zone, market) and why",
+            capacity_backoffs.clone(),
+        );
+        let notice_queue = NoticeQueueMetrics::register(&mut registry);
         Metrics {
+            capacity_backoffs,
+            backoff_series: Default::default(),
             alert_sync,
+            notice_queue,
             registry,
             webhook_requests,
             alerts_received,
@@ -303,6 +337,33 @@ impl Metrics {
                 let labels = PoolNodeLabels { pool: pool.to_string(), az: az.to_string(), capacity_type };
                 self.pool_nodes.get_or_create(&labels).set(n as i64);
             }
+        }
+    }
+
+    /// Shows the offerings of `pool` backed off at `now` (seconds left), dropping the series
+    /// of offerings no longer backed off.
+    pub fn observe_backoffs(&self, pool: &str, backoffs: &[CapacityBackoff], now: Timestamp) {
+        let live: Vec<(BackoffLabels, i64)> = backoffs
+            .iter()
+            .filter(|b| b.until > now)
+            .map(|b| {
+                let labels = BackoffLabels {
+                    pool: pool.to_string(),
+                    instance_type: b.instance_type.clone().unwrap_or_else(|| "any".into()),
+                    az: b.az.clone(),
+                    market: b.market.as_str(),
+                    code: if b.code.is_empty() { "capacity".into() } else { b.code.clone() },
+                };
+                (labels, b.until.since(now).as_secs() as i64)
+            })
+            .collect();
+        let mut series = self.backoff_series.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = series.insert(pool.to_string(), live.iter().map(|(l, _)| l.clone()).collect());
+        for gone in previous.unwrap_or_default().iter().filter(|l| !live.iter().any(|(k, _)| k == *l)) {
+            self.capacity_backoffs.remove(gone);
+        }
+        for (labels, seconds) in &live {
+            self.capacity_backoffs.get_or_create(labels).set(*seconds);
         }
     }
 
@@ -395,5 +456,60 @@ impl AlertSyncMetrics {
             let labels = PoolLabels { pool: pool.clone() };
             self.pool_paused.get_or_create(&labels).set(i64::from(paused(pool)));
         }
+    }
+}
+
+// === EC2 notice queue ===
+
+/// Labels of `notice_queue_deleted_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueDeletedLabels {
+    /// The intake's outcome (handled, upgraded, duplicate, ignored, unverified, capped,
+    /// dry_run) or `malformed` (not an EC2 event).
+    pub reason: &'static str,
+}
+
+/// Labels of `notice_queue_failed_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueFailedLabels {
+    /// receive (the queue could not be read), handle (the message stays for its next
+    /// delivery) or delete (handled, but it will come back as a repeat).
+    pub stage: &'static str,
+}
+
+/// What the notice poller reports (see `service::notice_poller`).
+pub struct NoticeQueueMetrics {
+    /// Messages received from the queue (each delivery counts).
+    pub received: Counter,
+    /// Messages deleted, by why.
+    pub deleted: Family<QueueDeletedLabels, Counter>,
+    /// Failed receives, handlings and deletes.
+    pub failed: Family<QueueFailedLabels, Counter>,
+}
+
+impl NoticeQueueMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let received = Counter::default();
+        registry.register(
+            "notice_queue_received",
+            "Messages received from the EC2 notice queue (each delivery counts)",
+            received.clone(),
+        );
+        let deleted = Family::default();
+        registry.register(
+            "notice_queue_deleted",
+            "EC2 notice queue messages deleted, by reason (the intake's outcome, or malformed)",
+            deleted.clone(),
+        );
+        let failed: Family<QueueFailedLabels, Counter> = Family::default();
+        registry.register(
+            "notice_queue_failed",
+            "EC2 notice queue receives, handlings and deletes that failed, by stage",
+            failed.clone(),
+        );
+        for stage in ["receive", "handle", "delete"] {
+            let _ = failed.get_or_create(&QueueFailedLabels { stage });
+        }
+        NoticeQueueMetrics { received, deleted, failed }
     }
 }

@@ -40,6 +40,9 @@ pub struct PoolStatus {
     pub paused_by: Option<String>,
     /// The pool's scaling alerts that Alertmanager mutes (silenced or inhibited).
     pub muted: Vec<MutedAlert>,
+    /// Offerings (instance type, zone, market) skipped for lack of capacity, with time left
+    /// and EC2's error code.
+    pub backed_off: Vec<String>,
 }
 
 /// An active signal.
@@ -94,6 +97,7 @@ pub async fn collect(
             alertmanager: None,
             paused_by: None,
             muted: Vec::new(),
+            backed_off: crate::core::offerings::describe(&record.state.backoffs, now),
         });
     }
     Ok(report)
@@ -164,6 +168,9 @@ pub fn render_text(report: &[PoolStatus]) -> String {
         }
         if let Some((direction, at)) = &pool.last_scale {
             let _ = writeln!(out, "  last action: {direction} at {at}");
+        }
+        for offering in &pool.backed_off {
+            let _ = writeln!(out, "  backed off: {offering}");
         }
         if let Some(alertmanager) = &pool.alertmanager {
             let _ = writeln!(out, "  {alertmanager}");

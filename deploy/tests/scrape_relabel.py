@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks deploy/prometheus-scrape.yaml.
 
-  shape SCRAPE            the three jobs, their kubernetes_sd_configs roles and keys
+  shape SCRAPE            the four jobs, their kubernetes_sd_configs roles and keys
   write SCRAPE RULES_DIR OUT_DIR
                           writes OUT_DIR/prometheus.yml: the scrape jobs with every
                           `kubernetes_sd_configs` replaced by a `file_sd_configs` whose
@@ -30,7 +30,8 @@ from pathlib import Path
 
 import yaml
 
-JOBS = {"node-exporter": "node", "kube-state-metrics": "service", "k3s-autoscaler": "endpoints"}
+JOBS = {"node-exporter": "node", "kube-state-metrics": "service", "k3s-autoscaler": "endpoints",
+        "application-pods": "pod"}
 SD_KEYS = {"role", "namespaces", "selectors", "api_server", "kubeconfig_file", "attach_metadata",
            "basic_auth", "authorization", "oauth2", "tls_config", "proxy_url", "follow_redirects",
            "enable_http2"}
@@ -89,6 +90,27 @@ FAKE = {
           "__meta_kubernetes_service_name": "something-else", "__meta_kubernetes_endpoint_port_name": "http",
           "__meta_kubernetes_pod_name": "other"}, None),
     ],
+    "application-pods": [
+        # annotated, with a port and a path: scraped there, job from app.kubernetes.io/name
+        ({"__address__": "127.0.0.5", "__meta_kubernetes_namespace": "shop",
+          "__meta_kubernetes_pod_name": "web-7c9d-x1", "__meta_kubernetes_pod_phase": "Running",
+          "__meta_kubernetes_pod_annotation_prometheus_io_scrape": "true",
+          "__meta_kubernetes_pod_annotation_prometheus_io_port": "8000",
+          "__meta_kubernetes_pod_annotation_prometheus_io_path": "/stats",
+          "__meta_kubernetes_pod_label_app_kubernetes_io_name": "web"},
+         {"job": "web", "instance": "127.0.0.5:8000", "namespace": "shop", "pod": "web-7c9d-x1"}),
+        # annotated, no name label, the container port already in the address: job = namespace
+        ({"__address__": "127.0.0.6:9000", "__meta_kubernetes_namespace": "batch",
+          "__meta_kubernetes_pod_name": "worker-1", "__meta_kubernetes_pod_phase": "Running",
+          "__meta_kubernetes_pod_annotation_prometheus_io_scrape": "true"},
+         {"job": "batch", "instance": "127.0.0.6:9000", "namespace": "batch", "pod": "worker-1"}),
+        # not annotated, or finished: never scraped
+        ({"__address__": "127.0.0.7:8000", "__meta_kubernetes_namespace": "shop",
+          "__meta_kubernetes_pod_name": "db-0", "__meta_kubernetes_pod_phase": "Running"}, None),
+        ({"__address__": "127.0.0.8:8000", "__meta_kubernetes_namespace": "shop",
+          "__meta_kubernetes_pod_name": "job-1", "__meta_kubernetes_pod_phase": "Succeeded",
+          "__meta_kubernetes_pod_annotation_prometheus_io_scrape": "true"}, None),
+    ],
 }
 
 
@@ -140,7 +162,7 @@ def cmd_write(scrape, rules_dir, out):
         j["scrape_timeout"] = "1s"
         converted.append(j)
     rules = sorted(str(p.resolve()) for p in Path(rules_dir).glob("*.rules.yaml")
-                   if p.name in ("autoscaler.rules.yaml", "health.rules.yaml"))
+                   if p.name in ("autoscaler.rules.yaml", "health.rules.yaml", "notifications.rules.yaml"))
     prom = {"global": {"scrape_interval": "15s", "evaluation_interval": "30s"},
             "rule_files": rules, "scrape_configs": converted}
     (out / "prometheus.yml").write_text(yaml.safe_dump(prom, sort_keys=False))
@@ -191,7 +213,7 @@ def cmd_run(out):
             raise SystemExit(f"targets not discovered in time: {json.dumps(body)[:2000]}")
         got = {}
         for t in body["activeTargets"]:
-            got.setdefault(t["labels"]["job"], []).append(t["labels"])
+            got.setdefault(t["scrapePool"], []).append(t["labels"])
         for job, items in expected.items():
             want = sorted((w for w in items if w), key=lambda x: x["instance"])
             have = sorted(got.get(job, []), key=lambda x: x["instance"])
@@ -200,7 +222,8 @@ def cmd_run(out):
             for w in want:
                 print(f"{job}: {', '.join(f'{k}={v}' for k, v in sorted(w.items()))}")
         print(f"dropped as intended: {len(body['droppedTargets'])} "
-              "(kube-state-metrics telemetry port, another service's http port, another Service's endpoints)")
+              "(kube-state-metrics telemetry port, another service's http port, another Service's endpoints,\n"
+              " a pod without the scrape annotation, a finished pod)")
         # The rules Prometheus loaded with the scrape config.
         rules = json.loads(get(f"http://127.0.0.1:{port}/api/v1/rules"))["data"]["groups"]
         print("rule groups loaded:", ", ".join(g["name"] for g in rules))

@@ -13,10 +13,9 @@ writes the outputs to --out as JSON for later tests (e.g. the Rust integration t
 run the autoscaler against the same moto server).
 
 What moto cannot do, and how this test deals with it (reported as MOTO-GAP lines):
-  * AWS::Events::Connection / AWS::Events::ApiDestination have no moto CloudFormation
-    model, so the stack is created with EnableEc2EventForwarding=false (a template
-    parameter whose Condition skips exactly the six event-forwarding resources); their
-    properties are checked statically from the template instead.
+  * AWS::SQS::QueuePolicy has no moto CloudFormation model (moto skips it); the policy is
+    checked statically from the template. The queue, its dead-letter queue and the three
+    EventBridge rules are deployed, and a PutEvents must reach the queue.
   * Fn::GetAZs "" resolves to us-east-1 AZs in moto whatever the stack region, so the test
     passes AvailabilityZone1/2 explicitly (the defaults use Fn::GetAZs in AWS).
   * moto's AWS::DynamoDB::Table ignores TimeToLiveSpecification and
@@ -46,16 +45,10 @@ from cfnlint.decode import decode
 
 INFRA = Path(__file__).resolve().parent.parent
 TEMPLATE = INFRA / "k3s-autoscaler.yaml"
+# The public parameter of the current Amazon Linux 2023 x86_64 image (ImageId's default).
+AL2023_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 
-FORWARDING_RESOURCES = {
-    "Ec2EventsConnection",
-    "Ec2EventsApiDestination",
-    "Ec2EventsInvokeRole",
-    "Ec2EventsInvokePolicy",
-    "SpotInterruptionRule",
-    "RebalanceRecommendationRule",
-}
-FORWARDING_OUTPUTS = {"Ec2EventsApiDestinationArn", "Ec2EventsWebhookUrl"}
+NOTICE_RULES = ("SpotInterruptionRule", "RebalanceRecommendationRule", "InstanceStateChangeRule")
 
 checks = 0
 gaps: list[str] = []
@@ -86,35 +79,49 @@ def render(script: str, values: dict[str, str]) -> str:
 def static_checks(template: dict) -> None:
     print("template (static):")
     res = template["Resources"]
-    conditions = {n for n, r in res.items() if r.get("Condition") == "ForwardEc2Events"}
-    ok(conditions == FORWARDING_RESOURCES,
-       "EnableEc2EventForwarding=false skips exactly the event-forwarding resources")
-    conn = res["Ec2EventsConnection"]["Properties"]
-    api_key = conn["AuthParameters"]["ApiKeyAuthParameters"]
-    ok(conn["AuthorizationType"] == "API_KEY" and api_key["ApiKeyName"] == "Authorization"
-       and api_key["ApiKeyValue"] == {"Fn::Sub": "Bearer ${WebhookToken}"},
-       "connection sends Authorization: Bearer <WebhookToken>")
-    ok(template["Parameters"]["WebhookToken"].get("NoEcho") is True, "WebhookToken is NoEcho")
-    dest = res["Ec2EventsApiDestination"]["Properties"]
-    ok(dest["InvocationEndpoint"] == {"Fn::Sub": "https://${WebhookHost}/v1/events/ec2"}
-       and dest["HttpMethod"] == "POST", "API destination POSTs https://<WebhookHost>/v1/events/ec2")
-    detail_types = sorted(
-        res[r]["Properties"]["EventPattern"]["detail-type"][0]
-        for r in ("SpotInterruptionRule", "RebalanceRecommendationRule")
-    )
-    ok(detail_types == ["EC2 Instance Rebalance Recommendation",
+    queue = res["Ec2NoticeQueue"]["Properties"]
+    dlq = res["Ec2NoticeDeadLetterQueue"]["Properties"]
+    ok(queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True,
+       "notice queue and its dead-letter queue are encrypted (SSE-SQS)")
+    ok(queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["Ec2NoticeDeadLetterQueue", "Arn"]}
+       and queue["RedrivePolicy"]["maxReceiveCount"] >= 3,
+       "a notice the service cannot handle ends in the dead-letter queue after a few receives")
+    detail_types = sorted(res[r]["Properties"]["EventPattern"]["detail-type"][0] for r in NOTICE_RULES)
+    ok(detail_types == ["EC2 Instance Rebalance Recommendation", "EC2 Instance State-change Notification",
                         "EC2 Spot Instance Interruption Warning"],
-       "rules match the spot interruption warning and rebalance recommendation")
-    for rule in ("SpotInterruptionRule", "RebalanceRecommendationRule"):
-        target = res[rule]["Properties"]["Targets"][0]
-        ok(target["Arn"] == {"Fn::GetAtt": ["Ec2EventsApiDestination", "Arn"]}
-           and target["RoleArn"] == {"Fn::GetAtt": ["Ec2EventsInvokeRole", "Arn"]},
-           f"{rule} targets the API destination with the invoke role")
+       "rules match the spot warning, the rebalance recommendation and state changes")
+    for rule in NOTICE_RULES:
+        targets = res[rule]["Properties"]["Targets"]
+        ok(len(targets) == 1 and targets[0]["Arn"] == {"Fn::GetAtt": ["Ec2NoticeQueue", "Arn"]},
+           f"{rule} targets the notice queue only")
+    [allow] = [s for s in res["Ec2NoticeQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+               if s["Effect"] == "Allow"]
+    ok(allow["Principal"] == {"Service": "events.amazonaws.com"} and allow["Action"] == "sqs:SendMessage"
+       and sorted(a["Fn::GetAtt"][0] for a in allow["Condition"]["ArnEquals"]["aws:SourceArn"])
+       == sorted(NOTICE_RULES),
+       "queue policy: only EventBridge, only from this stack's rules, only SendMessage")
     server = res["ServerInstance"]["Properties"]
     ok(server["MetadataOptions"]["HttpTokens"] == "required"
        and server["MetadataOptions"]["HttpPutResponseHopLimit"] == 1,
        "server requires IMDSv2, hop limit 1 (no pod reaches the server role)")
     ok(len(server["SecurityGroupIds"]) == 2, "server is in the node and server security groups")
+
+
+def lifecycle_checks(template: dict) -> None:
+    """The table and the server survive stack deletion and replacement; the server's image
+    is pinned unless ServerImageId is "latest"."""
+    res = template["Resources"]
+    for name in ("StateTable", "ServerInstance"):
+        ok(res[name].get("DeletionPolicy") == "Retain" and res[name].get("UpdateReplacePolicy") == "Retain",
+           f"{name}: DeletionPolicy and UpdateReplacePolicy Retain")
+    param = template["Parameters"]["ServerImageId"]
+    ok("Default" not in param, "ServerImageId has no default: the operator pins an AMI or says latest")
+    ok(res["ServerInstance"]["Properties"]["ImageId"]
+       == {"Fn::If": ["RotateServerImage", {"Ref": "ImageId"}, {"Ref": "ServerImageId"}]}
+       and template["Conditions"]["RotateServerImage"] == {"Fn::Equals": [{"Ref": "ServerImageId"}, "latest"]},
+       "server image: ServerImageId, the SSM-resolved ImageId only when ServerImageId=latest")
+    ok(res["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]["ImageId"] == {"Ref": "ImageId"},
+       "workers follow ImageId (a new template version, never a replaced server)")
 
 
 def main() -> int:
@@ -134,6 +141,7 @@ def main() -> int:
         print(f"cannot parse {TEMPLATE}: {problems}", file=sys.stderr)
         return 1
     static_checks(template)
+    lifecycle_checks(template)
 
     session = boto3.Session(
         aws_access_key_id="testing", aws_secret_access_key="testing",
@@ -153,15 +161,15 @@ def main() -> int:
         "PoolName": args.pool,
         "AvailabilityZone1": az1,
         "AvailabilityZone2": az2,
-        "EnableEc2EventForwarding": "false",
-        "WebhookHost": "autoscaler.example.invalid",
-        "WebhookToken": "-".join(["moto"] * 6),
         # Nodes never boot in moto; any well-formed checksum will do.
         "K3sInstallScriptSha256": "0" * 64,
     }
-    gap("AWS::Events::Connection/ApiDestination unsupported: deployed with "
-        "EnableEc2EventForwarding=false (event forwarding checked statically)")
+    gap("AWS::SQS::QueuePolicy has no moto CloudFormation model (skipped there; checked statically)")
     gap('Fn::GetAZs "" ignores the stack region: AvailabilityZone1/2 passed explicitly')
+
+    # The server's AMI, pinned the way docs/quickstart.md does it: the current AL2023 image.
+    server_ami = client("ssm").get_parameter(Name=AL2023_PARAMETER)["Parameter"]["Value"]
+    params["ServerImageId"] = server_ami
 
     body = TEMPLATE.read_text()
     print(f"cloudformation at {args.endpoint_url} ({args.region}):")
@@ -185,14 +193,18 @@ def main() -> int:
     ok(stack["StackStatus"] == "CREATE_COMPLETE", f"stack {args.stack_name} CREATE_COMPLETE")
 
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-    expected = set(template["Outputs"]) - FORWARDING_OUTPUTS
-    ok(expected <= set(outputs), f"all {len(expected)} outputs present")
+    expected = set(template["Outputs"])
+    # moto leaves Fn::GetAtt ServerInstance.PublicIp unresolved (the output is dropped).
+    gap("Fn::GetAtt ServerInstance.PublicIp unresolved: ServerPublicIp checked statically")
+    ok(template["Outputs"]["ServerPublicIp"]["Value"] == {"Fn::GetAtt": ["ServerInstance", "PublicIp"]},
+       "ServerPublicIp output is the server's public address")
+    expected -= {"ServerPublicIp"}
+    ok(expected <= set(outputs), f"all {len(expected)} outputs present (missing: {sorted(expected - set(outputs))})")
     ok(all(str(outputs[k]).strip() for k in expected), "no output is empty")
     physical = {
         r["LogicalResourceId"]: r["PhysicalResourceId"]
         for r in cfn.list_stack_resources(StackName=args.stack_name)["StackResourceSummaries"]
     }
-    ok(not (FORWARDING_RESOURCES & set(physical)), "no event-forwarding resource was attempted")
 
     print("outputs match the parameters:")
     ok(outputs["Region"] == args.region, "Region")
@@ -305,6 +317,7 @@ def main() -> int:
         "PublicSubnet1": outputs["Subnet1Id"], "PublicSubnet2": outputs["Subnet2Id"],
         "NodeSecurityGroup": node_sg, "WorkerRole.Arn": worker_role["Arn"],
         "StateTable": outputs["StateTableName"], "ScalingEventsLogGroup": outputs["ScalingEventsLogGroupName"],
+        "Ec2NoticeQueue.Arn": outputs["Ec2NoticeQueueArn"],
     }
     autoscaler_role = iam.get_role(RoleName=physical["AutoscalerRole"])["Role"]
     ok(autoscaler_role["Arn"] == outputs["AutoscalerRoleArn"], "autoscaler role exists")
@@ -383,6 +396,7 @@ def main() -> int:
     ok(tags.get("k3s-autoscaler/cluster") == args.cluster_id and "k3s-autoscaler/managed-by" not in tags,
        "server tagged with the cluster but never managed-by (autoscaler cannot terminate it)")
     ok(server.get("PrivateIpAddress") == outputs["ServerPrivateIp"], "ServerPrivateIp output")
+    ok(server.get("ImageId") == params["ServerImageId"], "server runs the pinned ServerImageId")
     attr = ec2.describe_instance_attribute(InstanceId=server["InstanceId"], Attribute="userData")
     server_ud = base64.b64decode(attr.get("UserData", {}).get("Value", "")).decode()
     ok(server_ud == render((INFRA / "userdata/server.sh").read_text(), sub_values),
@@ -421,12 +435,28 @@ def main() -> int:
         state = ec2.describe_instances(InstanceIds=[inst["InstanceId"]])["Reservations"][0]["Instances"][0]["State"]
         ok(state["Name"] in ("shutting-down", "terminated"), "TerminateInstances")
 
+    print("EC2 notices reach the queue:")
+    sqs, events = client("sqs"), client("events")
+    queue_url = outputs["Ec2NoticeQueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+    ok(json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"].endswith(f"k3s-autoscaler-{args.cluster_id}-notices-dlq"),
+       "the deployed queue redrives to its dead-letter queue")
+    detail = {"instance-id": "i-0123456789abcdef0", "instance-action": "terminate"}
+    events.put_events(Entries=[{"Source": "aws.ec2", "DetailType": "EC2 Spot Instance Interruption Warning",
+                                "Detail": json.dumps(detail)}])
+    got = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=5).get("Messages", [])
+    body = json.loads(got[0]["Body"]) if got else {}
+    ok(body.get("detail-type") == "EC2 Spot Instance Interruption Warning" and body.get("detail") == detail,
+       "PutEvents -> SpotInterruptionRule -> queue: the event itself is the message body")
+    if got:
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=got[0]["ReceiptHandle"])
+
     result = {
         "endpoint_url": args.endpoint_url,
         "region": args.region,
         "account_id": account,
         "stack_name": args.stack_name,
-        "parameters": {k: v for k, v in params.items() if k != "WebhookToken"},
+        "parameters": params,
         "outputs": outputs,
         "subnets": {outputs["Subnet1AvailabilityZone"]: outputs["Subnet1Id"],
                     outputs["Subnet2AvailabilityZone"]: outputs["Subnet2Id"]},

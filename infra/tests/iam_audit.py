@@ -33,10 +33,7 @@ EXAMPLE = {
     "OidcBucket.Arn": "arn:aws:s3:::k3s-autoscaler-prod-oidcbucket-abc",
     "StateTable": "k3s-autoscaler-prod",
     "ScalingEventsLogGroup": "/k3s-autoscaler/prod/scaling-events",
-    "Ec2EventsApiDestination.Arn": (
-        "arn:aws:events:eu-west-1:123456789012:api-destination/k3s-autoscaler/"
-        "0a1b2c3d-0000-4000-8000-000000000000"
-    ),
+    "Ec2NoticeQueue.Arn": "arn:aws:sqs:eu-west-1:123456789012:k3s-autoscaler-prod-notices",
 }
 
 # (file, parliament issue, substring of the finding's detail) -> why it is accepted.

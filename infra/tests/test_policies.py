@@ -13,6 +13,8 @@ attack it closes (docs/security.md):
   instances need the allowed types, the worker instance profile, IMDSv2 and hop limit 1;
   the image is the template's AMI only; volumes come from the template, encrypted;
   PassRole only for the worker role;
+* the notice queue: the autoscaler may only receive, delete and read attributes, on that
+  queue alone (a holder of its role cannot forge notices);
 * every action granted to the autoscaler is one the code calls (src/);
 * the installer checksum is required, and nothing opens the server to the internet.
 
@@ -141,6 +143,11 @@ def main() -> int:
     ok(condition(volume, "Bool", "ec2:IsLaunchTemplateResource") == "true"
        and condition(volume, "Bool", "ec2:Encrypted") == "true",
        "volumes: the template's, encrypted")
+    fleet = [s for s in statements(autoscaler) if "ec2:CreateFleet" in as_list(s["Action"])]
+    fleet_resources = {r for s in fleet for r in as_list(s["Resource"])}
+    pinned = {r for s in run for r in as_list(s["Resource"])}
+    ok(fleet and fleet_resources - pinned == {"arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:fleet/*"},
+       "CreateFleet: only fleets plus the resources the pinned RunInstances statements allow")
     pass_role = [s for s in statements(autoscaler) if "iam:PassRole" in as_list(s["Action"])]
     ok(len(pass_role) == 1 and pass_role[0]["Resource"] == "${WorkerRole.Arn}"
        and condition(pass_role[0], "StringEquals", "iam:PassedToService") == "ec2.amazonaws.com",
@@ -154,13 +161,22 @@ def main() -> int:
     ok(versions and all(v.isdigit() for v in versions),
        f"deploy/config.toml pins launch_template_version to a number ({versions})")
 
+    sqs = [s for s in statements(autoscaler) if any(a.startswith("sqs:") for a in as_list(s["Action"]))]
+    ok(len(sqs) == 1 and sorted(as_list(sqs[0]["Action"]))
+       == ["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]
+       and sqs[0]["Resource"] == "${Ec2NoticeQueue.Arn}",
+       "sqs: receive, delete and read attributes of the notice queue only (no send, no other queue)")
+
     print("only what the code calls:")
     src = "\n".join(p.read_text() for p in (root / "src").rglob("*.rs"))
     for action in sorted(actions(autoscaler)):
         service, name = action.split(":")
         if action in ("iam:PassRole", "ec2:CreateTags"):
-            continue  # implied by RunInstances with an instance profile and TagSpecifications
-        call = "." + re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() + "()"
+            continue  # implied by a launch with an instance profile and TagSpecifications
+        # An instant fleet launches with the caller's RunInstances rights: the RunInstances
+        # statements (which pin template, types, profile, IMDS) are what CreateFleet needs.
+        implied = {"ec2:RunInstances": "CreateFleet"}
+        call = "." + re.sub(r"(?<!^)(?=[A-Z])", "_", implied.get(action, name)).lower() + "()"
         ok(call in src, f"{action} is called by the code ({call})")
 
     print("nodes and network:")

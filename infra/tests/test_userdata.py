@@ -262,7 +262,7 @@ def main() -> int:
     print("server:")
     server_imds = imds_for("on-demand") | {
         "instance-type": "t3.medium", "placement/availability-zone": "eu-west-1a",
-        "local-ipv4": "10.100.0.4"}
+        "local-ipv4": "10.100.0.4", "public-ipv4": "203.0.113.10"}
     proc, read = run(render(server_src, values), server_imds, {})
     if proc.returncode != 0:
         print(proc.stdout, proc.stderr, file=sys.stderr)
@@ -283,6 +283,9 @@ def main() -> int:
     ok(args.index(f"--kube-apiserver-arg=service-account-issuer=https://{OIDC_HOST}")
        < args.index("--kube-apiserver-arg=service-account-issuer=https://kubernetes.default.svc.cluster.local"),
        "tokens are signed with the public issuer (the first), the in-cluster one still accepted")
+    sans = [args[i + 1] for i, a in enumerate(args) if a == "--tls-san"]
+    ok(sans == ["10.100.0.4", "203.0.113.10"],
+       "the API certificate names the private and the public address (a kubeconfig over the public IP verifies)")
     ok("--agent-token-file" in args, "server runs with an agent token of its own")
     ok(not any("k3s-autoscaler/managed" in a for a in args), "server is not labelled as a managed node")
     env = dict(line.split("=", 1) for line in read("install.env").splitlines())
@@ -302,6 +305,13 @@ def main() -> int:
        "server URL https://<private-ip>:6443 published as String")
     ok(published.get("Value", "-") not in proc.stdout + proc.stderr
        and SERVER_TOKEN not in proc.stdout + proc.stderr, "no token is ever printed")
+
+    print("server (no public address):")
+    private_only = {k: v for k, v in server_imds.items() if k != "public-ipv4"}
+    proc, read = run(render(server_src, values), private_only, {})
+    args = read("install.args").splitlines()
+    ok(proc.returncode == 0 and [args[i + 1] for i, a in enumerate(args) if a == "--tls-san"]
+       == ["10.100.0.4", "10.100.0.4"], "without a public address the certificate names the private one")
 
     print("server (K3s ignores the agent token):")
     proc, read = run(render(server_src, values), server_imds, {}, extra_env={"FAKE_IGNORE_AGENT_TOKEN": "1"})

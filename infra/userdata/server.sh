@@ -58,7 +58,11 @@ az=$(retry 10 2 imds placement/availability-zone)
 region=$(retry 10 2 imds placement/region)
 instance_type=$(retry 10 2 imds instance-type)
 private_ip=$(retry 10 2 imds local-ipv4)
-log "server $instance_id ($instance_type) in $az, cluster $cluster_id, ip $private_ip"
+# The public address the subnet maps at launch (IMDS answers 404 without one): the API
+# server's certificate names it too, so a kubeconfig for https://<public-ip>:6443 verifies
+# (docs/quickstart.md; ApiAccessCidr opens 6443 to the operator).
+public_ip=$(imds public-ipv4 || echo "$private_ip")
+log "server $instance_id ($instance_type) in $az, cluster $cluster_id, ip $private_ip, public $public_ip"
 
 # --- pinned K3s server: installer from the release tag, binary checked by the installer ---
 workdir=$(mktemp -d)
@@ -90,6 +94,7 @@ INSTALL_K3S_VERSION="$k3s_version" \
   --node-ip "$private_ip" \
   --advertise-address "$private_ip" \
   --tls-san "$private_ip" \
+  --tls-san "$public_ip" \
   --write-kubeconfig-mode 0600 \
   --secrets-encryption \
   --disable-cloud-controller \

@@ -28,3 +28,14 @@ unavailable() {
     skipped=$((skipped + 1))
   fi
 }
+
+# summary : the last line, "N passed, M failed" (", K skipped" if any); fails if anything failed.
+summary() {
+  echo
+  if [ "$skipped" -gt 0 ]; then
+    echo "$passed passed, $failed failed, $skipped skipped"
+  else
+    echo "$passed passed, $failed failed"
+  fi
+  [ "$failed" -eq 0 ]
+}

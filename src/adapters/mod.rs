@@ -1,7 +1,8 @@
 //! The outside systems, one folder each, with the trait the service uses beside its real
 //! implementation and a test double (`fake.rs`, compiled for unit tests only):
 //! [`ec2`] ([`Compute`]), [`dynamodb`] ([`StateStore`]), [`kube`] (`Cluster`, its watch
-//! caches and pod facts), [`cloudwatch`] (`EventSink`) and [`alertmanager`] (`AlertSource`).
+//! caches and pod facts), [`cloudwatch`] (`EventSink`), [`alertmanager`] (`AlertSource`)
+//! and [`sqs`] (`NoticeQueue`, the EC2 notice queue).
 //! [`aws`] builds the SDK configuration the AWS adapters share; [`Clock`] is "now".
 
 pub mod alertmanager;
@@ -11,9 +12,12 @@ pub mod cloudwatch;
 pub mod dynamodb;
 pub mod ec2;
 pub mod kube;
+pub mod sqs;
 
 #[cfg(test)]
 pub(crate) use clock::ManualClock;
 pub use clock::{Clock, SystemClock};
 pub use dynamodb::store::{AuditEvent, Lease, PoolRecord, StateStore, StoreError};
-pub use ec2::compute::{Compute, ComputeError, ManagedInstance, RunSpec};
+pub use ec2::compute::{
+    Compute, ComputeError, FleetAnswer, FleetOverride, FleetSpec, ManagedInstance, OfferingError,
+};

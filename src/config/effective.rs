@@ -44,6 +44,15 @@ pub struct Config {
     pub pools: BTreeMap<String, PoolConfig>,
     /// Alertmanager's API, whose view the stored signals follow.
     pub alertmanager: AlertmanagerConfig,
+    /// Prometheus's API, which `doctor` asks whether the scaling rules are loaded.
+    pub prometheus: PrometheusConfig,
+}
+
+/// Prometheus, as `doctor` reaches it; the service itself never calls it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PrometheusConfig {
+    /// Base URL (`http://prometheus:9090`); none: `doctor` skips the rules check.
+    pub url: Option<String>,
 }
 
 /// Alertmanager's API v2: each sweep the stored signals are checked against what its replicas
@@ -106,6 +115,9 @@ pub struct InterruptionConfig {
     /// How many instances of one pool rebalance recommendations may hold out of service
     /// (cordoned) at once: EC2 cannot confirm a rebalance, so this bounds what forged ones do.
     pub max_rebalance_per_pool: u32,
+    /// The SQS queue EventBridge delivers EC2 notices to; none: no poller (notices arrive
+    /// only through `POST /v1/events/ec2`).
+    pub queue_url: Option<String>,
 }
 
 /// CloudWatch Logs destination of the scaling events (one JSON record each).
@@ -216,9 +228,13 @@ pub struct PoolConfig {
     /// Launch template version, a number: `$Latest`/`$Default` would let whoever can add or
     /// promote a template version change every future node.
     pub launch_template_version: String,
+    /// Instance types one launch may use (CreateFleet overrides); empty: the launch
+    /// template's own type. More types keep spot launches alive when one pool is short.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub instance_types: Vec<String>,
     /// Markets to buy.
     pub capacity: CapacityPreference,
-    /// How long a failing (zone, market) is skipped.
+    /// How long a failing (instance type, zone, market) offering is skipped.
     #[serde(serialize_with = "as_humantime")]
     pub capacity_backoff: Duration,
     /// Time a new instance has to become a Ready node.
@@ -279,6 +295,7 @@ impl Config {
             scale_up_cooldown: p.scale_up_cooldown,
             scale_down_cooldown: p.scale_down_cooldown,
             subnets: p.subnets.iter().map(|(az, s)| (az.clone(), s.clone())).collect(),
+            instance_types: p.instance_types.clone(),
             capacity: p.capacity,
             join_timeout: p.join_timeout,
             drain_timeout: p.drain_timeout,

@@ -37,6 +37,14 @@ pub(super) struct RawConfig {
     pub(super) pools: BTreeMap<String, RawPool>,
     #[serde(default)]
     pub(super) alertmanager: RawAlertmanager,
+    #[serde(default)]
+    pub(super) prometheus: RawPrometheus,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPrometheus {
+    pub(super) url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,11 +90,16 @@ pub(super) struct RawInterruption {
     pub(super) rebalance: RebalanceMode,
     #[serde(default = "default_max_rebalance_per_pool")]
     pub(super) max_rebalance_per_pool: u32,
+    pub(super) queue_url: Option<String>,
 }
 
 impl Default for RawInterruption {
     fn default() -> Self {
-        Self { rebalance: default_rebalance(), max_rebalance_per_pool: default_max_rebalance_per_pool() }
+        Self {
+            rebalance: default_rebalance(),
+            max_rebalance_per_pool: default_max_rebalance_per_pool(),
+            queue_url: None,
+        }
     }
 }
 
@@ -245,6 +258,7 @@ pub(super) struct RawPool {
     pub(super) launch_template: String,
     #[serde(default = "default_template_version")]
     pub(super) launch_template_version: String,
+    pub(super) instance_types: Option<Vec<String>>,
     #[serde(default = "default_capacity")]
     pub(super) capacity: CapacityPreference,
     #[serde(default = "default_capacity_backoff")]
@@ -329,10 +343,15 @@ urls = ["http://am:9093"]
 bearer_token_file = "{token}"
 basic_username = "am"
 basic_password_file = "{token}"
+[interruption]
+queue_url = "https://sqs.us-east-1.amazonaws.com/123456789012/notices"
+[prometheus]
+url = "http://prometheus:9090"
 [pools.workers]
 min = 1
 max = 4
 launch_template = "lt-1"
+instance_types = ["t3.small"]
 [pools.workers.subnets]
 "us-east-1a" = "subnet-a"
 "#,
@@ -413,6 +432,7 @@ launch_template = "lt-1"
                     "pools.",
                     "interruption.",
                     "cloudwatch.",
+                    "prometheus.",
                 ]
                 .iter()
                 .any(|p| token.starts_with(p))

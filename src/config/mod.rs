@@ -24,8 +24,8 @@ use thiserror::Error;
 
 pub use effective::{
     AlertmanagerConfig, AuthConfig, AwsConfig, CloudWatchConfig, Config, DrainConfig, InterruptionConfig,
-    KubernetesConfig, PoolConfig, SHIPPED_GROUP_INTERVAL, SHIPPED_REPEAT_INTERVAL, ServerConfig,
-    TimingConfig,
+    KubernetesConfig, PoolConfig, PrometheusConfig, SHIPPED_GROUP_INTERVAL, SHIPPED_REPEAT_INTERVAL,
+    ServerConfig, TimingConfig,
 };
 pub use env::ENV_PREFIX;
 

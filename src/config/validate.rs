@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::effective::{
     AlertmanagerConfig, AuthConfig, AwsConfig, CloudWatchConfig, Config, DrainConfig, InterruptionConfig,
-    KubernetesConfig, PoolConfig, ServerConfig, TimingConfig,
+    KubernetesConfig, PoolConfig, PrometheusConfig, ServerConfig, TimingConfig,
 };
 use super::file::{
     DEFAULT_ALERTMANAGER_TIMEOUT, RawAlertmanager, RawAuth, RawCloudWatch, RawConfig, RawDrain, RawPool,
@@ -128,6 +128,21 @@ impl RawConfig {
         let cloudwatch = self.cloudwatch.validate(&mut p);
         let alertmanager = self.alertmanager.validate(timing.sweep_interval, &mut p);
         let drain = self.drain.validate(&mut p);
+        if let Some(url) = &self.interruption.queue_url {
+            if !url.starts_with("https://") && !url.starts_with("http://") {
+                p.add(
+                    "interruption.queue_url",
+                    format!(
+                        "{url:?} is not a queue URL like https://sqs.<region>.amazonaws.com/<account>/<name>"
+                    ),
+                );
+            }
+        }
+        if let Some(url) = &self.prometheus.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(['?', '#', ' ']) {
+                p.add("prometheus.url", format!("{url:?} must be a base URL like http://prometheus:9090"));
+            }
+        }
         if !p.0.is_empty() {
             return Err(ConfigError::Invalid(p.0));
         }
@@ -152,7 +167,9 @@ impl RawConfig {
             interruption: InterruptionConfig {
                 rebalance: self.interruption.rebalance,
                 max_rebalance_per_pool: self.interruption.max_rebalance_per_pool,
+                queue_url: self.interruption.queue_url,
             },
+            prometheus: PrometheusConfig { url: self.prometheus.url },
             cloudwatch,
             drain,
             pools,
@@ -302,6 +319,9 @@ impl RawPool {
                 ),
             );
         }
+        let given = self.instance_types.is_some();
+        let instance_types = self.instance_types.unwrap_or_default();
+        check_instance_types(&key("instance_types"), given, &instance_types, p);
         if !(0.0..=1.0).contains(&self.max_unready_share) {
             p.add(
                 &key("max_unready_share"),
@@ -324,6 +344,7 @@ impl RawPool {
             scale_down_cooldown: p.duration(&key("scale_down_cooldown"), &self.scale_down_cooldown),
             launch_template: self.launch_template,
             launch_template_version: self.launch_template_version,
+            instance_types,
             capacity: self.capacity,
             capacity_backoff: p.duration(&key("capacity_backoff"), &self.capacity_backoff),
             join_timeout: p.duration(&key("join_timeout"), &self.join_timeout),
@@ -336,6 +357,32 @@ impl RawPool {
             subnets: self.subnets,
         }
     }
+}
+
+/// An empty list (when given), a repeated type or a name that is not `family.size` (such as
+/// `t3.small`, `m7i-flex.large`) is a configuration error.
+fn check_instance_types(key: &str, given: bool, types: &[String], p: &mut Problems) {
+    if given && types.is_empty() {
+        p.add(
+            key,
+            "empty; list at least one instance type, or leave the key out to use the launch template's",
+        );
+    }
+    for (index, name) in types.iter().enumerate() {
+        if !is_instance_type(name) {
+            p.add(key, format!("{name:?} is not an instance type name such as \"t3.small\""));
+        } else if types[..index].contains(name) {
+            p.add(key, format!("{name:?} is listed twice"));
+        }
+    }
+}
+
+fn is_instance_type(name: &str) -> bool {
+    let Some((family, size)) = name.split_once('.') else { return false };
+    let part = |s: &str| {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    name.len() <= 32 && family.starts_with(|c: char| c.is_ascii_lowercase()) && part(family) && part(size)
 }
 
 fn is_pinned_version(text: &str) -> bool {
@@ -435,6 +482,31 @@ mod tests {
     }
 
     #[test]
+    fn instance_types_are_optional_and_checked() {
+        let f = Fixture::new();
+        assert!(f.load(&f.toml(""), &[]).unwrap().pools["workers"].instance_types.is_empty());
+        let three = f.toml("instance_types = [\"t3.small\", \"t3a.small\", \"m7i-flex.large\"]");
+        assert_eq!(
+            f.load(&three, &[]).unwrap().pools["workers"].instance_types,
+            vec!["t3.small", "t3a.small", "m7i-flex.large"]
+        );
+        let policy = f.load(&three, &[]).unwrap().policy("workers").unwrap();
+        assert_eq!(policy.instance_types.len(), 3);
+        for (value, expected) in [
+            ("[]", "pools.workers.instance_types: empty; list at least one instance type"),
+            ("[\"t3.small\", \"t3.small\"]", "pools.workers.instance_types: \"t3.small\" is listed twice"),
+            ("[\"t3small\"]", "pools.workers.instance_types: \"t3small\" is not an instance type name"),
+            ("[\"T3.Small\"]", "\"T3.Small\" is not an instance type name"),
+            ("[\"t3.\"]", "\"t3.\" is not an instance type name"),
+            ("[\"3t.small\"]", "\"3t.small\" is not an instance type name"),
+            ("[\"t3.small xl\"]", "\"t3.small xl\" is not an instance type name"),
+        ] {
+            let err = f.load(&f.toml(&format!("instance_types = {value}")), &[]).unwrap_err().to_string();
+            assert!(err.contains(expected), "{value}: {err}");
+        }
+    }
+
+    #[test]
     fn the_launch_template_version_must_be_pinned() {
         let f = Fixture::new();
         assert_eq!(f.load(&f.toml(""), &[]).unwrap().pools["workers"].launch_template_version, "1");
@@ -490,5 +562,39 @@ mod tests {
         for key in ["urls[0]", "urls[1]", "urls[2]", "alertmanager.timeout"] {
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn notice_queue_and_prometheus_urls_are_optional_and_checked() {
+        let f = Fixture::new();
+        let c = f.load(&f.toml(""), &[]).unwrap();
+        assert_eq!((c.interruption.queue_url, c.prometheus.url), (None, None), "no poller, no rules check");
+        let queue = "https://sqs.us-east-1.amazonaws.com/123456789012/k3s-autoscaler-demo-notices";
+        let c = f
+            .load(
+                &f.toml(""),
+                &[
+                    ("K3S_AUTOSCALER__INTERRUPTION__QUEUE_URL", queue),
+                    ("K3S_AUTOSCALER__PROMETHEUS__URL", "http://prometheus:9090"),
+                ],
+            )
+            .unwrap();
+        assert_eq!(c.interruption.queue_url.as_deref(), Some(queue));
+        assert_eq!(c.prometheus.url.as_deref(), Some("http://prometheus:9090"));
+        let err = f
+            .load(
+                &f.toml(""),
+                &[
+                    ("K3S_AUTOSCALER__INTERRUPTION__QUEUE_URL", "k3s-autoscaler-notices"),
+                    ("K3S_AUTOSCALER__PROMETHEUS__URL", "prometheus:9090"),
+                ],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("interruption.queue_url: \"k3s-autoscaler-notices\" is not a queue URL"),
+            "{err}"
+        );
+        assert!(err.contains("prometheus.url: \"prometheus:9090\" must be a base URL"), "{err}");
     }
 }

@@ -587,6 +587,8 @@ mod tests {
                 .iter()
                 .flat_map(|az| {
                     [Market::Spot, Market::OnDemand].map(|market| CapacityBackoff {
+                        instance_type: None,
+                        code: String::new(),
                         az: az.to_string(),
                         market,
                         until: NOW.plus(Duration::from_secs(60)),
@@ -742,7 +744,13 @@ mod tests {
     #[test]
     fn expired_backoffs_do_not_count() {
         let state = PoolState {
-            backoffs: vec![CapacityBackoff { az: "a".into(), market: Market::Spot, until: NOW }],
+            backoffs: vec![CapacityBackoff {
+                instance_type: None,
+                code: String::new(),
+                az: "a".into(),
+                market: Market::Spot,
+                until: NOW,
+            }],
             ..PoolState::default()
         };
         let d = run(&[up(1)], &state, &[], &policy());

@@ -15,6 +15,7 @@ pub fn policy() -> PoolPolicy {
         scale_up_cooldown: Duration::from_secs(60),
         scale_down_cooldown: Duration::from_secs(600),
         subnets: vec![("a".into(), "subnet-a".into()), ("b".into(), "subnet-b".into())],
+        instance_types: Vec::new(),
         capacity: CapacityPreference::SpotFirst,
         join_timeout: Duration::from_secs(600),
         drain_timeout: Duration::from_secs(300),

@@ -505,6 +505,8 @@ mod tests {
     fn a_zone_where_spot_just_failed_gets_on_demand() {
         let state = PoolState {
             backoffs: vec![CapacityBackoff {
+                instance_type: None,
+                code: String::new(),
                 az: "b".into(),
                 market: Market::Spot,
                 until: Timestamp::from_millis(5_000),
@@ -559,6 +561,8 @@ mod tests {
             .iter()
             .flat_map(|az| {
                 [Market::Spot, Market::OnDemand].map(|market| CapacityBackoff {
+                    instance_type: None,
+                    code: String::new(),
                     az: az.to_string(),
                     market,
                     until,
@@ -669,6 +673,7 @@ mod tests {
                 instance_id: "i-new".into(),
                 az: "b".into(),
                 market: Market::Spot,
+                instance_type: None,
             }],
         };
         for kept in [replace.replacement.clone(), launched, Replacement::Failed { why: "none".into() }] {

@@ -7,6 +7,7 @@ pub mod drainability;
 pub mod ec2_event;
 pub mod interruption;
 pub mod model;
+pub mod offerings;
 pub mod placement;
 pub mod repair;
 pub mod sync;

@@ -217,6 +217,9 @@ pub struct LaunchedInstance {
     pub az: String,
     /// How it was bought.
     pub market: Market,
+    /// Instance type, when EC2 said; absent in records written before fleets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
 }
 
 /// A drain of one node, identified by its instance.
@@ -262,15 +265,24 @@ impl DrainPhase {
     }
 }
 
-/// A (zone, market) that recently failed for lack of capacity and is skipped until `until`.
+/// An offering (instance type, zone, market) that recently failed for lack of capacity and
+/// is skipped until `until`. Without an instance type it covers every type of the (zone,
+/// market): a pool that launches the launch template's own type, or a record written before
+/// offerings were remembered per type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapacityBackoff {
+    /// Instance type that failed; `None` for every type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
     /// Availability zone.
     pub az: String,
     /// Market that failed there.
     pub market: Market,
     /// Skip it until this instant.
     pub until: Timestamp,
+    /// EC2's error code, for `status` and metrics; empty in records written before it existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub code: String,
 }
 
 /// The last completed scaling action, which starts the cooldowns.
@@ -340,6 +352,8 @@ pub struct PoolPolicy {
     pub scale_down_cooldown: Duration,
     /// Zone → subnet the pool may launch into.
     pub subnets: Vec<(String, String)>,
+    /// Instance types a launch may use; empty: the launch template's own type.
+    pub instance_types: Vec<String>,
     /// Which markets to buy.
     pub capacity: CapacityPreference,
     /// Time a launch may take until its node is Ready.

@@ -3,10 +3,12 @@
 use std::collections::BTreeMap;
 
 use super::model::{CapacityBackoff, DrainOp, DrainPhase, LaunchRequest, Market, PoolPolicy, Worker};
+use super::offerings::open_types;
 use super::time::Timestamp;
 
 /// Splits `count` new nodes over the pool's zones, one at a time to the zone with the fewest
-/// workers (ties by zone name), skipping zones where every allowed market is backed off.
+/// workers (ties by zone name), skipping zones where every offering (instance type, market)
+/// is backed off; a market stays in a request while any of its types is open.
 /// Returns no requests when no zone has a usable market.
 pub fn plan_launch(
     count: u32,
@@ -24,7 +26,7 @@ pub fn plan_launch(
                 .markets()
                 .iter()
                 .copied()
-                .filter(|m| !backoffs.iter().any(|b| &b.az == az && b.market == *m && b.until > now))
+                .filter(|m| !open_types(&policy.instance_types, az, *m, backoffs, now).is_empty())
                 .collect();
             let population = workers.iter().filter(|w| &w.az == az).count();
             (!markets.is_empty()).then_some((population, az.as_str(), subnet.as_str(), markets))
@@ -149,7 +151,13 @@ mod tests {
     const NOW: Timestamp = Timestamp::from_millis(1_000_000);
 
     fn backoff(az: &str, market: Market, until: u64) -> CapacityBackoff {
-        CapacityBackoff { az: az.into(), market, until: Timestamp::from_millis(until) }
+        CapacityBackoff {
+            instance_type: None,
+            az: az.into(),
+            market,
+            until: Timestamp::from_millis(until),
+            code: String::new(),
+        }
     }
 
     #[test]
@@ -187,6 +195,25 @@ mod tests {
         assert_eq!(plan[0].az, "b");
         let all = [backoff("a", Market::Spot, u64::MAX), backoff("b", Market::Spot, u64::MAX)];
         assert!(plan_launch(1, &p, &workers, &all, NOW).is_empty());
+    }
+
+    #[test]
+    fn a_zone_stays_while_any_of_its_types_is_open() {
+        let p = PoolPolicy { instance_types: vec!["t3.small".into(), "t3a.small".into()], ..policy() };
+        let typed = |t: &str| CapacityBackoff {
+            instance_type: Some(t.into()),
+            az: "a".into(),
+            market: Market::Spot,
+            until: Timestamp::from_millis(u64::MAX),
+            code: "InsufficientInstanceCapacity".into(),
+        };
+        let plan = plan_launch(1, &p, &[], &[typed("t3.small")], NOW);
+        assert_eq!(
+            (plan[0].az.as_str(), plan[0].markets.clone()),
+            ("a", vec![Market::Spot, Market::OnDemand])
+        );
+        let plan = plan_launch(1, &p, &[], &[typed("t3.small"), typed("t3a.small")], NOW);
+        assert_eq!((plan[0].az.as_str(), plan[0].markets.clone()), ("a", vec![Market::OnDemand]));
     }
 
     #[test]

@@ -401,7 +401,13 @@ mod tests {
             .iter()
             .flat_map(|az| {
                 [super::super::model::Market::Spot, super::super::model::Market::OnDemand].map(|market| {
-                    CapacityBackoff { az: az.to_string(), market, until: NOW.plus(Duration::from_secs(60)) }
+                    CapacityBackoff {
+                        instance_type: None,
+                        code: String::new(),
+                        az: az.to_string(),
+                        market,
+                        until: NOW.plus(Duration::from_secs(60)),
+                    }
                 })
             })
             .collect();

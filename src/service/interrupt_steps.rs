@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use super::Service;
 use super::interrupt::describe;
-use super::launch::run_spec;
+use super::launch::FleetCall;
 use super::outcome::ReconcileError;
 use crate::adapters::ComputeError;
 use crate::adapters::kube::cluster::{EvictOutcome, NodeEvent, NodeSnapshot};
@@ -17,7 +17,6 @@ use crate::core::drainability::PodFacts;
 use crate::core::interruption::{
     InterruptPhase, InterruptStep, Interruption, Replacement, StepFacts, drain_hold, next_step,
 };
-use crate::core::model::LaunchedInstance;
 use crate::metrics::OperationLabels;
 
 /// How often a record with pods still to move is looked at again: well inside the two-minute
@@ -196,28 +195,35 @@ impl Service {
         Ok(false)
     }
 
-    /// RunInstances for the planned replacement, market by market. The ClientToken is derived
-    /// from the interrupted instance, so a repeat returns the same instance instead of a new one.
+    /// CreateFleet for the planned replacement, market by market over the pool's open
+    /// instance types. The ClientToken is derived from the interrupted instance, so a repeat
+    /// returns the same instance instead of a new one.
     async fn launch_replacement(&self, record: &Interruption) -> Replacement {
         let Replacement::Planned { request } = &record.replacement else { return record.replacement.clone() };
         let Some(pool_config) = self.inner.config.pools.get(&record.pool) else {
             return Replacement::Failed { why: format!("pool {} is no longer configured", record.pool) };
         };
+        let launch_id = record.launch_id();
         let mut errors = Vec::new();
         for market in &request.markets {
-            let token = format!("{}-{}", record.launch_id(), market.as_str());
-            let spec = run_spec(&record.pool, pool_config, &record.launch_id(), token, request, *market);
-            match self.inner.edges.compute.launch(&spec).await {
-                Ok(instances) => {
-                    let instances = instances
-                        .into_iter()
-                        .map(|i| LaunchedInstance { instance_id: i.instance_id, az: i.az, market: *market })
-                        .collect();
-                    return Replacement::Launched { instances };
+            let call = FleetCall {
+                pool: &record.pool,
+                config: pool_config,
+                op_id: &launch_id,
+                client_token: format!("{launch_id}-{}", market.as_str()),
+                request,
+                count: request.count,
+                market: *market,
+            };
+            match self.launch_fleet(&call, &[]).await {
+                Ok(outcome) if !outcome.instances.is_empty() => {
+                    return Replacement::Launched { instances: outcome.instances };
+                }
+                Ok(outcome) => {
+                    warn!(instance = %record.instance_id, az = %request.az, market = %market, errors = ?outcome.errors, "replacement not launched");
+                    errors.extend(outcome.errors);
                 }
                 Err(error) => {
-                    self.inner.metrics.aws_error("RunInstances", error.code());
-                    warn!(instance = %record.instance_id, az = %request.az, market = %market, %error, "replacement launch failed");
                     let unknown = matches!(error, ComputeError::Unavailable { .. });
                     errors.push(error.to_string());
                     if unknown && self.now() < record.deadline {

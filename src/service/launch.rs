@@ -1,5 +1,6 @@
-//! Executing a launch operation: spot first, on-demand fallback in the same pass, capacity
-//! failures remembered per (zone, market), and a resume path that never launches twice: it
+//! Executing a launch operation: one CreateFleet `instant` per zone over the pool's instance
+//! types, spot first, on-demand for what spot did not fill in the same pass, short offerings
+//! (instance type, zone, market) remembered, and a resume path that never launches twice: it
 //! adopts what the op launched, or re-issues exactly the call whose outcome is unknown.
 
 use std::collections::HashMap;
@@ -11,12 +12,13 @@ use super::Service;
 use super::outcome::{Fresh, ReconcileError};
 use crate::adapters::dynamodb::store::LeaseAction;
 use crate::adapters::kube::cluster::{NodeEvent, NodeSnapshot};
-use crate::adapters::{AuditEvent, ComputeError, Lease, RunSpec};
+use crate::adapters::{AuditEvent, ComputeError, FleetOverride, FleetSpec, Lease};
 use crate::config::PoolConfig;
 use crate::core::model::{
     CapacityBackoff, Direction, FailedAttempt, LastScale, LaunchOp, LaunchPhase, LaunchRequest,
     LaunchedInstance, Market, Operation, OperationKind, PoolPolicy, PoolState,
 };
+use crate::core::offerings;
 use crate::core::time::Timestamp;
 use crate::metrics::OperationLabels;
 
@@ -38,7 +40,7 @@ impl Service {
 
         if launch.phase == LaunchPhase::Requested {
             // After a crash or an unknown outcome, instances of this op may already exist:
-            // adopt them (EC2's ClientToken makes a repeated RunInstances return them too).
+            // adopt them (EC2's ClientToken makes a repeated CreateFleet return them too).
             let existing = match fresh {
                 Fresh::Yes => Vec::new(),
                 Fresh::No => compute.find_by_op(&op.id).await?,
@@ -46,21 +48,30 @@ impl Service {
             let mut errors = Vec::new();
             let mut unknown_outcome = false;
             for (index, request) in launch.requests.clone().iter().enumerate() {
-                if launch.instances.iter().any(|i| i.az == request.az) {
+                let in_zone =
+                    |launch: &LaunchOp| launch.instances.iter().filter(|i| i.az == request.az).count() as u32;
+                if in_zone(&launch) >= request.count {
                     continue; // launched and recorded by an earlier pass
                 }
-                let adopted: Vec<_> = existing.iter().filter(|i| i.az == request.az).collect();
+                let adopted: Vec<_> = existing
+                    .iter()
+                    .filter(|i| {
+                        i.az == request.az && !launch.instances.iter().any(|l| l.instance_id == i.instance_id)
+                    })
+                    .collect();
                 if !adopted.is_empty() {
                     info!(pool, op_id = %op.id, az = %request.az, count = adopted.len(), "adopting instances of an earlier attempt");
                     launch.instances.extend(adopted.into_iter().map(|i| LaunchedInstance {
                         instance_id: i.instance_id.clone(),
                         az: i.az.clone(),
                         market: i.market,
+                        instance_type: i.instance_type.clone(),
                     }));
                     continue;
                 }
-                // A market EC2 refused is not asked again; the first one left is either new or
-                // the call whose outcome is unknown, re-issued as it was (same ClientToken).
+                // A market EC2 refused (or filled only in part) is not asked again; the first
+                // one left is either new or the call whose outcome is unknown, re-issued as it
+                // was (same ClientToken, same count).
                 let failed =
                     |m: &Market| launch.failed.contains(&FailedAttempt { request: index, market: *m });
                 let markets: Vec<Market> = request.markets.iter().filter(|m| !failed(m)).copied().collect();
@@ -69,29 +80,36 @@ impl Service {
                 }
                 for (position, market) in markets.iter().enumerate() {
                     if position > 0 {
-                        // Written ahead (fenced): the previous market is known to have failed,
-                        // so a resumed pass starts from this one, never from both.
+                        // Written ahead (fenced): the previous market is known to be done, so a
+                        // resumed pass starts from this one, never from both.
                         op.kind = OperationKind::Launch(launch.clone());
                         state.op = Some(op.clone());
                         self.save_state(lease, &state, None, LeaseAction::Extend).await?;
                     }
-                    let token = format!("{}-{index}-{}", op.id, market.as_str());
-                    let spec = run_spec(pool, pool_config, &op.id, token, request, *market);
-                    match compute.launch(&spec).await {
-                        Ok(instances) => {
-                            info!(pool, op_id = %op.id, az = %request.az, market = %market,
-                                  instances = ?instances.iter().map(|i| &i.instance_id).collect::<Vec<_>>(),
-                                  "instances launched");
-                            launch.instances.extend(instances.into_iter().map(|i| LaunchedInstance {
-                                instance_id: i.instance_id,
-                                az: i.az,
-                                market: *market,
-                            }));
-                            break;
+                    let call = FleetCall {
+                        pool,
+                        config: pool_config,
+                        op_id: &op.id,
+                        client_token: format!("{}-{index}-{}", op.id, market.as_str()),
+                        request,
+                        count: request.count - in_zone(&launch),
+                        market: *market,
+                    };
+                    match self.launch_fleet(&call, &state.backoffs).await {
+                        Ok(outcome) => {
+                            let now = self.now();
+                            for short in outcome.short {
+                                offerings::remember(&mut state.backoffs, short, now);
+                            }
+                            errors.extend(outcome.errors);
+                            launch.instances.extend(outcome.instances);
+                            if in_zone(&launch) >= request.count {
+                                break;
+                            }
+                            // Short of instances: the next market gets the rest.
+                            launch.failed.push(FailedAttempt { request: index, market: *market });
                         }
                         Err(error) => {
-                            self.inner.metrics.aws_error("RunInstances", error.code());
-                            warn!(pool, op_id = %op.id, az = %request.az, market = %market, %error, "launch attempt failed");
                             // Capacity and rejections both move on to the next market and are
                             // remembered, so a broken spot setup (or template) is not retried on
                             // every sweep; an unknown outcome stops here and is resumed.
@@ -101,11 +119,10 @@ impl Service {
                             );
                             if next_market {
                                 launch.failed.push(FailedAttempt { request: index, market: *market });
-                                state.backoffs.push(CapacityBackoff {
-                                    az: request.az.clone(),
-                                    market: *market,
-                                    until: self.now().plus(pool_config.capacity_backoff),
-                                });
+                                let now = self.now();
+                                for short in call.refused(&state.backoffs, &error.code(), now) {
+                                    offerings::remember(&mut state.backoffs, short, now);
+                                }
                             }
                             unknown_outcome |= matches!(error, ComputeError::Unavailable { .. });
                             errors.push(error.to_string());
@@ -166,7 +183,7 @@ impl Service {
     }
 
     /// Finishes the launch once every instance is a Ready node; past the deadline, terminates
-    /// the instances that did not join and backs off their (zone, market).
+    /// the instances that did not join and backs off their offering (type, zone, market).
     async fn await_join(
         &self,
         policy: &PoolPolicy,
@@ -215,11 +232,14 @@ impl Service {
         }
         let backoff = self.inner.config.pools[pool].capacity_backoff;
         for instance in &waiting {
-            state.backoffs.push(CapacityBackoff {
+            let failed = CapacityBackoff {
+                instance_type: instance.instance_type.clone(),
                 az: instance.az.clone(),
                 market: instance.market,
                 until: now.plus(backoff),
-            });
+                code: "JoinTimeout".into(),
+            };
+            offerings::remember(&mut state.backoffs, failed, now);
             if let Some(node) = nodes.get(&instance.instance_id) {
                 let message = format!(
                     "not Ready within {}; instance {} terminated",
@@ -280,25 +300,123 @@ impl Service {
     }
 }
 
-/// One RunInstances call of `request` in `market`, from the pool's launch template.
-pub(super) fn run_spec(
-    pool: &str,
-    config: &PoolConfig,
-    op_id: &str,
-    client_token: String,
-    request: &LaunchRequest,
-    market: Market,
-) -> RunSpec {
-    RunSpec {
-        pool: pool.to_string(),
-        op_id: op_id.to_string(),
-        client_token,
-        az: request.az.clone(),
-        subnet_id: request.subnet_id.clone(),
-        count: request.count,
-        market,
-        launch_template: config.launch_template.clone(),
-        launch_template_version: config.launch_template_version.clone(),
+/// One CreateFleet call of a launch (or interruption replacement): `count` instances of
+/// `request` in `market`, over the pool's instance types still open in that zone.
+pub(super) struct FleetCall<'a> {
+    pub pool: &'a str,
+    pub config: &'a PoolConfig,
+    pub op_id: &'a str,
+    pub client_token: String,
+    pub request: &'a LaunchRequest,
+    pub count: u32,
+    pub market: Market,
+}
+
+impl FleetCall<'_> {
+    /// The request: one override per open (type, subnet) of the zone, or `None` when every
+    /// offering there is backed off.
+    fn spec(&self, backoffs: &[CapacityBackoff], now: Timestamp) -> Option<FleetSpec> {
+        let open =
+            offerings::open_types(&self.config.instance_types, &self.request.az, self.market, backoffs, now);
+        (!open.is_empty()).then(|| FleetSpec {
+            pool: self.pool.to_string(),
+            op_id: self.op_id.to_string(),
+            client_token: self.client_token.clone(),
+            az: self.request.az.clone(),
+            count: self.count,
+            market: self.market,
+            overrides: open
+                .into_iter()
+                .map(|instance_type| FleetOverride {
+                    instance_type,
+                    subnet_id: self.request.subnet_id.clone(),
+                })
+                .collect(),
+            launch_template: self.config.launch_template.clone(),
+            launch_template_version: self.config.launch_template_version.clone(),
+        })
+    }
+
+    /// The offerings to remember when EC2 refused the whole request with `code`.
+    fn refused(&self, backoffs: &[CapacityBackoff], code: &str, now: Timestamp) -> Vec<CapacityBackoff> {
+        offerings::open_types(&self.config.instance_types, &self.request.az, self.market, backoffs, now)
+            .into_iter()
+            .map(|instance_type| self.backoff(instance_type, code, now))
+            .collect()
+    }
+
+    fn backoff(&self, instance_type: Option<String>, code: &str, now: Timestamp) -> CapacityBackoff {
+        CapacityBackoff {
+            instance_type,
+            az: self.request.az.clone(),
+            market: self.market,
+            until: now.plus(self.config.capacity_backoff),
+            code: code.to_string(),
+        }
+    }
+}
+
+/// What one fleet call produced.
+pub(super) struct FleetOutcome {
+    /// Instances launched.
+    pub instances: Vec<LaunchedInstance>,
+    /// Offerings EC2 answered an error for, to remember for `capacity_backoff`.
+    pub short: Vec<CapacityBackoff>,
+    /// One line per offering error, for the outcome record.
+    pub errors: Vec<String>,
+}
+
+impl Service {
+    /// Issues `call` as one CreateFleet `instant`, reads its per-offering errors (counted by
+    /// code) and returns what launched and which offerings to skip next time.
+    pub(super) async fn launch_fleet(
+        &self,
+        call: &FleetCall<'_>,
+        backoffs: &[CapacityBackoff],
+    ) -> Result<FleetOutcome, ComputeError> {
+        let now = self.now();
+        let Some(spec) = call.spec(backoffs, now) else {
+            return Ok(FleetOutcome {
+                instances: Vec::new(),
+                short: Vec::new(),
+                errors: vec![format!("{} {}: every offering is backed off", call.request.az, call.market)],
+            });
+        };
+        let answer = match self.inner.edges.compute.launch(&spec).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                self.inner.metrics.aws_error("CreateFleet", error.code());
+                warn!(pool = call.pool, op_id = call.op_id, az = %spec.az, market = %spec.market, %error, "fleet request failed");
+                return Err(error);
+            }
+        };
+        let mut short = Vec::new();
+        let mut errors = Vec::new();
+        for error in &answer.errors {
+            self.inner.metrics.aws_error("CreateFleet", error.code.clone());
+            let offering = error.instance_type.as_deref().unwrap_or("template type");
+            errors
+                .push(format!("{offering} {} {}: {} ({})", spec.az, spec.market, error.code, error.message));
+            short.push(call.backoff(error.instance_type.clone(), &error.code, now));
+        }
+        if answer.instances.is_empty() && answer.errors.is_empty() {
+            errors.push(format!("{} {}: no instance and no error in the answer", spec.az, spec.market));
+        }
+        info!(pool = call.pool, op_id = call.op_id, az = %spec.az, market = %spec.market,
+              asked = spec.count, offerings = spec.overrides.len(),
+              instances = ?answer.instances.iter().map(|i| &i.instance_id).collect::<Vec<_>>(),
+              errors = ?errors, "fleet answered");
+        let instances = answer
+            .instances
+            .into_iter()
+            .map(|i| LaunchedInstance {
+                instance_id: i.instance_id,
+                az: i.az,
+                market: spec.market,
+                instance_type: i.instance_type,
+            })
+            .collect();
+        Ok(FleetOutcome { instances, short, errors })
     }
 }
 

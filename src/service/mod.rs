@@ -15,6 +15,7 @@ mod intake;
 mod interrupt;
 mod interrupt_steps;
 mod launch;
+mod notice_poller;
 mod outcome;
 mod pending;
 mod reconcile;

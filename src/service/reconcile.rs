@@ -477,6 +477,9 @@ impl Service {
         let saved = self.inner.edges.store.save(lease, state, node_count, action, now, ttl).await;
         let held = saved.is_ok() && action == crate::adapters::dynamodb::store::LeaseAction::Extend;
         self.inner.metrics.set_lease_held(&lease.pool, held);
+        if saved.is_ok() {
+            self.inner.metrics.observe_backoffs(&lease.pool, &state.backoffs, now);
+        }
         saved
     }
 

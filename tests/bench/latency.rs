@@ -1,4 +1,4 @@
-//! Alert delivered → RunInstances issued, over many scale-up notifications that each really
+//! Alert delivered → CreateFleet issued, over many scale-up notifications that each really
 //! launch: between notifications the pool is reset behind the service's back (instances
 //! terminated, state and signal items deleted, directly on moto so it is not counted).
 
@@ -11,9 +11,9 @@ use crate::support::proxy::CallTiming;
 use crate::support::{World, scale_up};
 use crate::{Mode, Row};
 
-const SECTION: &str = "1 alert → RunInstances";
+const SECTION: &str = "1 alert → CreateFleet";
 
-/// One notification: latency to RunInstances, calls before it, and its sequential depth.
+/// One notification: latency to CreateFleet, calls before it, and its sequential depth.
 struct Sample {
     latency: Duration,
     calls_before: usize,
@@ -49,7 +49,7 @@ pub async fn run(mode: &Mode) -> Vec<Row> {
             match wait_for_launch(&world, sent).await {
                 Some(sample) if i == 0 => cold.push(sample.latency),
                 Some(sample) => samples.push(sample),
-                None => eprintln!("notification {i}: no RunInstances within 10 s"),
+                None => eprintln!("notification {i}: no CreateFleet within 10 s"),
             }
             reset(&world, &fingerprint).await;
         }
@@ -76,25 +76,25 @@ pub async fn run(mode: &Mode) -> Vec<Row> {
         ),
         Row::new(
             SECTION,
-            "AWS calls up to and incl. RunInstances (mean)",
+            "AWS calls up to and incl. CreateFleet (mean)",
             figure(mean_calls.map(|c| format!("{:.1}", c + 1.0))),
             "",
         ),
         Row::new(
             SECTION,
-            "sequential AWS round trips incl. RunInstances, median (max)",
+            "sequential AWS round trips incl. CreateFleet, median (max)",
             figure(depth_figure),
             "≤ 4",
         ),
     ]
 }
 
-/// Waits for the RunInstances the notification sent at `sent` causes.
+/// Waits for the CreateFleet the notification sent at `sent` causes.
 async fn wait_for_launch(world: &World, sent: Instant) -> Option<Sample> {
     let deadline = sent + Duration::from_secs(10);
     while Instant::now() < deadline {
         let timings = world.proxy.timings();
-        if let Some(run) = timings.iter().find(|t| t.api == "RunInstances") {
+        if let Some(run) = timings.iter().find(|t| t.api == "CreateFleet") {
             let before: Vec<&CallTiming> = timings.iter().filter(|t| t.end <= run.start).collect();
             if std::env::var_os("BENCH_DEBUG").is_some() {
                 let at = |i: Instant| i.duration_since(sent).as_secs_f64() * 1000.0;
@@ -136,7 +136,7 @@ async fn reset(world: &World, fingerprint: &str) {
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
         let timings = world.proxy.timings();
-        let run_end = timings.iter().find(|t| t.api == "RunInstances").map(|t| t.end);
+        let run_end = timings.iter().find(|t| t.api == "CreateFleet").map(|t| t.end);
         if run_end.is_some_and(|end| timings.iter().any(|t| t.api == "UpdateItem" && t.start >= end)) {
             break;
         }

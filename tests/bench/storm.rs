@@ -16,12 +16,13 @@ const STORM: &str = "2 duplicate storm";
 const FOOTPRINT: &str = "3 footprint";
 
 /// AWS calls that write or act.
-const WRITES: [&str; 7] = [
+const WRITES: [&str; 8] = [
     "PutItem",
     "UpdateItem",
     "DeleteItem",
     "BatchWriteItem",
     "RunInstances",
+    "CreateFleet",
     "TerminateInstances",
     "CreateTags",
 ];

@@ -223,7 +223,7 @@ impl Watch {
         let (launches, terminations) = (pipeline.launches(), pipeline.terminations());
         for e in &self.episodes {
             let (actions, what) = if e.scale_up {
-                (&launches, "RunInstances")
+                (&launches, "CreateFleet")
             } else {
                 (&terminations, "node drained, terminated")
             };

@@ -59,7 +59,7 @@ async fn a_lost_resolved_post_is_healed_within_a_sweep_with_one_replica_down() {
     let am = Alertmanager::with_config_on(dir, &am_config, am_port).await;
     am.fire(cpu_high(), "CPU 85%").await;
     eventually("the first launch", Duration::from_secs(30), || async {
-        world.proxy.times("RunInstances").first().copied()
+        world.proxy.times("CreateFleet").first().copied()
     })
     .await;
     am.resolve(cpu_high()).await;
@@ -76,7 +76,7 @@ async fn a_lost_resolved_post_is_healed_within_a_sweep_with_one_replica_down() {
     // One sweep for a reconcile that read before the removal, then five cooldowns (5 x 2 s).
     let settled = SystemTime::now() + Duration::from_secs(1);
     tokio::time::sleep(Duration::from_secs(11)).await;
-    let late = world.proxy.times("RunInstances").into_iter().filter(|t| *t > settled).count();
+    let late = world.proxy.times("CreateFleet").into_iter().filter(|t| *t > settled).count();
     assert_eq!(late, 0, "launches after the lost resolve was healed");
 }
 

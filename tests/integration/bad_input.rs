@@ -57,7 +57,7 @@ async fn bad_requests_are_refused_and_change_nothing() {
     world.sweeps_pass(2).await;
     assert!(world.instances().await.is_empty());
     assert_eq!(world.items("signal#").await, 0);
-    assert_eq!(world.proxy.count("RunInstances"), 0);
+    assert_eq!(world.proxy.count("CreateFleet"), 0);
     let metrics = service.metrics().await;
     for line in [
         "k3s_autoscaler_webhook_requests_total{outcome=\"unauthorized\"} 3",

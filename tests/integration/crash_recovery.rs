@@ -1,5 +1,5 @@
 //! A process killed after the operation is written ahead: the restarted service finishes
-//! it without a second instance, whether or not RunInstances reached EC2 before the crash.
+//! it without a second instance, whether or not CreateFleet reached EC2 before the crash.
 
 use std::time::Duration;
 
@@ -11,8 +11,8 @@ async fn crash_during_launch(cluster: &str, fault: RunInstancesFault) -> World {
     let mut first = world.service().await;
     world.proxy.run_instances(fault);
     assert_eq!(first.post(&scale_up("fp-crash")).await, 200);
-    eventually("RunInstances sent", Duration::from_secs(20), || async {
-        (world.proxy.count("RunInstances") >= 1).then_some(())
+    eventually("CreateFleet sent", Duration::from_secs(20), || async {
+        (world.proxy.count("CreateFleet") >= 1).then_some(())
     })
     .await;
     first.kill();
@@ -33,11 +33,11 @@ async fn crash_during_launch(cluster: &str, fault: RunInstancesFault) -> World {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_after_ec2_launched_restart_adopts_the_instance() {
     let world = crash_during_launch("crash-after", RunInstancesFault::AnswerLost).await;
-    assert_eq!(world.proxy.count("RunInstances"), 1, "no second RunInstances: {:?}", world.proxy.histogram());
+    assert_eq!(world.proxy.count("CreateFleet"), 1, "no second CreateFleet: {:?}", world.proxy.histogram());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_before_ec2_saw_the_launch_restart_launches_once() {
     let world = crash_during_launch("crash-before", RunInstancesFault::NeverArrives).await;
-    assert_eq!(world.proxy.count("RunInstances"), 2, "the lost call, then the one that worked");
+    assert_eq!(world.proxy.count("CreateFleet"), 2, "the lost call, then the one that worked");
 }

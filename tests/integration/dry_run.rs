@@ -31,7 +31,7 @@ async fn dry_run_writes_nothing_to_ec2_or_kubernetes_while_status_shows_the_woul
     // Several sweeps pass (each reads the pool's signals): still nothing.
     world.sweeps_pass(3).await;
 
-    for api in ["RunInstances", "TerminateInstances", "CreateTags"] {
+    for api in ["RunInstances", "CreateFleet", "TerminateInstances", "CreateTags"] {
         assert_eq!(world.proxy.count(api), 0, "{api}: {:?}", world.proxy.histogram());
     }
     let writes = kube_writes_since(&world, requests_before);

@@ -32,7 +32,7 @@ async fn twenty_concurrent_duplicates_to_three_replicas_launch_exactly_one_insta
     }
     // Several sweeps (1 s each) pass while we wait: still one instance.
     let instances = world.expect_instances(1, Duration::from_secs(4)).await;
-    assert_eq!(world.proxy.count("RunInstances"), 1, "{:?}", world.proxy.histogram());
+    assert_eq!(world.proxy.count("CreateFleet"), 1, "{:?}", world.proxy.histogram());
     // One signal write per replica plus the decision and outcome records; repeats write nothing.
     assert!(world.proxy.count("PutItem") <= 3 + 2, "{:?}", world.proxy.histogram());
     println!("storm: 60 posts, instances {instances:?}, AWS calls {:?}", world.proxy.histogram());
@@ -48,13 +48,13 @@ async fn one_notification_costs_few_aws_calls() {
     assert_eq!(service.post(&scale_up("fp-one")).await, 200);
     world.expect_instances(1, Duration::from_millis(200)).await;
     let calls = world.proxy.calls();
-    let until_launch: Vec<&String> = calls.iter().take_while(|c| *c != "RunInstances").collect();
+    let until_launch: Vec<&String> = calls.iter().take_while(|c| *c != "CreateFleet").collect();
     println!(
-        "AWS calls before RunInstances: {} {:?}; all: {:?}",
+        "AWS calls before CreateFleet: {} {:?}; all: {:?}",
         until_launch.len(),
         until_launch,
         world.proxy.histogram()
     );
-    assert!(calls.iter().any(|c| c == "RunInstances"));
+    assert!(calls.iter().any(|c| c == "CreateFleet"));
     assert!(until_launch.len() <= 6, "{until_launch:?}");
 }

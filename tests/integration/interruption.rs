@@ -149,7 +149,7 @@ async fn spot_warning_drains_at_once_replaces_in_the_emptier_zone_and_ignores_re
     assert_eq!(status, 200, "{answer}");
     // The interrupt worker runs at every sweep: let two pass, then nothing more was done.
     world.sweeps_pass(2).await;
-    assert_eq!(world.proxy.count("RunInstances"), 1, "{:?}", world.proxy.histogram());
+    assert_eq!(world.proxy.count("CreateFleet"), 1, "{:?}", world.proxy.histogram());
     assert_eq!(world.proxy.count("TerminateInstances"), 1, "{:?}", world.proxy.histogram());
     let mut evicted: Vec<String> = world.kube.evictions().into_iter().map(|(p, _)| p).collect();
     evicted.sort();
@@ -208,7 +208,7 @@ async fn events_for_unmanaged_instances_or_other_types_change_nothing_and_bad_on
     assert_eq!(post_event(&service, &body, false).await.0, 401, "same auth as /v1/alerts");
     // The interrupt worker runs at every sweep: let two pass, then nothing was done.
     world.sweeps_pass(2).await;
-    for api in ["RunInstances", "TerminateInstances", "CreateTags"] {
+    for api in ["RunInstances", "CreateFleet", "TerminateInstances", "CreateTags"] {
         assert_eq!(world.proxy.count(api), 0, "{api}: {:?}", world.proxy.histogram());
     }
     let writes = kube_writes_since(&world, requests_before);
@@ -259,7 +259,7 @@ async fn rebalance_then_spot_warning_drains_and_replaces_once() {
         let (status, answer) = post_event(&service, &body, true).await;
         assert_eq!((status, answer["outcome"].as_str()), (200, Some("ignored")), "{answer}");
     }
-    assert_eq!(world.proxy.count("RunInstances"), 1, "{:?}", world.proxy.histogram());
+    assert_eq!(world.proxy.count("CreateFleet"), 1, "{:?}", world.proxy.histogram());
     assert_eq!(world.proxy.count("TerminateInstances"), 1, "{:?}", world.proxy.histogram());
     let metrics = service.metrics().await;
     for line in [
@@ -303,7 +303,7 @@ async fn forged_notices_for_on_demand_or_unmarked_spot_instances_change_nothing(
     }
     let writes = kube_writes_since(&world, requests_before);
     assert!(writes.is_empty(), "no cordon, eviction or event: {writes:?}");
-    for api in ["RunInstances", "TerminateInstances", "CreateTags"] {
+    for api in ["RunInstances", "CreateFleet", "TerminateInstances", "CreateTags"] {
         assert_eq!(world.proxy.count(api), 0, "{api}: {:?}", world.proxy.histogram());
     }
     assert_eq!(world.items("interrupt#").await, 0);

@@ -522,3 +522,105 @@ async fn watch_wire_format_history_and_expiry() {
         other => panic!("expected Delete, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn self_subject_access_review_answers_allowed_or_denied_in_the_api_shape() {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let (k, client) = seeded().await;
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client);
+    let ask = |resource: &str, subresource: Option<&str>, verb: &str| SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(String::new()),
+                resource: Some(resource.into()),
+                subresource: subresource.map(str::to_string),
+                verb: Some(verb.into()),
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    let allowed =
+        reviews.create(&PostParams::default(), &ask("pods", Some("eviction"), "create")).await.unwrap();
+    let status = allowed.status.expect("status");
+    assert!(status.allowed && status.denied != Some(true));
+    assert_eq!(
+        allowed.spec.resource_attributes.and_then(|a| a.verb).as_deref(),
+        Some("create"),
+        "spec echoed"
+    );
+
+    k.deny_access("pods/eviction", "create");
+    let denied =
+        reviews.create(&PostParams::default(), &ask("pods", Some("eviction"), "create")).await.unwrap();
+    let status = denied.status.expect("status");
+    assert!(!status.allowed && status.denied == Some(true) && !status.reason.unwrap_or_default().is_empty());
+    let other = reviews.create(&PostParams::default(), &ask("pods", None, "create")).await.unwrap();
+    assert!(other.status.expect("status").allowed, "only the denied subresource is refused");
+    assert!(k.requests().iter().any(|r| r == "POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews"));
+}
+
+/// A paginated list is one snapshot: a node added after the first page is not on the next
+/// page; once history is compacted past the first page, the continue token answers 410.
+#[tokio::test]
+async fn paginated_lists_are_a_snapshot_and_an_expired_continue_token_is_410() {
+    let (k, c) = seeded().await;
+    let nodes: Api<Node> = Api::all(c);
+    let first = nodes.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(names(&first.items), ["g1", "server"]);
+    let token = first.metadata.continue_.clone().expect("a continue token");
+    k.add_node(node("w0").build());
+    k.remove_node("w2");
+    let rest = nodes.list(&ListParams::default().limit(10).continue_token(&token)).await.unwrap();
+    assert_eq!(names(&rest.items), ["w1", "w2"], "the snapshot of the first page, not w0, still w2");
+    k.compact();
+    let expired = nodes.list(&ListParams::default().limit(10).continue_token(&token)).await.unwrap_err();
+    assert_eq!(api_code(expired), 410);
+    let fresh = nodes.list(&ListParams::default()).await.unwrap();
+    assert_eq!(names(&fresh.items), ["g1", "server", "w0", "w1"]);
+}
+
+/// The server closes every open watch: kube-rs's watcher starts a new watch from where it
+/// was and misses nothing.
+#[tokio::test]
+async fn a_watch_the_server_closes_is_resumed_by_the_watcher() {
+    let (k, c) = seeded().await;
+    let nodes: Api<Node> = Api::all(c);
+    let mut stream = Box::pin(watcher(nodes, watcher::Config::default()).applied_objects());
+    for _ in 0..4 {
+        next(&mut stream).await.expect("an initial node").unwrap();
+    }
+    let watches = k.count("GET", "watch=true");
+    k.close_watches();
+    k.add_node(node("w9").build());
+    let seen = next(&mut stream).await.expect("the new node").unwrap();
+    assert_eq!(seen.name_any(), "w9");
+    assert!(k.count("GET", "watch=true") > watches, "a new watch was opened: {:?}", k.requests());
+}
+
+/// Evictions answer what the API server may: 409 (the pod changed meanwhile) and 429 (a PDB,
+/// or one the disruption controller has not observed yet); kube-rs surfaces each code when
+/// its retry is off, and the eviction log records the pod's node and cordon state.
+#[tokio::test]
+async fn evictions_can_answer_409_and_429_and_are_logged_with_their_node() {
+    let k = FakeKube::start().await;
+    k.add_node(node("w1").unschedulable(true).build());
+    k.add_pod(
+        pod("default", "web-1").on_node("w1").owned_by("ReplicaSet", "web-abc").grace_period(0).build(),
+    );
+    let mut cfg = k.config();
+    cfg.default_retry = false;
+    let pods: Api<Pod> = Api::namespaced(k.client_with(cfg), "default");
+    for code in [409, 429] {
+        k.fail_next("POST", "/eviction", code, 1);
+        assert_eq!(api_code(pods.evict("web-1", &EvictParams::default()).await.unwrap_err()), code);
+    }
+    pods.evict("web-1", &EvictParams::default()).await.unwrap();
+    let log: Vec<(String, Option<String>, bool, u16)> =
+        k.eviction_log().into_iter().map(|e| (e.pod, e.node, e.cordoned, e.code)).collect();
+    let seen = |code| ("default/web-1".to_string(), Some("w1".to_string()), true, code);
+    assert_eq!(log, [seen(409), seen(429), seen(201)]);
+}

@@ -9,7 +9,7 @@ use crate::support::pipeline::{Pipeline, PipelineOptions};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// Time from the rule's condition becoming true to the first RunInstances after it, minus
+/// Time from the rule's condition becoming true to the first CreateFleet after it, minus
 /// the rule's `for:` window: what the pipeline adds to the window.
 fn reaction(active_at: SystemTime, launch: SystemTime, window: Duration) -> Duration {
     let elapsed = launch.duration_since(active_at).expect("launch after the condition");
@@ -41,7 +41,7 @@ async fn cpu_over_70_percent_scales_up_one_node_at_a_time_and_stops_at_max() {
     assert_eq!(launches.len(), 2, "two launches for two new nodes");
     assert!(launches[1] > ready_at.lock().unwrap()[0], "the second launch waited for the first node");
     let lag = reaction(alert.active_at, launches[0], p.window(MINUTE));
-    println!("cpu-high: condition true -> RunInstances = for-window + {lag:?}");
+    println!("cpu-high: condition true -> CreateFleet = for-window + {lag:?}");
     assert!(lag < Duration::from_secs(10), "the pipeline added {lag:?} to the window");
 
     eventually("the alert resolved at 57%", Duration::from_secs(30), || async {
@@ -73,7 +73,7 @@ async fn pending_pods_scale_up_then_low_load_drains_one_node_down_to_min() {
     .await;
     assert_eq!(p.launches().len(), 1, "one launch for one Pending pod");
     let lag = reaction(alert.active_at, p.launches()[0], p.window(3 * MINUTE));
-    println!("pods-pending: condition true -> RunInstances = for-window + {lag:?}");
+    println!("pods-pending: condition true -> CreateFleet = for-window + {lag:?}");
 
     // The batch ends: 0.8 CPU over 3 workers is 16%, below 30% with nothing Pending.
     p.sim.set_reports(0);
@@ -169,7 +169,7 @@ async fn a_silence_holds_the_scale_up_until_it_expires() {
         p.launches().first().copied()
     })
     .await;
-    println!("silence expired -> RunInstances = {:?}", launch.duration_since(expired).unwrap_or_default());
+    println!("silence expired -> CreateFleet = {:?}", launch.duration_since(expired).unwrap_or_default());
     eventually("3 workers Ready", Duration::from_secs(30), || async {
         (p.ready_workers() == 3).then_some(())
     })
@@ -177,7 +177,7 @@ async fn a_silence_holds_the_scale_up_until_it_expires() {
 }
 
 /// The spec's latency at production speed (no shortening): from the moment the workers' CPU
-/// jumps above 70 % to RunInstances, with the shipped rules, evaluation interval and
+/// jumps above 70 % to CreateFleet, with the shipped rules, evaluation interval and
 /// Alertmanager route. The simulator is scraped every second, where production scrapes every
 /// 15 s: the assertion keeps those 15 s of margin. About 3 minutes, alongside the other tests
 /// (it mostly waits), so the suite proves the spec's figure on every run.
@@ -189,12 +189,12 @@ async fn cpu_over_70_percent_at_production_speed_launches_within_3_minutes() {
     assert!(p.launches().is_empty());
     let crossed = SystemTime::now();
     p.sim.set_load(4.3);
-    let launch = eventually("RunInstances", 4 * MINUTE, || async { p.launches().first().copied() }).await;
+    let launch = eventually("CreateFleet", 4 * MINUTE, || async { p.launches().first().copied() }).await;
     let alert = p.firing("K3sWorkersCPUHigh", Duration::from_secs(5)).await;
     let latency = launch.duration_since(crossed).expect("launch after the jump");
     let seen = alert.active_at.duration_since(crossed).unwrap_or_default();
     println!(
-        "speed 1: CPU above 70% -> rule true {seen:?} -> RunInstances {latency:?} (for: 1m, group_wait 10s)"
+        "speed 1: CPU above 70% -> rule true {seen:?} -> CreateFleet {latency:?} (for: 1m, group_wait 10s)"
     );
     assert!(latency + Duration::from_secs(15) < 3 * MINUTE, "decision latency {latency:?} (+15 s scrape)");
 }
@@ -214,7 +214,7 @@ async fn a_silence_after_the_first_launch_stops_scaling_within_a_sweep_until_it_
     let in_force = SystemTime::now() + Duration::from_secs(1);
     tokio::time::sleep(Duration::from_secs(1) + p.window(3 * MINUTE) * 5).await;
     let late: Vec<_> = p.launches().into_iter().filter(|t| *t > in_force).collect();
-    assert!(late.is_empty(), "{} RunInstances after the silence was in force", late.len());
+    assert!(late.is_empty(), "{} CreateFleet after the silence was in force", late.len());
     let last = p.launches().into_iter().rfind(|t| *t > silenced);
     println!(
         "silence add -> last action: {:?}",
@@ -232,7 +232,7 @@ async fn a_silence_after_the_first_launch_stops_scaling_within_a_sweep_until_it_
         p.launches().get(before).copied()
     })
     .await;
-    println!("silence expired -> RunInstances = {:?}", resumed.duration_since(expired).unwrap_or_default());
+    println!("silence expired -> CreateFleet = {:?}", resumed.duration_since(expired).unwrap_or_default());
     paused(&p, "workers", false).await;
 }
 
@@ -274,6 +274,67 @@ async fn a_silence_after_the_first_drain_starts_no_other_until_it_expires() {
         (p.world.kube.evictions().len() > evictions).then_some(())
     })
     .await;
+}
+
+/// The shipped inhibit rule: while a pool's scale-up alert fires, its scale-down alert is
+/// muted (not resolved). An inhibited scale-down never acts: its stored signal is removed by
+/// the sync (not reported as a pause), no drain starts while the scale-up alert fires, and
+/// once that alert resolves the scale-down comes back by itself and drains again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inhibited_scale_down_never_drains_and_returns_when_the_scale_up_resolves() {
+    let options = PipelineOptions { workers: 4, max: 4, load: 0.8, ..PipelineOptions::new("e2e-inhibit") };
+    let p = Pipeline::start(options).await;
+    // 0.8 CPU over 4 workers is 10 %: the low-CPU rule fires; its first drain goes through.
+    p.firing("K3sWorkersCPULow", Duration::from_secs(90)).await;
+    eventually("the first drain done", Duration::from_secs(90), || async {
+        p.terminations().first().copied()
+    })
+    .await;
+    assert!(scale_down_signal_stored(&p).await, "the firing scale-down alert is a stored signal");
+    // Memory fills while CPU stays low: the optional K3sWorkersMemoryHigh (scale-up) fires, as
+    // Prometheus would post it, and the shipped inhibit rule mutes K3sWorkersCPULow.
+    let memory_high = serde_json::json!({
+        "alertname": "K3sWorkersMemoryHigh", "autoscaler": "scale-up", "pool": "workers", "step": "1"
+    });
+    let refire =
+        p.alertmanager.keep_firing(memory_high.clone(), "Average worker memory use in pool workers is 91%");
+    eventually("Alertmanager inhibits the scale-down alert", Duration::from_secs(30), || async {
+        let alerts = p.alertmanager.alerts().await;
+        alerts.iter().any(|(name, state)| name == "K3sWorkersCPULow" && state == "suppressed").then_some(())
+    })
+    .await;
+    eventually("the sync removes the inhibited signal", Duration::from_secs(10), || async {
+        (!scale_down_signal_stored(&p).await).then_some(())
+    })
+    .await;
+    paused(&p, "workers", false).await;
+    let in_force = SystemTime::now();
+    let (evictions, terminations) = (p.world.kube.evictions().len(), p.terminations().len());
+    // Three scale-down cooldowns (3 x 20 s) while Prometheus still fires the low-CPU alert.
+    tokio::time::sleep(p.window(10 * MINUTE) * 3).await;
+    p.world.sweeps_pass(2).await;
+    assert!(
+        p.prometheus.alert("K3sWorkersCPULow", "firing").await.is_some(),
+        "still firing in Prometheus, only muted in Alertmanager"
+    );
+    assert!(!scale_down_signal_stored(&p).await, "an inhibited alert came back as a signal");
+    assert_eq!(p.world.kube.evictions().len(), evictions, "an eviction while inhibited");
+    assert_eq!(p.terminations().len(), terminations, "a termination while inhibited");
+    assert!(p.terminations().iter().all(|t| *t <= in_force), "a drain finished while inhibited");
+    // The scale-up alert resolves: the inhibition ends and the scale-down acts again.
+    refire.abort();
+    p.alertmanager.resolve(memory_high).await;
+    eventually("a drain after the inhibition ended", Duration::from_secs(90), || async {
+        (p.world.kube.evictions().len() > evictions).then_some(())
+    })
+    .await;
+}
+
+/// Whether DynamoDB holds a scale-down signal of the pipeline's pool.
+async fn scale_down_signal_stored(p: &Pipeline) -> bool {
+    let signals =
+        p.world.aws.items(&p.world.config.table, &p.world.config.cluster_id, "signal#workers#").await;
+    signals.iter().any(|s| s.get("direction").and_then(|d| d.as_s().ok()).is_some_and(|d| d == "scale-down"))
 }
 
 /// Waits until the service exports `pool`'s paused gauge as `paused`: the positive event that

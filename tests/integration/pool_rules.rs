@@ -100,11 +100,11 @@ async fn a_scale_up_supersedes_a_drain_held_by_a_pdb_and_launches_at_once() {
         refused.then(|| seeded.iter().map(|id| node_name(id)).find(|n| cordoned(&world, n))).flatten()
     })
     .await;
-    assert_eq!(world.proxy.count("RunInstances"), 0);
+    assert_eq!(world.proxy.count("CreateFleet"), 0);
     let posted = std::time::Instant::now();
     assert_eq!(service.post(&crate::support::scale_up("fp-up")).await, 200);
     eventually("uncordoned and launched", Duration::from_secs(5), || async {
-        (!cordoned(&world, &chosen) && world.proxy.count("RunInstances") == 1).then_some(())
+        (!cordoned(&world, &chosen) && world.proxy.count("CreateFleet") == 1).then_some(())
     })
     .await;
     let latency = posted.elapsed();

@@ -58,7 +58,7 @@ async fn a_node_whose_kubelet_stopped_is_replaced_then_drained_and_terminated() 
         .then_some(())
     })
     .await;
-    assert_eq!(world.proxy.count("RunInstances"), 1, "one replacement");
+    assert_eq!(world.proxy.count("CreateFleet"), 1, "one replacement");
     assert!(world.kube.node(&node_name(&seeded[1])).is_some());
 }
 
@@ -80,7 +80,7 @@ async fn a_not_ready_node_with_a_local_path_volume_is_reported_not_terminated() 
         event.is_some_and(|e| e["regarding"]["name"] == db_node.as_str()),
         "a RepairBlocked event on {db_node}"
     );
-    assert_eq!(world.proxy.count("RunInstances"), 0);
+    assert_eq!(world.proxy.count("CreateFleet"), 0);
     assert_eq!(world.instances().await.len(), 2, "nothing terminated");
     assert!(world.kube.evictions().is_empty());
     let spec = world.kube.node(&db_node).and_then(|n| n.spec);
@@ -96,7 +96,7 @@ async fn three_of_four_nodes_not_ready_repairs_nothing() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let service = world.service().await;
     metric(&service, &decision("hold", "repair_too_many_unready"), Duration::from_secs(20)).await;
-    assert_eq!(world.proxy.count("RunInstances"), 0);
+    assert_eq!(world.proxy.count("CreateFleet"), 0);
     assert_eq!(world.proxy.count("TerminateInstances"), 0);
     assert!(world.kube.evictions().is_empty());
     assert_eq!(world.instances().await.len(), 4);

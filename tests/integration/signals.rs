@@ -29,7 +29,7 @@ async fn a_resolved_post_removes_its_signal_and_nothing_more_launches() {
     // Sweeps look at the pool again until well past the cooldown: nothing more launches.
     world.sweeps_pass(4).await;
     assert_eq!(world.instances().await.len(), 1);
-    assert_eq!(world.proxy.count("RunInstances"), 1, "{:?}", world.proxy.histogram());
+    assert_eq!(world.proxy.count("CreateFleet"), 1, "{:?}", world.proxy.histogram());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,11 +62,11 @@ async fn three_replicas_at_the_shipped_max_of_ten_never_pass_it() {
     }
     assert_eq!(peak, 10, "the pool reached max");
     // At max, further repeats and sweeps of all three replicas launch nothing.
-    let launches = world.proxy.count("RunInstances");
+    let launches = world.proxy.count("CreateFleet");
     for replica in &replicas {
         assert_eq!(replica.post(&step3).await, 200);
     }
     world.sweeps_pass(6).await;
     assert_eq!(world.instances().await.len(), 10);
-    assert_eq!(world.proxy.count("RunInstances"), launches, "{:?}", world.proxy.histogram());
+    assert_eq!(world.proxy.count("CreateFleet"), launches, "{:?}", world.proxy.histogram());
 }

@@ -17,7 +17,7 @@ async fn spot_capacity_error_launches_on_demand_in_the_same_notification() {
     let (_, az, spot) = &instances[0];
     assert!(!spot, "the fallback instance is on-demand");
     assert_eq!(az, "us-east-1a", "the emptiest zone (ties by name)");
-    let runs = world.proxy.count("RunInstances");
+    let runs = world.proxy.count("CreateFleet");
     assert_eq!(runs, 2, "one spot attempt, one on-demand: {:?}", world.proxy.histogram());
     let state = world.aws.items(&world.config.table, "spot", "state#workers").await;
     let backoffs = &state[0]["capacity_backoffs"];
@@ -26,7 +26,7 @@ async fn spot_capacity_error_launches_on_demand_in_the_same_notification() {
     let metrics = service.metrics().await;
     assert!(
         metrics.contains(
-            "k3s_autoscaler_aws_errors_total{api=\"RunInstances\",code=\"InsufficientInstanceCapacity\"} 1"
+            "k3s_autoscaler_aws_errors_total{api=\"CreateFleet\",code=\"InsufficientInstanceCapacity\"} 1"
         ),
         "{metrics}"
     );

@@ -17,27 +17,67 @@ pub const TAG_POOL: &str = "k3s-autoscaler/pool";
 /// Tag naming the operation that launched the instance (idempotency on resume).
 pub const TAG_OP_ID: &str = "k3s-autoscaler/op-id";
 
-/// One RunInstances call: `count` instances in one subnet and market.
+/// One CreateFleet `instant` call: `count` instances in one zone and market, EC2 choosing
+/// among the overrides (spot `price-capacity-optimized`, on-demand `lowest-price`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunSpec {
+pub struct FleetSpec {
     /// Pool the instances join.
     pub pool: String,
     /// Operation id, tagged on the instances.
     pub op_id: String,
     /// Idempotency token: the same token never launches twice.
     pub client_token: String,
-    /// Availability zone (for logs; the subnet decides).
+    /// Availability zone (for logs and error attribution; the subnet decides).
     pub az: String,
-    /// Subnet to launch into.
-    pub subnet_id: String,
-    /// Instances wanted; EC2 may launch fewer (MinCount 1).
+    /// Instances wanted; EC2 may launch fewer and say why per offering.
     pub count: u32,
     /// Spot or on-demand.
     pub market: Market,
+    /// The (instance type, subnet) pairs EC2 may choose from; the launch template supplies
+    /// everything else (AMI, user-data, IMDSv2, security groups, profile).
+    pub overrides: Vec<FleetOverride>,
     /// Launch template id (`lt-…`) or name.
     pub launch_template: String,
     /// Launch template version.
     pub launch_template_version: String,
+}
+
+/// One override of a fleet request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetOverride {
+    /// Instance type; `None` keeps the launch template's.
+    pub instance_type: Option<String>,
+    /// Subnet to launch into.
+    pub subnet_id: String,
+}
+
+/// What an `instant` fleet answered: the instances it launched and, per offering it could not
+/// fill, EC2's error.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FleetAnswer {
+    /// Instances launched (tagged, pending).
+    pub instances: Vec<ManagedInstance>,
+    /// Per-offering errors.
+    pub errors: Vec<OfferingError>,
+}
+
+/// EC2's error for one offering of a fleet request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferingError {
+    /// Instance type of the offering, when the answer names one.
+    pub instance_type: Option<String>,
+    /// EC2 error code (`InsufficientInstanceCapacity`, …).
+    pub code: String,
+    /// EC2 message, bounded.
+    pub message: String,
+}
+
+impl OfferingError {
+    /// Whether the offering lacked capacity (remembered and skipped) rather than the request
+    /// being wrong.
+    pub fn is_capacity(&self) -> bool {
+        CAPACITY_ERROR_CODES.contains(&self.code.as_str())
+    }
 }
 
 /// Lifecycle of a managed instance, reduced to what matters here.
@@ -68,6 +108,8 @@ pub struct ManagedInstance {
     pub pool: String,
     /// Operation tag, if any.
     pub op_id: Option<String>,
+    /// Instance type, when EC2 said.
+    pub instance_type: Option<String>,
 }
 
 impl ManagedInstance {
@@ -80,7 +122,7 @@ impl ManagedInstance {
 /// Why a compute call failed, sorted by what the caller should do about it.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ComputeError {
-    /// No capacity for this (zone, market): try the next market or zone, remember the failure.
+    /// No capacity for the whole request: try the next market, remember the offerings.
     #[error("{api}: no capacity ({code}): {message}")]
     Capacity {
         /// API that failed.
@@ -151,8 +193,9 @@ pub trait Compute: Send + Sync {
     async fn list_pool(&self, pool: &str) -> Result<Vec<ManagedInstance>, ComputeError>;
     /// Instances (not terminated) tagged with this operation id: did a launch already happen?
     async fn find_by_op(&self, op_id: &str) -> Result<Vec<ManagedInstance>, ComputeError>;
-    /// One RunInstances call.
-    async fn launch(&self, spec: &RunSpec) -> Result<Vec<ManagedInstance>, ComputeError>;
+    /// One CreateFleet `instant` call; never followed by DeleteFleets, which would terminate
+    /// the fleet's instances.
+    async fn launch(&self, spec: &FleetSpec) -> Result<FleetAnswer, ComputeError>;
     /// Terminates managed instances; refuses any instance not managed for this cluster.
     async fn terminate(&self, instance_ids: &[String]) -> Result<(), ComputeError>;
     /// The status code of the spot request behind `instance_id` (`marked-for-termination`

@@ -7,15 +7,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
-use super::compute::{Compute, ComputeError, InstanceState, ManagedInstance, RunSpec};
+use super::compute::{
+    Compute, ComputeError, FleetAnswer, FleetSpec, InstanceState, ManagedInstance, OfferingError,
+};
 use crate::core::model::Market;
 use crate::core::time::Timestamp;
 
-/// Scriptable [`Compute`]: records every launch; failures are queued per market.
+/// Scriptable [`Compute`]: records every fleet launch; failures are queued per market (a
+/// capacity failure answers, as EC2's instant fleet does, with an error per offering and no
+/// instance), and single offerings can be made short.
 #[derive(Default)]
 pub struct FakeCompute {
     pub instances: Mutex<Vec<ManagedInstance>>,
-    pub launches: Mutex<Vec<RunSpec>>,
+    pub launches: Mutex<Vec<FleetSpec>>,
+    /// (instance type, market) offerings with no capacity: answered as per-offering errors.
+    pub short: Mutex<Vec<(String, Market)>>,
     failures: Mutex<HashMap<Market, Vec<ComputeError>>>,
     /// When set, a launch creates its instances and then reports an unknown outcome.
     pub lose_answers: AtomicBool,
@@ -56,13 +62,14 @@ impl FakeCompute {
             state: InstanceState::Running,
             pool: pool.into(),
             op_id: None,
+            instance_type: None,
         });
     }
 }
 
 pub fn capacity_error() -> ComputeError {
     ComputeError::Capacity {
-        api: "RunInstances",
+        api: "CreateFleet",
         code: "InsufficientInstanceCapacity".into(),
         message: "none".into(),
     }
@@ -90,11 +97,37 @@ impl Compute for FakeCompute {
             .cloned()
             .collect())
     }
-    async fn launch(&self, spec: &RunSpec) -> Result<Vec<ManagedInstance>, ComputeError> {
+    async fn launch(&self, spec: &FleetSpec) -> Result<FleetAnswer, ComputeError> {
         self.launches.lock().unwrap().push(spec.clone());
-        if let Some(error) = self.failures.lock().unwrap().get_mut(&spec.market).and_then(|q| q.pop()) {
-            return Err(error);
+        let offering_error = |instance_type: Option<String>, code: &str, message: &str| OfferingError {
+            instance_type,
+            code: code.into(),
+            message: message.into(),
+        };
+        match self.failures.lock().unwrap().get_mut(&spec.market).and_then(|q| q.pop()) {
+            Some(ComputeError::Capacity { code, message, .. }) => {
+                let errors = spec
+                    .overrides
+                    .iter()
+                    .map(|o| offering_error(o.instance_type.clone(), &code, &message))
+                    .collect();
+                return Ok(FleetAnswer { instances: Vec::new(), errors });
+            }
+            Some(error) => return Err(error),
+            None => {}
         }
+        let short = self.short.lock().unwrap().clone();
+        let is_short =
+            |t: &Option<String>| short.iter().any(|(s, m)| Some(s) == t.as_ref() && *m == spec.market);
+        let errors: Vec<OfferingError> = spec
+            .overrides
+            .iter()
+            .filter(|o| is_short(&o.instance_type))
+            .map(|o| offering_error(o.instance_type.clone(), "InsufficientInstanceCapacity", "short"))
+            .collect();
+        let Some(chosen) = spec.overrides.iter().find(|o| !is_short(&o.instance_type)) else {
+            return Ok(FleetAnswer { instances: Vec::new(), errors });
+        };
         let created: Vec<ManagedInstance> = (0..spec.count)
             .map(|_| ManagedInstance {
                 instance_id: format!("i-{:04}", self.next_id.fetch_add(1, Ordering::SeqCst)),
@@ -104,13 +137,14 @@ impl Compute for FakeCompute {
                 state: InstanceState::Pending,
                 pool: spec.pool.clone(),
                 op_id: Some(spec.op_id.clone()),
+                instance_type: chosen.instance_type.clone(),
             })
             .collect();
         self.instances.lock().unwrap().extend(created.clone());
         if self.lose_answers.load(Ordering::SeqCst) {
-            return Err(ComputeError::Unavailable { api: "RunInstances", message: "timed out".into() });
+            return Err(ComputeError::Unavailable { api: "CreateFleet", message: "timed out".into() });
         }
-        Ok(created)
+        Ok(FleetAnswer { instances: created, errors })
     }
     async fn terminate(&self, instance_ids: &[String]) -> Result<(), ComputeError> {
         let mut instances = self.instances.lock().unwrap();

@@ -1,5 +1,6 @@
-//! [`Compute`] on EC2: RunInstances from the pool's launch template, tag-scoped describe and
-//! terminate. Only instances tagged `managed-by` + `cluster` are ever returned or terminated.
+//! [`Compute`] on EC2: CreateFleet `instant` from the pool's launch template, tag-scoped
+//! describe and terminate (per instance: an instant fleet is never deleted, since deleting it
+//! terminates its instances). Only instances tagged `managed-by` + `cluster` are ever returned or terminated.
 
 pub mod compute;
 #[cfg(test)]
@@ -11,19 +12,27 @@ use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::config::interceptors::InterceptorContext;
 use aws_sdk_ec2::config::retry::{ClassifyRetry, RetryAction};
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_ec2::operation::run_instances::RunInstancesError;
+use aws_sdk_ec2::operation::create_fleet::CreateFleetError;
 use aws_sdk_ec2::types::{
-    Filter, Instance, InstanceInterruptionBehavior, InstanceLifecycleType, InstanceMarketOptionsRequest,
-    InstanceStateName, LaunchTemplateSpecification, MarketType, ResourceType, SpotInstanceType,
-    SpotMarketOptions, Tag, TagSpecification,
+    DefaultTargetCapacityType, Filter, FleetLaunchTemplateConfigRequest, FleetLaunchTemplateOverridesRequest,
+    FleetLaunchTemplateSpecificationRequest, FleetOnDemandAllocationStrategy, FleetType, Instance,
+    InstanceLifecycleType, InstanceStateName, InstanceType, OnDemandOptionsRequest, ResourceType,
+    SpotAllocationStrategy, SpotInstanceInterruptionBehavior, SpotOptionsRequest, Tag, TagSpecification,
+    TargetCapacitySpecificationRequest,
 };
 
 use self::compute::{
-    CAPACITY_ERROR_CODES, Compute, ComputeError, InstanceState, MANAGED_BY_VALUE, ManagedInstance, RunSpec,
-    TAG_CLUSTER, TAG_MANAGED_BY, TAG_OP_ID, TAG_POOL,
+    CAPACITY_ERROR_CODES, Compute, ComputeError, FleetAnswer, FleetSpec, InstanceState, MANAGED_BY_VALUE,
+    ManagedInstance, OfferingError, TAG_CLUSTER, TAG_MANAGED_BY, TAG_OP_ID, TAG_POOL,
 };
 use crate::core::model::Market;
+use crate::core::text::bounded;
 use crate::core::time::Timestamp;
+
+/// Longest EC2 error code kept from a fleet answer.
+const ERROR_CODE_MAX: usize = 64;
+/// Longest EC2 error message kept from a fleet answer.
+const ERROR_MESSAGE_MAX: usize = 256;
 
 /// EC2-backed compute for one cluster.
 #[derive(Clone)]
@@ -44,6 +53,89 @@ impl Ec2Compute {
     pub fn from_sdk(sdk: &aws_config::SdkConfig, cluster_id: impl Into<String>) -> Self {
         let config = aws_sdk_ec2::config::Builder::from(sdk).retry_classifier(NoRetryOnCapacity).build();
         Self::new(Client::from_conf(config), cluster_id)
+    }
+
+    /// The CreateFleet `instant` request of `spec`: what `launch` sends, and what `doctor`
+    /// sends with DryRun so that IAM judges the very same request (template, subnets, types,
+    /// tags, market).
+    fn fleet_request(
+        &self,
+        spec: &FleetSpec,
+    ) -> aws_sdk_ec2::operation::create_fleet::builders::CreateFleetFluentBuilder {
+        let template = if spec.launch_template.starts_with("lt-") {
+            FleetLaunchTemplateSpecificationRequest::builder().launch_template_id(&spec.launch_template)
+        } else {
+            FleetLaunchTemplateSpecificationRequest::builder().launch_template_name(&spec.launch_template)
+        }
+        .version(&spec.launch_template_version)
+        .build();
+        let overrides: Vec<FleetLaunchTemplateOverridesRequest> = spec
+            .overrides
+            .iter()
+            .map(|o| {
+                FleetLaunchTemplateOverridesRequest::builder()
+                    .set_instance_type(o.instance_type.as_deref().map(InstanceType::from))
+                    .subnet_id(&o.subnet_id)
+                    .build()
+            })
+            .collect();
+        let config = FleetLaunchTemplateConfigRequest::builder()
+            .launch_template_specification(template)
+            .set_overrides(Some(overrides))
+            .build();
+        let tags: Vec<Tag> = [
+            (TAG_MANAGED_BY, MANAGED_BY_VALUE.to_string()),
+            (TAG_CLUSTER, self.cluster_id.clone()),
+            (TAG_POOL, spec.pool.clone()),
+            (TAG_OP_ID, spec.op_id.clone()),
+            ("Name", format!("{}-{}", self.cluster_id, spec.pool)),
+        ]
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+        let tag_spec = |resource| {
+            TagSpecification::builder().resource_type(resource).set_tags(Some(tags.clone())).build()
+        };
+        let capacity_type = match spec.market {
+            Market::Spot => DefaultTargetCapacityType::Spot,
+            Market::OnDemand => DefaultTargetCapacityType::OnDemand,
+        };
+        self.client
+            .create_fleet()
+            .r#type(FleetType::Instant)
+            .client_token(&spec.client_token)
+            .launch_template_configs(config)
+            .target_capacity_specification(
+                TargetCapacitySpecificationRequest::builder()
+                    .total_target_capacity(spec.count as i32)
+                    .default_target_capacity_type(capacity_type)
+                    .build(),
+            )
+            .spot_options(
+                SpotOptionsRequest::builder()
+                    .allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized)
+                    .instance_interruption_behavior(SpotInstanceInterruptionBehavior::Terminate)
+                    .build(),
+            )
+            .on_demand_options(
+                OnDemandOptionsRequest::builder()
+                    .allocation_strategy(FleetOnDemandAllocationStrategy::LowestPrice)
+                    .build(),
+            )
+            .tag_specifications(tag_spec(ResourceType::Instance))
+            .tag_specifications(tag_spec(ResourceType::Volume))
+    }
+
+    /// CreateFleet of `spec` with DryRun: `Ok` when EC2 answers DryRunOperation (the call
+    /// would be permitted), else the error (UnauthorizedOperation when IAM denies it).
+    pub async fn dry_run_launch(&self, spec: &FleetSpec) -> Result<(), ComputeError> {
+        dry_run_answer(self.fleet_request(spec).dry_run(true).send().await.map(|_| ()), "CreateFleet")
+    }
+
+    /// TerminateInstances of one instance with DryRun, as [`Ec2Compute::dry_run_launch`].
+    pub async fn dry_run_terminate(&self, instance_id: &str) -> Result<(), ComputeError> {
+        let request = self.client.terminate_instances().instance_ids(instance_id).dry_run(true);
+        dry_run_answer(request.send().await.map(|_| ()), "TerminateInstances")
     }
 
     fn managed_filters(&self) -> Vec<Filter> {
@@ -101,62 +193,41 @@ impl Compute for Ec2Compute {
         self.describe(vec![by_op], &["pending", "running", "stopping", "stopped", "shutting-down"]).await
     }
 
-    async fn launch(&self, spec: &RunSpec) -> Result<Vec<ManagedInstance>, ComputeError> {
-        let template = if spec.launch_template.starts_with("lt-") {
-            LaunchTemplateSpecification::builder().launch_template_id(&spec.launch_template)
-        } else {
-            LaunchTemplateSpecification::builder().launch_template_name(&spec.launch_template)
-        }
-        .version(&spec.launch_template_version)
-        .build();
-        let tags: Vec<Tag> = [
-            (TAG_MANAGED_BY, MANAGED_BY_VALUE.to_string()),
-            (TAG_CLUSTER, self.cluster_id.clone()),
-            (TAG_POOL, spec.pool.clone()),
-            (TAG_OP_ID, spec.op_id.clone()),
-            ("Name", format!("{}-{}", self.cluster_id, spec.pool)),
-        ]
-        .into_iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect();
-        let tag_spec = |resource| {
-            TagSpecification::builder().resource_type(resource).set_tags(Some(tags.clone())).build()
-        };
-        let mut request = self
-            .client
-            .run_instances()
-            .launch_template(template)
-            .subnet_id(&spec.subnet_id)
-            .min_count(1)
-            .max_count(spec.count as i32)
-            .client_token(&spec.client_token)
-            .tag_specifications(tag_spec(ResourceType::Instance))
-            .tag_specifications(tag_spec(ResourceType::Volume));
-        if spec.market == Market::Spot {
-            request = request.instance_market_options(
-                InstanceMarketOptionsRequest::builder()
-                    .market_type(MarketType::Spot)
-                    .spot_options(
-                        SpotMarketOptions::builder()
-                            .spot_instance_type(SpotInstanceType::OneTime)
-                            .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
-                            .build(),
-                    )
-                    .build(),
-            );
-        }
-        let out = request.send().await.map_err(|e| classify("RunInstances", e))?;
-        Ok(out
+    async fn launch(&self, spec: &FleetSpec) -> Result<FleetAnswer, ComputeError> {
+        let out = self.fleet_request(spec).send().await.map_err(|e| classify("CreateFleet", e))?;
+        // The answer names instance ids, types and lifecycle, not tags: the launched instances
+        // carry the tags asked for, so they are this pool's.
+        let instances = out
             .instances()
             .iter()
-            .filter_map(|i| {
-                to_managed(i, &self.cluster_id).map(|mut m| {
-                    // The answer may omit the lifecycle; we know what we asked for.
-                    m.market = spec.market;
-                    m
+            .flat_map(|group| {
+                let instance_type = group.instance_type().map(|t| t.as_str().to_string());
+                group.instance_ids().iter().map(move |id| ManagedInstance {
+                    instance_id: id.clone(),
+                    az: spec.az.clone(),
+                    market: spec.market,
+                    launched_at: Timestamp::default(),
+                    state: InstanceState::Pending,
+                    pool: spec.pool.clone(),
+                    op_id: Some(spec.op_id.clone()),
+                    instance_type: instance_type.clone(),
                 })
             })
-            .collect())
+            .collect();
+        let errors = out
+            .errors()
+            .iter()
+            .map(|e| OfferingError {
+                instance_type: e
+                    .launch_template_and_overrides()
+                    .and_then(|l| l.overrides())
+                    .and_then(|o| o.instance_type())
+                    .map(|t| t.as_str().to_string()),
+                code: bounded(e.error_code().unwrap_or("unknown"), ERROR_CODE_MAX),
+                message: bounded(e.error_message().unwrap_or_default(), ERROR_MESSAGE_MAX),
+            })
+            .collect();
+        Ok(FleetAnswer { instances, errors })
     }
 
     async fn terminate(&self, instance_ids: &[String]) -> Result<(), ComputeError> {
@@ -233,7 +304,27 @@ fn to_managed(instance: &Instance, cluster_id: &str) -> Option<ManagedInstance> 
         state,
         pool: tag(instance, TAG_POOL).unwrap_or_default().to_string(),
         op_id: tag(instance, TAG_OP_ID).map(str::to_string),
+        instance_type: instance.instance_type().map(|t| t.as_str().to_string()),
     })
+}
+
+/// A DryRun call's answer: EC2 reports "would have succeeded" as the error DryRunOperation.
+fn dry_run_answer<E>(
+    answer: Result<(), SdkError<E, HttpResponse>>,
+    api: &'static str,
+) -> Result<(), ComputeError>
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    match answer {
+        Err(e) if e.code() == Some("DryRunOperation") => Ok(()),
+        Err(e) => Err(classify(api, e)),
+        Ok(()) => Err(ComputeError::Rejected {
+            api,
+            code: "NoDryRun".into(),
+            message: "the endpoint ignored DryRun and acted".into(),
+        }),
+    }
 }
 
 /// Sorts an SDK error by what the caller can do: capacity, definitive rejection, or unknown.
@@ -260,7 +351,8 @@ fn is_throttling(code: &str) -> bool {
     matches!(code, "RequestLimitExceeded" | "Throttling" | "ThrottlingException")
 }
 
-/// Forbids retrying RunInstances when EC2 says it has no capacity.
+/// Forbids retrying CreateFleet when EC2 refuses the whole request for lack of capacity
+/// (capacity per offering comes back in a successful answer, which is never retried).
 #[derive(Debug)]
 struct NoRetryOnCapacity;
 
@@ -269,7 +361,7 @@ impl ClassifyRetry for NoRetryOnCapacity {
         let Some(Err(error)) = ctx.output_or_error() else { return RetryAction::NoActionIndicated };
         let code = error
             .as_operation_error()
-            .and_then(|e| e.downcast_ref::<RunInstancesError>())
+            .and_then(|e| e.downcast_ref::<CreateFleetError>())
             .and_then(|e| e.code());
         match code {
             Some(code) if CAPACITY_ERROR_CODES.contains(&code) => RetryAction::RetryForbidden,

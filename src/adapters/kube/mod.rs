@@ -147,25 +147,40 @@ impl KubeCluster {
     /// Every request (connect, send, answer) times out after `timeout`; the watches keep
     /// kube's own idle handling.
     pub async fn connect(path: Option<&std::path::Path>, timeout: Duration) -> Result<Self, kube::Error> {
-        let mut config = match path {
-            Some(path) => {
-                let kubeconfig =
-                    kube::config::Kubeconfig::read_from(path).map_err(kube::Error::InferKubeconfig)?;
-                kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-                    .await
-                    .map_err(kube::Error::InferKubeconfig)?
-            }
-            None => kube::Config::infer().await.map_err(kube::Error::InferConfig)?,
-        };
-        config.default_retry = false;
+        let config = client_config(path).await?;
         let watches = Client::try_from(config.clone())?;
-        config.connect_timeout = Some(timeout);
-        config.read_timeout = Some(timeout);
-        config.write_timeout = Some(timeout);
-        // The read timeout counts from the request, not from when a pooled connection went idle.
-        config.reset_reader_on_write = true;
-        Ok(Self::new(Client::try_from(config)?, watches))
+        Ok(Self::new(Client::try_from(with_timeouts(config, timeout))?, watches))
     }
+}
+
+/// A client as the service's (kubeconfig, `KUBECONFIG` or in-cluster; per-request
+/// timeouts), for `doctor`.
+pub async fn client(path: Option<&std::path::Path>, timeout: Duration) -> Result<Client, kube::Error> {
+    Client::try_from(with_timeouts(client_config(path).await?, timeout))
+}
+
+async fn client_config(path: Option<&std::path::Path>) -> Result<kube::Config, kube::Error> {
+    let mut config = match path {
+        Some(path) => {
+            let kubeconfig =
+                kube::config::Kubeconfig::read_from(path).map_err(kube::Error::InferKubeconfig)?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(kube::Error::InferKubeconfig)?
+        }
+        None => kube::Config::infer().await.map_err(kube::Error::InferConfig)?,
+    };
+    config.default_retry = false;
+    Ok(config)
+}
+
+fn with_timeouts(mut config: kube::Config, timeout: Duration) -> kube::Config {
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(timeout);
+    config.write_timeout = Some(timeout);
+    // The read timeout counts from the request, not from when a pooled connection went idle.
+    config.reset_reader_on_write = true;
+    config
 }
 
 fn api_error(call: &'static str) -> impl Fn(kube::Error) -> ClusterError {

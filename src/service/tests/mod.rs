@@ -116,10 +116,10 @@ async fn scale_up_signal_launches_spot_in_the_emptiest_zone_and_records_everythi
     let launches = h.compute.launches.lock().unwrap().clone();
     assert_eq!(launches.len(), 1);
     let spec = &launches[0];
-    assert_eq!(
-        (spec.az.as_str(), spec.subnet_id.as_str(), spec.market, spec.count),
-        ("us-east-1b", "subnet-b", Market::Spot, 1)
-    );
+    assert_eq!((spec.az.as_str(), spec.market, spec.count), ("us-east-1b", Market::Spot, 1));
+    let overrides: Vec<(Option<&str>, &str)> =
+        spec.overrides.iter().map(|o| (o.instance_type.as_deref(), o.subnet_id.as_str())).collect();
+    assert_eq!(overrides, vec![(None, "subnet-b")], "a pool without types keeps the template's type");
     assert!(spec.client_token.starts_with(&spec.op_id) && spec.client_token.len() <= 64);
     let record = h.store.record("workers");
     assert!(record.state.op.is_none(), "op finished");
@@ -161,6 +161,60 @@ async fn spot_capacity_error_falls_back_to_on_demand_in_the_same_pass_and_is_rem
     h.reconcile().await;
     let last = h.compute.launches.lock().unwrap().last().cloned().unwrap();
     assert_eq!((last.az.as_str(), last.market), ("us-east-1b", Market::Spot));
+}
+
+const THREE_TYPES: (&str, &str) =
+    ("K3S_AUTOSCALER__POOLS__WORKERS__INSTANCE_TYPES", r#"["t3.small", "t3a.small", "m5.large"]"#);
+
+#[tokio::test]
+async fn a_short_offering_is_skipped_next_time_while_the_other_types_serve() {
+    let h = harness(&[THREE_TYPES]);
+    h.compute.short.lock().unwrap().push(("t3.small".into(), Market::Spot));
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    h.reconcile().await;
+    let first = h.compute.launches.lock().unwrap()[0].clone();
+    let types = |spec: &crate::adapters::FleetSpec| -> Vec<String> {
+        spec.overrides
+            .iter()
+            .map(|o| format!("{}@{}", o.instance_type.as_deref().unwrap_or("-"), o.subnet_id))
+            .collect()
+    };
+    assert_eq!(types(&first), vec!["t3.small@subnet-a", "t3a.small@subnet-a", "m5.large@subnet-a"]);
+    assert_eq!(h.compute.launch_count(), 1, "spot served from another type: no on-demand call");
+    let launched = h.compute.list_pool_now();
+    assert_eq!((launched[0].market, launched[0].instance_type.as_deref()), (Market::Spot, Some("t3a.small")));
+    let backoffs = h.store.record("workers").state.backoffs;
+    let remembered: Vec<(Option<&str>, &str, Market, &str)> = backoffs
+        .iter()
+        .map(|b| (b.instance_type.as_deref(), b.az.as_str(), b.market, b.code.as_str()))
+        .collect();
+    assert_eq!(
+        remembered,
+        vec![(Some("t3.small"), "us-east-1a", Market::Spot, "InsufficientInstanceCapacity")]
+    );
+    // Zone a stays usable; the next launch there leaves the short offering out.
+    h.compute.add_instance("i-b", "us-east-1b", "workers");
+    h.clock.advance(Duration::from_secs(61));
+    h.reconcile().await;
+    let second = h.compute.launches.lock().unwrap()[1].clone();
+    assert_eq!((second.az.as_str(), second.market), ("us-east-1a", Market::Spot));
+    assert_eq!(types(&second), vec!["t3a.small@subnet-a", "m5.large@subnet-a"]);
+}
+
+#[tokio::test]
+async fn every_spot_type_short_falls_back_to_on_demand_in_the_same_pass() {
+    let h = harness(&[THREE_TYPES]);
+    for t in ["t3.small", "t3a.small", "m5.large"] {
+        h.compute.short.lock().unwrap().push((t.into(), Market::Spot));
+    }
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    h.reconcile().await;
+    let calls: Vec<(Market, usize)> =
+        h.compute.launches.lock().unwrap().iter().map(|s| (s.market, s.overrides.len())).collect();
+    assert_eq!(calls, vec![(Market::Spot, 3), (Market::OnDemand, 3)]);
+    assert_eq!(h.compute.list_pool_now()[0].market, Market::OnDemand);
+    assert_eq!(h.store.record("workers").state.backoffs.len(), 3, "one per short offering");
+    assert!(h.store.events().iter().any(|e| e.kind == "outcome" && e.reason_label == "succeeded"));
 }
 
 #[tokio::test]

@@ -130,6 +130,19 @@ impl Alertmanager {
         self.post_alert(serde_json::json!({ "labels": labels, "annotations": { "summary": summary } })).await
     }
 
+    /// Keeps an alert firing as Prometheus does (re-sent every second, else Alertmanager
+    /// resolves it after `resolve_timeout`) until the returned task is aborted.
+    pub fn keep_firing(&self, labels: serde_json::Value, summary: &str) -> tokio::task::JoinHandle<()> {
+        let alert = serde_json::json!({ "labels": labels, "annotations": { "summary": summary } });
+        let url = self.url.clone();
+        tokio::spawn(async move {
+            loop {
+                post_alert(&url, alert.clone()).await;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        })
+    }
+
     /// Resolves an alert fired by [`Alertmanager::fire`] (same labels, `endsAt` now), as
     /// Prometheus does when a rule clears.
     pub async fn resolve(&self, labels: serde_json::Value) {
@@ -138,14 +151,18 @@ impl Alertmanager {
     }
 
     async fn post_alert(&self, alert: serde_json::Value) {
-        let response = reqwest::Client::new()
-            .post(format!("{}/api/v2/alerts", self.url))
-            .json(&serde_json::json!([alert]))
-            .send()
-            .await
-            .expect("post alert");
-        assert!(response.status().is_success(), "Alertmanager refused the alert: {}", response.status());
+        post_alert(&self.url, alert).await
     }
+}
+
+async fn post_alert(url: &str, alert: serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/v2/alerts"))
+        .json(&serde_json::json!([alert]))
+        .send()
+        .await
+        .expect("post alert");
+    assert!(response.status().is_success(), "Alertmanager refused the alert: {}", response.status());
 }
 
 impl Drop for Alertmanager {

@@ -158,6 +158,38 @@ impl Aws {
             .collect()
     }
 
+    /// Every instance ever launched for `cluster` (both tags), in any state: (id, state,
+    /// op-id tag).
+    pub async fn all_instances(&self, cluster: &str) -> Vec<(String, String, String)> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(Filter::builder().name("tag:k3s-autoscaler/cluster").values(cluster).build())
+            .filters(Filter::builder().name("tag:k3s-autoscaler/managed-by").values("k3s-autoscaler").build())
+            .send()
+            .await
+            .expect("describe instances");
+        let tag = |i: &aws_sdk_ec2::types::Instance, key: &str| {
+            i.tags()
+                .iter()
+                .find(|t| t.key() == Some(key))
+                .and_then(|t| t.value())
+                .unwrap_or_default()
+                .to_string()
+        };
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .map(|i| {
+                (
+                    i.instance_id().unwrap_or_default().to_string(),
+                    i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
+                    tag(i, "k3s-autoscaler/op-id"),
+                )
+            })
+            .collect()
+    }
+
     /// Every item of `cluster` in `table` whose sort key starts with `prefix`.
     pub async fn items(
         &self,

@@ -39,6 +39,18 @@ impl Joiner {
 
     /// Joins instances of `cluster` into `kube` as `options` say.
     pub fn start_with(aws: Arc<Aws>, kube: Arc<FakeKube>, cluster: &str, options: JoinOptions) -> Joiner {
+        Joiner::start_with_hook(aws, kube, cluster, options, Arc::new(|_: &str| {}))
+    }
+
+    /// As `start_with`; `before_join(node name)` runs just before each Node is created (the
+    /// soak binds pods to a node before any controller can see it).
+    pub fn start_with_hook(
+        aws: Arc<Aws>,
+        kube: Arc<FakeKube>,
+        cluster: &str,
+        options: JoinOptions,
+        before_join: Arc<dyn Fn(&str) + Send + Sync>,
+    ) -> Joiner {
         let enabled = Arc::new(AtomicBool::new(true));
         let cluster = cluster.to_string();
         let flag = enabled.clone();
@@ -49,13 +61,13 @@ impl Joiner {
                 if flag.load(Ordering::SeqCst) {
                     for (id, az, spot) in &live {
                         if joined.insert(id.clone()) {
-                            tokio::spawn(join_after(
-                                kube.clone(),
-                                id.clone(),
-                                az.clone(),
-                                *spot,
-                                options.boot,
-                            ));
+                            let hook = before_join.clone();
+                            let (kube, id, az, spot) = (kube.clone(), id.clone(), az.clone(), *spot);
+                            tokio::spawn(async move {
+                                tokio::time::sleep(options.boot).await;
+                                hook(&node_name(&id));
+                                join(&kube, &id, &az, spot);
+                            });
                         }
                     }
                 }
@@ -79,15 +91,14 @@ impl Joiner {
     }
 }
 
-async fn join_after(kube: Arc<FakeKube>, id: String, az: String, spot: bool, boot: Duration) {
-    tokio::time::sleep(boot).await;
+fn join(kube: &FakeKube, id: &str, az: &str, spot: bool) {
     kube.add_node(
-        node(&node_name(&id))
+        node(&node_name(id))
             .provider_id(&format!("aws:///{az}/{id}"))
             .label("k3s-autoscaler/pool", "workers")
             .label("k3s-autoscaler/managed", "true")
             .label("k3s-autoscaler/capacity-type", if spot { "spot" } else { "on-demand" })
-            .label("topology.kubernetes.io/zone", &az)
+            .label("topology.kubernetes.io/zone", az)
             .ready(true)
             .build(),
     );

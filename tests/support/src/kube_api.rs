@@ -12,14 +12,16 @@
 //!   the pod (only while its node is Ready); pod GC removes pods of deleted nodes (40 s default);
 //! - the Eviction subresource with PDBs (429 / 500 for several PDBs / 201), the disruption
 //!   controller's PDB status, the node controller's unschedulable taint;
-//! - watch with history from any resourceVersion (410 only below `compact()`), selector
+//! - watch with history from any resourceVersion (410 only below `compact()`), watches the
+//!   server closes (`close_watches`); paginated lists served from the first page's snapshot, a
+//!   continue token older than `compact()` → 410; selector
 //!   transitions as ADDED/DELETED, bookmarks, sendInitialEvents, timeoutSeconds;
 //! - errors as `Status` bodies; `fail_next` injects failures.
 //!
 //! Not modelled: controllers that recreate pods and the scheduler (an evicted pod just goes);
 //! controller scale for a PDB's expected pods (`set_replicas`, else the pods present); field
 //! ownership of server-side apply (applied as a strategic merge); snapshot reads
-//! (`resourceVersion`/`resourceVersionMatch` on lists are served from the current state);
+//! by `resourceVersion`/`resourceVersionMatch` on a first page (served from the current state);
 //! taint-based eviction of NotReady nodes' pods; namespace deletion cascades; auth, RBAC,
 //! admission, protobuf, Table output, aggregated (v2) discovery. Bookmarks come every second.
 //!
@@ -49,7 +51,7 @@ pub use builders::{
     pdb, pod,
 };
 use server::{Shared, lock};
-use store::{Kind, State};
+use store::{EvictionSeen, Kind, State};
 
 /// A running fake API server on 127.0.0.1 (stops when dropped).
 pub struct FakeKube {
@@ -421,10 +423,45 @@ impl FakeKube {
         st.history.clear();
     }
 
+    /// Ends every open watch stream cleanly (as an API server does at its watch timeout or on
+    /// shutdown): watchers must start a new watch from their last resourceVersion.
+    pub fn close_watches(&self) {
+        let mut st = self.state();
+        st.watch_generation += 1;
+        st.settle();
+    }
+
+    /// Removes a label from a Node (an operator's `kubectl label node <n> <key>-`).
+    pub fn remove_node_label(&self, name: &str, key: &str) {
+        let mut st = self.state();
+        let Some(mut n) = st.get(Kind::Node, "", name).cloned() else { return };
+        if let Some(labels) = n.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+            labels.remove(key);
+        }
+        st.write(Kind::Node, "", name, n);
+        st.settle();
+    }
+
+    /// Forgets every armed `fail_next` fault.
+    pub fn clear_faults(&self) {
+        self.state().faults.clear();
+    }
+
+    /// Every eviction request with the pod's node and whether it was cordoned then.
+    pub fn eviction_log(&self) -> Vec<EvictionSeen> {
+        self.state().eviction_log.clone()
+    }
+
     /// The next `times` requests whose method is `method` ("" = any) and whose
     /// "METHOD path?query" contains `needle` are answered `code` with a Status body.
     pub fn fail_next(&self, method: &str, needle: &str, code: u16, times: usize) {
         self.state().faults.push(store::Fault { method: method.into(), needle: needle.into(), code, times });
+    }
+
+    /// SelfSubjectAccessReviews for `verb` on `resource` (`pods/eviction` for a subresource,
+    /// `*` for any verb) answer "not allowed" from now on.
+    pub fn deny_access(&self, resource: &str, verb: &str) {
+        self.state().denied.push((resource.into(), verb.into()));
     }
 
     /// Every eviction request: ("ns/name", status answered).

@@ -8,6 +8,7 @@ pub mod aws;
 pub mod joiner;
 pub mod kube_api;
 pub mod moto;
+pub mod notices;
 pub mod pipeline;
 pub mod prometheus;
 pub mod proxy;
@@ -70,6 +71,8 @@ pub fn scale_up(fingerprint: &str) -> serde_json::Value {
 /// a prepared (table created) service config.
 pub struct World {
     _moto: moto::Moto,
+    /// moto itself, for fixtures the proxy should not see.
+    pub moto_url: String,
     pub proxy: proxy::Proxy,
     pub aws: std::sync::Arc<aws::Aws>,
     pub kube: std::sync::Arc<kube_api::FakeKube>,
@@ -101,7 +104,17 @@ impl World {
         let mut config = service::ServiceConfig::new(cluster, &proxy.url);
         tune(&mut config);
         let prepared = service::prepare(&config, &fixtures, &kube);
-        World { _moto: moto, proxy, aws, kube, joiner, fixtures, prepared, config }
+        World {
+            moto_url: moto.url.clone(),
+            _moto: moto,
+            proxy,
+            aws,
+            kube,
+            joiner,
+            fixtures,
+            prepared,
+            config,
+        }
     }
 
     pub async fn service(&self) -> service::Service {

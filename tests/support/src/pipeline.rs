@@ -8,7 +8,7 @@
 //! interval, Alertmanager timers) and the same division of the autoscaler's production
 //! timings (deploy/config.toml). No second copy of a rule or route is kept anywhere.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
@@ -34,6 +34,12 @@ pub struct PipelineOptions {
     pub load: f64,
     /// From instance launch to Node Ready.
     pub boot: Duration,
+    /// Rule files Prometheus loads (repository-relative or absolute), each shortened.
+    pub rules: Vec<String>,
+    /// Prometheus' scrape interval; range windows are kept at 5 scrapes or more.
+    pub scrape: Duration,
+    /// The service's sweep interval.
+    pub sweep: Duration,
 }
 
 impl PipelineOptions {
@@ -48,6 +54,9 @@ impl PipelineOptions {
             max: 4,
             load: 1.4,
             boot: Duration::from_secs(2),
+            rules: vec![SHIPPED_RULES.into()],
+            scrape: Duration::from_secs(1),
+            sweep: Duration::from_secs(1),
         }
     }
 }
@@ -62,24 +71,47 @@ pub struct Pipeline {
     pub options: PipelineOptions,
 }
 
+/// The scaling rules the project ships.
+pub const SHIPPED_RULES: &str = "alert-rules/autoscaler.rules.yaml";
+
 /// `scripts/shorten-rules.sh` applied to a file of the repository.
 pub fn shortened(file: &str, speed: u32) -> String {
+    shortened_to(file, speed, Duration::from_secs(5))
+}
+
+/// As [`shortened`], with range windows kept at `min_range` or more (a few scrapes).
+pub fn shortened_to(file: &str, speed: u32, min_range: Duration) -> String {
+    let min_range = format!("{}ms", min_range.as_millis());
     let source = std::fs::File::open(crate::repo().join(file)).unwrap_or_else(|e| panic!("open {file}: {e}"));
     let out = Command::new("bash")
         .arg(crate::repo().join("scripts/shorten-rules.sh"))
-        .args(["--min-range", "5s", &speed.to_string()])
+        .args(["--min-range", &min_range, &speed.to_string()])
         .stdin(source)
         .stderr(Stdio::inherit())
         .output()
         .expect("run shorten-rules.sh");
     assert!(out.status.success(), "shorten-rules.sh failed on {file}");
-    String::from_utf8(out.stdout).expect("utf-8")
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    scale_seconds_lines(&text, speed)
 }
 
-/// A production duration divided by `speed`, as a humantime string (at least 1s).
+/// Divides plain numbers of seconds standing on a line of their own (predict_linear's
+/// horizon `15 * 60`), which shorten-rules.sh leaves alone: a forecast of the shortened rule
+/// then looks as far ahead, in production time, as the real one.
+fn scale_seconds_lines(text: &str, speed: u32) -> String {
+    let product = |s: &str| !s.is_empty() && s.split('*').all(|f| f.trim().parse::<u64>().is_ok());
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| if product(line.trim()) { format!("{line} / {speed}") } else { line.to_string() })
+        .collect();
+    lines.join("\n") + "\n"
+}
+
+/// A production duration divided by `speed`, as a humantime string (at least 1s; whole
+/// milliseconds, so 3m at 120x stays 1.5s).
 fn scaled(production: Duration, speed: u32) -> String {
     let d = (production / speed).max(Duration::from_secs(1));
-    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
 }
 
 /// Points the value of every `key:` line of `config` at `value`; panics when none matches,
@@ -117,16 +149,24 @@ pub fn local_alertmanager_config(speed: u32, webhook: &str, dir: &Path) -> Strin
     point(&config, "api_url_file:", &slack.display().to_string())
 }
 
-fn prometheus_config(rules: &Path, alertmanager: &str, sim: &str, service: &str) -> String {
+fn prometheus_config(
+    rules: &[PathBuf],
+    scrape: Duration,
+    alertmanager: &str,
+    sim: &str,
+    service: &str,
+) -> String {
     let host = |url: &str| url.trim_start_matches("http://").to_string();
+    let rules: Vec<String> = rules.iter().map(|r| format!("\"{}\"", r.display())).collect();
     format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-         rule_files: [\"{rules}\"]\n\
+        "global:\n  scrape_interval: {scrape}ms\n  evaluation_interval: 1s\n\
+         rule_files: [{rules}]\n\
          alerting:\n  alertmanagers:\n    - static_configs: [{{targets: [\"{am}\"]}}]\n\
          scrape_configs:\n\
          \x20 - job_name: cluster-sim\n    static_configs: [{{targets: [\"{sim}\"]}}]\n\
          \x20 - job_name: k3s-autoscaler\n    static_configs: [{{targets: [\"{service}\"]}}]\n",
-        rules = rules.display(),
+        scrape = scrape.as_millis(),
+        rules = rules.join(", "),
         am = host(alertmanager),
         sim = host(sim),
         service = host(service),
@@ -140,11 +180,13 @@ impl Pipeline {
         let minutes = |m: u64| scaled(Duration::from_secs(m * 60), speed);
         let join = JoinOptions { boot: options.boot, remove_terminated: true };
         let (min, max) = (options.min, options.max);
+        let sweep = humantime::format_duration(options.sweep).to_string();
         // Alertmanager's port is chosen first: the service reads its API (`[alertmanager]`).
         let am_port = super::moto::free_port();
         let world = World::with_joiner(&options.cluster, join, |c| {
             c.min = min;
             c.max = max;
+            c.sweep_interval = sweep;
             c.scale_up_cooldown = minutes(3);
             c.extra_pool = format!(
                 "scale_down_cooldown = \"{}\"\njoin_timeout = \"{}\"\ndrain_timeout = \"{}\"\ncapacity_backoff = \"{}\"\nmax_step = 3",
@@ -175,9 +217,15 @@ impl Pipeline {
             local_alertmanager_config(speed, &format!("{}/v1/alerts", service.url), am_dir.path());
         let alertmanager = Alertmanager::with_config_on(am_dir, &am_config, am_port).await;
         let prom_dir = tempfile::tempdir().expect("tempdir");
-        let rules = prom_dir.path().join("autoscaler.rules.yaml");
-        std::fs::write(&rules, shortened("alert-rules/autoscaler.rules.yaml", speed)).expect("write rules");
-        let config = prometheus_config(&rules, &alertmanager.url, &sim.metrics_url, &service.url);
+        let mut rules = Vec::new();
+        for (i, file) in options.rules.iter().enumerate() {
+            let path = prom_dir.path().join(format!("rules-{i}.yaml"));
+            let text = shortened_to(file, speed, options.scrape * 5);
+            std::fs::write(&path, text).expect("write rules");
+            rules.push(path);
+        }
+        let config =
+            prometheus_config(&rules, options.scrape, &alertmanager.url, &sim.metrics_url, &service.url);
         let prometheus = Prometheus::start(prom_dir, &config).await;
         Pipeline { world, sim, service, alertmanager, prometheus, options }
     }
@@ -187,9 +235,9 @@ impl Pipeline {
         ready_workers(&self.world.kube)
     }
 
-    /// When each RunInstances reached EC2.
+    /// When each CreateFleet reached EC2.
     pub fn launches(&self) -> Vec<SystemTime> {
-        self.world.proxy.times("RunInstances")
+        self.world.proxy.times("CreateFleet")
     }
 
     /// When each TerminateInstances reached EC2.

@@ -30,6 +30,8 @@ pub struct ServiceConfig {
     pub body_limit: usize,
     /// Extra lines under `[server]`.
     pub extra_server: String,
+    /// `timing.sweep_interval`.
+    pub sweep_interval: String,
 }
 
 impl ServiceConfig {
@@ -48,6 +50,7 @@ impl ServiceConfig {
             extra_timing: String::new(),
             body_limit: 65536,
             extra_server: String::new(),
+            sweep_interval: "1s".into(),
         }
     }
 
@@ -78,7 +81,7 @@ call_timeout = "2s"
 kubeconfig = "{kubeconfig}"
 [timing]
 lease_ttl = "3s"
-sweep_interval = "1s"
+sweep_interval = "{sweep}"
 {extra_timing}
 [pools.workers]
 min = {min}
@@ -104,6 +107,7 @@ scale_up_cooldown = "{cooldown}"
             cooldown = self.scale_up_cooldown,
             extra_timing = self.extra_timing,
             body_limit = self.body_limit,
+            sweep = self.sweep_interval,
         )
     }
 }

@@ -243,8 +243,10 @@ async fn handle(
             let code = f.code;
             if path.ends_with("/eviction") && method == Method::POST {
                 let parts: Vec<&str> = path.split('/').collect();
+                // "", api, v1, namespaces, <ns>, pods, <name>, eviction
                 if parts.len() >= 8 {
-                    st.evictions.push((format!("{}/{}", parts[5], parts[7]), code));
+                    let target = st.eviction_target(parts[4], parts[6]);
+                    st.note_eviction(parts[4], parts[6], code, target);
                 }
             }
             if method == Method::DELETE && path.contains("/pods") {
@@ -266,6 +268,12 @@ async fn handle(
         if let Some(d) = discovery(&segs) {
             return respond(200, &d);
         }
+    }
+    if method == Method::POST && segs == ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] {
+        return match parse_body(&body) {
+            Ok(review) => respond(201, &access_review(&lock(&shared).denied, review)),
+            Err(e) => error(e),
+        };
     }
     let Some(t) = target(&segs) else {
         return error(ApiError::not_found_path());
@@ -326,7 +334,8 @@ fn key_of(o: &Value) -> (String, String) {
     )
 }
 
-/// LIST: selectors, then `limit`/`continue` pagination; items carry no kind/apiVersion, as in
+/// LIST: selectors, then `limit`/`continue` pagination (later pages from the first page's
+/// snapshot; 410 Expired once a compaction passed it); items carry no kind/apiVersion, as in
 /// the real API server's JSON lists.
 fn list(
     shared: &Shared,
@@ -339,7 +348,6 @@ fn list(
     let st = lock(shared);
     let mut items = st.list(kind, ns, &ls, &fs);
     let mut rv = st.rv;
-    drop(st);
     let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     if let Some(tok) = q.get("continue").filter(|t| !t.is_empty()) {
         let parsed: Option<Value> = engine.decode(tok).ok().and_then(|b| serde_json::from_slice(&b).ok());
@@ -347,12 +355,24 @@ fn list(
             return Err(ApiError::bad_request("continue key is not valid: illegal base64 data"));
         };
         rv = parsed["rv"].as_u64().unwrap_or(rv);
+        if rv < st.compacted {
+            // etcd compacted the revision the first page was read at (storage.ErrCodeExpired).
+            return Err(ApiError::new(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                Some(json!({})),
+            ));
+        }
+        // The remaining pages come from the snapshot the first page was read at.
+        items = st.list_at(rv, kind, ns, &ls, &fs);
         let after = (
             parsed["ns"].as_str().unwrap_or("").to_string(),
             parsed["name"].as_str().unwrap_or("").to_string(),
         );
         items.retain(|o| key_of(o) > after);
     }
+    drop(st);
     let mut list_meta = json!({"resourceVersion": rv.to_string()});
     if let Some(limit) = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0) {
         if items.len() > limit {
@@ -486,12 +506,13 @@ fn item(
         }
         (Method::POST, Some("eviction")) if kind == Kind::Pod => {
             let mut st = lock(shared);
+            let target = st.eviction_target(ns, name);
             let answer = parse_body(body).and_then(|ev| st.evict(ns, name, &ev, dry_run));
             let code = match &answer {
                 Ok((c, _, _)) => *c,
                 Err(e) => e.code,
             };
-            st.evictions.push((format!("{ns}/{name}"), code));
+            st.note_eviction(ns, name, code, target);
             drop(st);
             let (code, body, removals) = answer?;
             schedule(shared, removals);
@@ -621,7 +642,7 @@ fn watch(
     let send_initial = q.get("sendInitialEvents").is_some_and(|v| v == "true");
     let asked = q.get("resourceVersion").cloned().unwrap_or_default();
     let mut first: Vec<Bytes> = Vec::new();
-    let (start, mut rx, bookmark_every) = {
+    let (start, mut rx, bookmark_every, generation) = {
         let st = lock(shared);
         let start = if asked.is_empty() || asked == "0" || send_initial {
             for o in st.list(kind, ns.as_deref(), &ls, &fs) {
@@ -637,7 +658,7 @@ fn watch(
                 Err(_) => return error(ApiError::bad_request(format!("invalid resource version {asked:?}"))),
             }
         };
-        (start, st.subscribe(), st.bookmark_interval)
+        (start, st.subscribe(), st.bookmark_interval, st.watch_generation)
     };
     let (tx, body) = tokio::sync::mpsc::channel::<Bytes>(64);
     let shared = shared.clone();
@@ -654,6 +675,10 @@ fn watch(
             rx.borrow_and_update();
             let (lines, gone) = {
                 let st = lock(&shared);
+                if st.watch_generation != generation {
+                    // The server closed the watch (`close_watches`): the stream just ends.
+                    return;
+                }
                 if last < st.compacted {
                     (vec![expired(last, st.compacted)], true)
                 } else {
@@ -723,4 +748,24 @@ impl HttpBody for WatchBody {
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// A SelfSubjectAccessReview answered as the API server does (created, not stored): the
+/// review with `status.allowed`, denied for the (`resource[/subresource]`, verb) pairs in
+/// `denied` (`*` matches any verb).
+fn access_review(denied: &[(String, String)], mut review: Value) -> Value {
+    let attributes = &review["spec"]["resourceAttributes"];
+    let text = |key: &str| attributes.get(key).and_then(Value::as_str).unwrap_or("").to_string();
+    let resource = match text("subresource").as_str() {
+        "" => text("resource"),
+        sub => format!("{}/{sub}", text("resource")),
+    };
+    let verb = text("verb");
+    let refused = denied.iter().any(|(r, v)| *r == resource && (*v == verb || v == "*"));
+    review["status"] = if refused {
+        json!({"allowed": false, "denied": true, "reason": format!("test: {verb} {resource} is denied")})
+    } else {
+        json!({"allowed": true, "reason": "test: allowed"})
+    };
+    review
 }

@@ -254,6 +254,16 @@ pub struct Fault {
     pub times: usize,
 }
 
+/// One eviction request as the API server saw it: the pod, its node, and whether that node
+/// was cordoned (being drained) at that moment.
+#[derive(Debug, Clone)]
+pub struct EvictionSeen {
+    pub pod: String,
+    pub node: Option<String>,
+    pub cordoned: bool,
+    pub code: u16,
+}
+
 pub struct State {
     pub rv: u64,
     pub objects: BTreeMap<Key, Value>,
@@ -261,6 +271,9 @@ pub struct State {
     /// Watches from a resourceVersion below this answer 410 Expired.
     pub compacted: u64,
     pub evictions: Vec<(String, u16)>,
+    pub eviction_log: Vec<EvictionSeen>,
+    /// Bumped by `close_watches`: open watches end their stream.
+    pub watch_generation: u64,
     pub pod_deletes: usize,
     pub requests: Vec<String>,
     pub event_keys: Vec<Key>,
@@ -268,6 +281,8 @@ pub struct State {
     pub replicas: HashMap<(String, String, String), i64>,
     pub pod_gc_delay: Duration,
     pub bookmark_interval: Duration,
+    /// (`resource[/subresource]`, verb) SelfSubjectAccessReviews answer as denied.
+    pub denied: Vec<(String, String)>,
     notify: tokio::sync::watch::Sender<u64>,
 }
 
@@ -313,6 +328,8 @@ impl State {
             history: Vec::new(),
             compacted: 0,
             evictions: Vec::new(),
+            eviction_log: Vec::new(),
+            watch_generation: 0,
             pod_deletes: 0,
             requests: Vec::new(),
             event_keys: Vec::new(),
@@ -320,12 +337,35 @@ impl State {
             replicas: HashMap::new(),
             pod_gc_delay: Duration::from_secs(40),
             bookmark_interval: Duration::from_secs(1),
+            denied: Vec::new(),
             notify,
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             s.ensure_namespace(ns);
         }
         s
+    }
+
+    /// The pod's node and whether that node is cordoned, read before an eviction is answered.
+    pub fn eviction_target(&self, ns: &str, name: &str) -> (Option<String>, bool) {
+        let node = self
+            .get(Kind::Pod, ns, name)
+            .and_then(|p| p.pointer("/spec/nodeName"))
+            .and_then(Value::as_str)
+            .map(String::from);
+        let cordoned = node
+            .as_deref()
+            .and_then(|n| self.get(Kind::Node, "", n))
+            .is_some_and(|n| n.pointer("/spec/unschedulable").and_then(Value::as_bool).unwrap_or(false));
+        (node, cordoned)
+    }
+
+    /// Records an eviction request on `ns/name` answered `code`, with its `eviction_target`.
+    pub fn note_eviction(&mut self, ns: &str, name: &str, code: u16, target: (Option<String>, bool)) {
+        let pod = format!("{ns}/{name}");
+        self.evictions.push((pod.clone(), code));
+        let (node, cordoned) = target;
+        self.eviction_log.push(EvictionSeen { pod, node, cordoned, code });
     }
 
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -352,6 +392,37 @@ impl State {
             .filter(|((k, n, _), _)| *k == kind && ns.is_none_or(|ns| ns == n))
             .filter(|(_, o)| matches(o, ls, fs))
             .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    /// As `list`, as the objects were at resourceVersion `rv` (a continued list reads the
+    /// snapshot its first page was read at): the kept history after `rv` is undone. The caller
+    /// checks that `rv` is not below the last compaction.
+    pub fn list_at(
+        &self,
+        rv: u64,
+        kind: Kind,
+        ns: Option<&str>,
+        ls: &LabelSelector,
+        fs: &FieldSelector,
+    ) -> Vec<Value> {
+        let mut objects: BTreeMap<(String, String), Value> = self
+            .objects
+            .iter()
+            .filter(|((k, _, _), _)| *k == kind)
+            .map(|((_, n, name), o)| ((n.clone(), name.clone()), o.clone()))
+            .collect();
+        for c in self.history.iter().rev().take_while(|c| c.rv > rv).filter(|c| c.kind == kind) {
+            let name = c.new.as_ref().or(c.old.as_ref()).map(name_of).unwrap_or("").to_string();
+            match &c.old {
+                Some(old) => objects.insert((c.ns.clone(), name), old.clone()),
+                None => objects.remove(&(c.ns.clone(), name)),
+            };
+        }
+        objects
+            .into_iter()
+            .filter(|((n, _), o)| ns.is_none_or(|ns| ns == n) && matches(o, ls, fs))
+            .map(|(_, o)| o)
             .collect()
     }
 

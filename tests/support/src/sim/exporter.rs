@@ -32,11 +32,13 @@ pub struct Meters {
     pub load: f64,
 }
 
-impl Meters {
-    pub(crate) fn new() -> Meters {
+impl Default for Meters {
+    fn default() -> Meters {
         Meters { nodes: BTreeMap::new(), pods: Vec::new(), last: Instant::now(), load: 0.0 }
     }
+}
 
+impl Meters {
     /// Integrates the time since the last tick at each node's `busy` share, and takes the
     /// pods' phases as they are now. Nodes that left stop being exported.
     pub fn advance(&mut self, nodes: &[(Node, f64)], pods: &[Pod]) {

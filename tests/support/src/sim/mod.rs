@@ -41,7 +41,7 @@ impl Simulator {
         kube.set_pod_gc_delay(Duration::from_secs(1));
         kube.add_node(k3s_server(CONTROL_PLANE).build());
         let knobs = Arc::new(Mutex::new(Knobs { load, reports: 0 }));
-        let meters = Arc::new(Mutex::new(exporter::Meters::new()));
+        let meters = Arc::new(Mutex::new(exporter::Meters::default()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind simulator exporter");
         let metrics_url = format!("http://{}", listener.local_addr().expect("exporter addr"));
         let scrape = meters.clone();
