@@ -95,10 +95,16 @@ impl Service {
             }
             InterruptStep::WaitForReplacement => Ok(true),
             InterruptStep::Evict => {
-                // The notice's cordon may have failed, or something uncordoned the node.
-                let uncordoned = own.is_some_and(|n| !n.unschedulable);
-                if let (true, Some(cluster), Some(node)) = (uncordoned, &cluster, &record.node) {
-                    cluster.set_unschedulable(node, true).await?;
+                // The notice's cordon may have failed, or something uncordoned the node. Cordon
+                // unless the pool's list shows it cordoned: a node missing from that list (its
+                // pool label removed by hand) is still this instance's node. A Node already
+                // deleted has nothing left to cordon.
+                let cordoned = own.is_some_and(|n| n.unschedulable);
+                if let (false, Some(cluster), Some(node)) = (cordoned, &cluster, &record.node) {
+                    match cluster.set_unschedulable(node, true).await {
+                        Err(error) if error.is_not_found() => {}
+                        other => other?,
+                    }
                 }
                 let mut blocked = Vec::new();
                 if let Some(cluster) = &cluster {
@@ -229,6 +235,11 @@ impl Service {
                     if unknown && self.now() < record.deadline {
                         // EC2 may have launched it: the same ClientToken next pass finds out.
                         return record.replacement.clone();
+                    }
+                    if unknown {
+                        // Past the deadline and EC2 may have launched it: another market
+                        // would be a second replacement.
+                        break;
                     }
                 }
             }

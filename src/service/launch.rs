@@ -134,9 +134,10 @@ impl Service {
                 }
             }
             let now = self.now();
-            if launch.instances.is_empty() && unknown_outcome && now < op.deadline {
+            if unknown_outcome && now < op.deadline {
                 // EC2 may have launched: keep the op, let the next sweep look for its instances
-                // (or re-issue the same call).
+                // (or re-issue the same call). Also when another zone did launch: marked
+                // launched now, a late instance of the unknown call would never be counted.
                 op.kind = OperationKind::Launch(launch);
                 state.op = Some(op);
                 self.save_state(lease, &state, None, LeaseAction::Release).await?;

@@ -193,6 +193,63 @@ async fn a_node_uncordoned_meanwhile_is_cordoned_again_before_evicting() {
     assert_eq!(cluster.evictions.lock().unwrap().as_slice(), ["shop/bare"]);
 }
 
+/// Found by the fault soak (seed 11): an operator removed the pool label from the node, so the
+/// pool's node list no longer shows it, and the node is schedulable again. The drain must
+/// still cordon it before evicting, else the ReplicaSet puts the pods straight back.
+#[tokio::test]
+async fn a_node_missing_from_the_pool_list_is_cordoned_before_evicting() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    cluster.nodes.lock().unwrap().iter_mut().for_each(|n| n.unschedulable = false);
+    cluster.unlabelled.lock().unwrap().push("node-i-a1".into());
+    progress(&h).await;
+    progress(&h).await;
+    assert_eq!(cluster.evictions.lock().unwrap().as_slice(), ["shop/bare"]);
+    assert!(cluster.node("node-i-a1").unwrap().unschedulable, "evicted from a schedulable node");
+}
+
+/// The Node deleted by hand under a spot drain: nothing to cordon (404), the drain goes on
+/// and the record still finishes (nothing wedged).
+#[tokio::test]
+async fn a_node_deleted_under_a_spot_drain_does_not_wedge_it() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    cluster.nodes.lock().unwrap().retain(|n| n.name != "node-i-a1");
+    let mut open = true;
+    for _ in 0..5 {
+        open = progress(&h).await;
+        if !open {
+            break;
+        }
+    }
+    assert!(!open, "the interruption finished");
+    assert!(h.compute.list_pool_now().iter().all(|i| i.instance_id != "i-a1"), "instance terminated");
+}
+
+/// Found by the fault soak (seed 11, with fleet launches): the spot replacement's CreateFleet
+/// launched but its answer was lost, and the record's deadline passed before the next pass.
+/// Asking the on-demand market then would launch a second replacement: an unknown outcome
+/// never moves on to another market.
+#[tokio::test]
+async fn a_replacement_whose_answer_was_lost_is_never_launched_again_in_another_market() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    h.compute.lose_answers.store(true, Ordering::SeqCst);
+    h.clock.advance(std::time::Duration::from_secs(121));
+    progress(&h).await;
+    progress(&h).await;
+    let replacements: Vec<_> = h
+        .compute
+        .list_pool_now()
+        .into_iter()
+        .filter(|i| i.op_id.as_deref().is_some_and(|op| op.starts_with("interrupt-i-a1")))
+        .collect();
+    assert_eq!(replacements.len(), 1, "one replacement asked, {replacements:?} launched");
+}
+
 fn rebalance(instance_id: &str) -> Ec2Event {
     Ec2Event::Rebalance { instance_id: instance_id.into(), event_id: None }
 }

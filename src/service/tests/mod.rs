@@ -267,6 +267,31 @@ async fn unknown_outcome_keeps_the_op_and_the_resume_adopts_instead_of_launching
     assert!(h.store.record("workers").state.op.is_none());
 }
 
+/// One zone launched, the other's answer lost: the op stays `Requested` until the lost one is
+/// known (before, it was marked launched with one zone's instances and the other's late
+/// instance was never counted by the op: found by the fault soak, seed 11, as instances
+/// beyond `max`). The resume re-issues only the unknown call, with its ClientToken.
+#[tokio::test]
+async fn one_zone_unknown_keeps_the_op_until_its_outcome_is_known() {
+    let h = harness(&[]);
+    h.compute.fail_next(
+        Market::Spot,
+        ComputeError::Unavailable { api: "CreateFleet", message: "timed out".into() },
+    );
+    h.service.accept(firing(Direction::Up, "fp", 2)).await.unwrap();
+    h.reconcile().await;
+    assert_eq!(h.compute.launch_count(), 2, "step 2 spreads over both zones");
+    assert_eq!(h.compute.instances.lock().unwrap().len(), 1, "one zone launched, one unknown");
+    let op = h.store.record("workers").state.op.clone().expect("op kept while one outcome is unknown");
+    assert!(matches!(&op.kind, OperationKind::Launch(l) if l.phase == LaunchPhase::Requested));
+    assert_eq!(h.reconcile().await, ReconcileOutcome::Progressed);
+    let launches = h.compute.launches.lock().unwrap().clone();
+    assert_eq!(launches.len(), 3, "only the unknown call again");
+    assert_eq!(launches[2].client_token, launches[0].client_token, "with its own ClientToken");
+    assert_eq!(h.compute.instances.lock().unwrap().len(), 2);
+    assert!(h.store.record("workers").state.op.is_none());
+}
+
 #[tokio::test]
 async fn crashed_holder_op_is_resumed_after_its_lease_expires() {
     let h = harness(&[]);
