@@ -250,10 +250,4 @@ else
   unavailable "shellcheck" "cannot install shellcheck"
 fi
 
-echo
-if [ "$skipped" -gt 0 ]; then
-  echo "$passed passed, $failed failed, $skipped skipped"
-else
-  echo "$passed passed, $failed failed"
-fi
-[ "$failed" -eq 0 ]
+summary
