@@ -24,7 +24,8 @@ pub struct Mode {
     /// Requests in a duplicate storm, and the concurrent clients sending them.
     pub storm_requests: usize,
     pub storm_clients: usize,
-    /// Pool sizes of the scale runs, and the sweeps measured at each.
+    /// Pool sizes of the scale runs, and the seconds of sweeps measured at each (the full run
+    /// measures one whole `QUIET_REFRESH` minute, so its one instance relist is counted once).
     pub sizes: Vec<usize>,
     pub sweeps: u64,
     pub pods_per_node: usize,
@@ -61,7 +62,7 @@ impl Mode {
                 storm_requests: 20_000,
                 storm_clients: 64,
                 sizes: size.map_or_else(|| vec![10, 100, 1000], |n| vec![n]),
-                sweeps: 10,
+                sweeps: 60,
                 pods_per_node: 30,
                 only: only.clone(),
             }

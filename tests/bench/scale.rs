@@ -94,7 +94,9 @@ async fn one_size(nodes: usize, mode: &Mode) -> Vec<Row> {
     let (cpu1, kube1, aws1, get1) =
         (cpu_time(pid), kube.requests().len(), proxy.calls().len(), proxy.count("GetItem"));
     let sweeps = (get1 - get0).max(1) as f64;
-    let cpu = cpu0.zip(cpu1).map(|(a, b)| (b - a).div_f64(sweeps));
+    let cpu_total = cpu0.zip(cpu1).map(|(a, b)| b - a);
+    let cpu = cpu_total.map(|total| total.div_f64(sweeps));
+    let cpu_per_second = cpu_total.map(|total| total.div_f64(mode.sweeps as f64));
     let kube_per_sweep = (kube1 - kube0) as f64 / sweeps;
     let aws_per_sweep = (aws1 - aws0) as f64 / sweeps;
     let rss = rss_kib(pid);
@@ -130,6 +132,7 @@ async fn one_size(nodes: usize, mode: &Mode) -> Vec<Row> {
             only(cpu.map(ms)),
             if nodes >= 1000 { "< 20 ms" } else { "" },
         ),
+        Row::new(SECTION, label("CPU per second, relists included"), only(cpu_per_second.map(ms)), ""),
         Row::new(
             SECTION,
             label("Kubernetes API requests per cycle"),
