@@ -90,10 +90,16 @@ pub enum Replacement {
         /// Why.
         why: ReplacementSkip,
     },
-    /// Chosen; RunInstances is issued next (its ClientToken makes a repeat harmless).
+    /// Chosen; CreateFleet is issued next (its ClientToken makes a repeat harmless).
     Planned {
         /// Zone, subnet and markets.
         request: LaunchRequest,
+        /// The market whose request may have been sent, written before it is sent: a later
+        /// pass (of any replica) asks this market again with the same ClientToken and moves
+        /// on to the next only once this one's failure is known, so one interruption never
+        /// gets replacements in two markets.
+        #[serde(default)]
+        asking: Option<Market>,
     },
     /// EC2 answered with these instances.
     Launched {
@@ -110,7 +116,7 @@ pub enum Replacement {
 impl fmt::Display for Replacement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Replacement::Planned { request } => {
+            Replacement::Planned { request, .. } => {
                 let markets: Vec<&str> = request.markets.iter().map(|m| m.as_str()).collect();
                 write!(f, "replacement in {} ({})", request.az, markets.join(" then "))
             }
@@ -165,6 +171,35 @@ pub struct Interruption {
     /// When a rebalance recommendation opened it, if a spot warning upgraded it since.
     #[serde(default)]
     pub rebalanced_at: Option<Timestamp>,
+    /// The replica sending the replacement's CreateFleet, while it does.
+    #[serde(default)]
+    pub launch_claim: Option<LaunchClaim>,
+}
+
+/// One replica's hold on the replacement launch step, written (version-checked) before its
+/// first CreateFleet and kept until the outcome is written. Others wait for it, so two
+/// replicas never ask at once: EC2's ClientToken only makes a repeat of a request that
+/// *succeeded* harmless, and a concurrent copy that failed would move the other replica on
+/// to the next market. It expires after `timing.lease_ttl`, like a pool lease, so a replica
+/// that died holding it delays the replacement, never blocks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchClaim {
+    /// The holder's lease owner id.
+    pub owner: String,
+    /// When others may take over.
+    pub until: Timestamp,
+}
+
+/// Whether another replica holds an unexpired claim on the replacement launch.
+pub fn launch_claimed_by_other(record: &Interruption, owner: &str, now: Timestamp) -> bool {
+    record.launch_claim.as_ref().is_some_and(|claim| claim.owner != owner && claim.until > now)
+}
+
+/// The markets still to ask, in order: from the one that may have been sent (asked again with
+/// the same ClientToken) onwards, or all of them before the first request.
+pub fn markets_left(request: &LaunchRequest, asking: Option<Market>) -> &[Market] {
+    let start = asking.and_then(|m| request.markets.iter().position(|&x| x == m)).unwrap_or(0);
+    &request.markets[start..]
 }
 
 impl Interruption {
@@ -215,7 +250,7 @@ pub fn plan_interruption(input: InterruptInput<'_>) -> Option<InterruptPlan> {
     };
     let replacement = if replace {
         match choose_replacement(interrupted, workers, state, policy, now) {
-            Ok(request) => Replacement::Planned { request },
+            Ok(request) => Replacement::Planned { request, asking: None },
             Err(why) => Replacement::Skipped { why },
         }
     } else {
@@ -236,6 +271,7 @@ pub fn plan_interruption(input: InterruptInput<'_>) -> Option<InterruptPlan> {
             phase: InterruptPhase::Open,
             outcome: None,
             rebalanced_at: None,
+            launch_claim: None,
         },
     })
 }
@@ -262,6 +298,8 @@ pub fn upgrade(existing: &Interruption, warning: &Interruption) -> Option<Interr
         node: existing.node.clone().or_else(|| warning.node.clone()),
         replacement,
         rebalanced_at: Some(existing.received_at),
+        // A replica may be sending the kept replacement's request: the others still wait.
+        launch_claim: existing.launch_claim.clone(),
         ..warning.clone()
     })
 }
@@ -278,18 +316,27 @@ pub fn choose_replacement(
 ) -> Result<LaunchRequest, ReplacementSkip> {
     let staying: Vec<Worker> =
         workers.iter().filter(|w| w.instance_id != interrupted.instance_id).cloned().collect();
+    replacement_fits(staying.len(), state, policy.max)?;
+    let backoffs: Vec<_> = state.live_backoffs(now).cloned().collect();
+    plan_launch(1, policy, &staying, &backoffs, now).into_iter().next().ok_or(ReplacementSkip::NoCapacity)
+}
+
+/// Whether one more instance fits under `max`, with `staying` workers (the interrupted one
+/// excluded) and a launch in flight whose instances EC2 has not returned yet counted as
+/// present. Checked when the replacement is planned and again, under the pool's lease, right
+/// before it is launched: the pool may have scaled up in between.
+pub fn replacement_fits(staying: usize, state: &PoolState, max: u32) -> Result<(), ReplacementSkip> {
     let requested = match state.op.as_ref().map(|op| &op.kind) {
         Some(OperationKind::Launch(launch)) if launch.phase == LaunchPhase::Requested => {
             launch.requests.iter().map(|r| r.count as usize).sum()
         }
         _ => 0,
     };
-    let counted = staying.len() + requested;
-    if counted >= policy.max as usize {
-        return Err(ReplacementSkip::AtMax { staying: counted, max: policy.max });
+    let counted = staying + requested;
+    if counted >= max as usize {
+        return Err(ReplacementSkip::AtMax { staying: counted, max });
     }
-    let backoffs: Vec<_> = state.live_backoffs(now).cloned().collect();
-    plan_launch(1, policy, &staying, &backoffs, now).into_iter().next().ok_or(ReplacementSkip::NoCapacity)
+    Ok(())
 }
 
 /// The next thing to do for an open interruption.
@@ -297,6 +344,8 @@ pub fn choose_replacement(
 pub enum InterruptStep {
     /// Issue the planned replacement launch.
     Launch,
+    /// Another replica is sending the replacement's request: look again next pass.
+    WaitForLaunch,
     /// Rebalance: the replacement is not Ready yet, or draining now would leave fewer than
     /// `min` Ready nodes; drain later.
     WaitForReplacement,
@@ -326,6 +375,8 @@ pub struct StepFacts {
     pub min: u32,
     /// What keeps the node from a scale-down drain, if anything (see [`drain_hold`]).
     pub hold: Option<String>,
+    /// Another replica holds the launch claim (see [`launch_claimed_by_other`]).
+    pub launch_claimed_elsewhere: bool,
 }
 
 /// Chooses the next step. The launch comes first so the replacement boots while the node
@@ -336,7 +387,11 @@ pub struct StepFacts {
 /// never leaves fewer than `min` Ready nodes.
 pub fn next_step(record: &Interruption, facts: &StepFacts, now: Timestamp) -> InterruptStep {
     if matches!(record.replacement, Replacement::Planned { .. }) {
-        return InterruptStep::Launch;
+        return if facts.launch_claimed_elsewhere {
+            InterruptStep::WaitForLaunch
+        } else {
+            InterruptStep::Launch
+        };
     }
     if !record.drain {
         return InterruptStep::Close;
@@ -479,7 +534,14 @@ mod tests {
 
     /// A pass with `pods` left, plenty of Ready nodes and nothing holding the drain.
     fn facts(pods: usize, replacement_ready: bool) -> StepFacts {
-        StepFacts { pods_left: pods, replacement_ready, ready_others: 3, min: 1, hold: None }
+        StepFacts {
+            pods_left: pods,
+            replacement_ready,
+            ready_others: 3,
+            min: 1,
+            hold: None,
+            launch_claimed_elsewhere: false,
+        }
     }
 
     fn two_in_a() -> Vec<Worker> {
@@ -493,7 +555,7 @@ mod tests {
         assert!(record.drain);
         assert_eq!(record.deadline, Timestamp::from_millis(121_000));
         assert_eq!(record.node.as_deref(), Some("node-i-1"));
-        let Replacement::Planned { request } = &record.replacement else {
+        let Replacement::Planned { request, .. } = &record.replacement else {
             panic!("{:?}", record.replacement)
         };
         assert_eq!((request.az.as_str(), request.count), ("b", 1));
@@ -514,7 +576,7 @@ mod tests {
             ..PoolState::default()
         };
         let record = plan(InterruptKind::Spot, RebalanceMode::Off, &two_in_a(), &state).unwrap();
-        let Replacement::Planned { request } = record.replacement else { panic!() };
+        let Replacement::Planned { request, .. } = record.replacement else { panic!() };
         assert_eq!((request.az.as_str(), request.markets), ("b", vec![Market::OnDemand]));
     }
 
@@ -612,6 +674,49 @@ mod tests {
         assert_eq!(next_step(&record, &facts(0, false), after), InterruptStep::Finish);
         record.replacement = Replacement::Skipped { why: ReplacementSkip::NoCapacity };
         assert_eq!(next_step(&record, &facts(1, false), before), InterruptStep::Evict);
+    }
+
+    #[test]
+    fn a_launch_claimed_by_another_replica_waits_until_it_expires() {
+        let mut record =
+            plan(InterruptKind::Spot, RebalanceMode::Off, &two_in_a(), &PoolState::default()).unwrap();
+        let now = Timestamp::from_millis(10_000);
+        assert!(!launch_claimed_by_other(&record, "me", now), "no claim yet");
+        record.launch_claim =
+            Some(LaunchClaim { owner: "other".into(), until: Timestamp::from_millis(20_000) });
+        assert!(launch_claimed_by_other(&record, "other-not", now));
+        assert!(!launch_claimed_by_other(&record, "other", now), "its own claim never blocks a replica");
+        assert!(!launch_claimed_by_other(&record, "me", Timestamp::from_millis(20_000)), "expired");
+        let claimed = StepFacts { launch_claimed_elsewhere: true, ..facts(3, false) };
+        assert_eq!(next_step(&record, &claimed, now), InterruptStep::WaitForLaunch);
+        record.replacement = Replacement::Launched { instances: vec![] };
+        assert_eq!(next_step(&record, &claimed, now), InterruptStep::Evict, "only the launch step waits");
+    }
+
+    #[test]
+    fn the_markets_left_start_at_the_one_that_may_have_been_sent() {
+        let record =
+            plan(InterruptKind::Spot, RebalanceMode::Off, &two_in_a(), &PoolState::default()).unwrap();
+        let Replacement::Planned { request, .. } = &record.replacement else { panic!() };
+        assert_eq!(markets_left(request, None), [Market::Spot, Market::OnDemand]);
+        assert_eq!(markets_left(request, Some(Market::Spot)), [Market::Spot, Market::OnDemand]);
+        assert_eq!(markets_left(request, Some(Market::OnDemand)), [Market::OnDemand]);
+        let on_demand_only = LaunchRequest { markets: vec![Market::OnDemand], ..request.clone() };
+        assert_eq!(markets_left(&on_demand_only, Some(Market::Spot)), [Market::OnDemand], "unknown: all");
+    }
+
+    #[test]
+    fn a_warning_keeps_the_claim_of_the_replica_launching_the_rebalance_replacement() {
+        let mut rebalance =
+            plan(InterruptKind::Rebalance, RebalanceMode::Replace, &two_in_a(), &PoolState::default())
+                .unwrap();
+        let claim = LaunchClaim { owner: "r1".into(), until: Timestamp::from_millis(30_000) };
+        rebalance.launch_claim = Some(claim.clone());
+        let warning =
+            plan(InterruptKind::Spot, RebalanceMode::Off, &two_in_a(), &PoolState::default()).unwrap();
+        let upgraded = upgrade(&rebalance, &warning).unwrap();
+        assert_eq!(upgraded.launch_claim, Some(claim));
+        assert_eq!(upgraded.replacement, rebalance.replacement);
     }
 
     #[test]

@@ -11,12 +11,14 @@ use super::Service;
 use super::interrupt::describe;
 use super::launch::FleetCall;
 use super::outcome::ReconcileError;
-use crate::adapters::ComputeError;
 use crate::adapters::kube::cluster::{EvictOutcome, NodeEvent, NodeSnapshot};
+use crate::adapters::{ComputeError, StoreError};
 use crate::core::drainability::PodFacts;
 use crate::core::interruption::{
-    InterruptPhase, InterruptStep, Interruption, Replacement, StepFacts, drain_hold, next_step,
+    InterruptPhase, InterruptStep, Interruption, LaunchClaim, Replacement, StepFacts, drain_hold,
+    launch_claimed_by_other, markets_left, next_step, replacement_fits,
 };
+use crate::core::model::{LaunchedInstance, PoolState};
 use crate::metrics::OperationLabels;
 
 /// How often a record with pods still to move is looked at again: well inside the two-minute
@@ -48,7 +50,7 @@ impl Service {
     /// Takes the next step of one record; returns whether it is still open.
     async fn progress_interruption(
         &self,
-        mut record: Interruption,
+        record: Interruption,
         version: u64,
     ) -> Result<bool, ReconcileError> {
         let cluster = self.inner.edges.cluster.clone();
@@ -58,6 +60,7 @@ impl Service {
             _ => Vec::new(),
         };
         let to_move: Vec<&PodFacts> = pods.iter().filter(|p| p.must_move()).collect();
+        let now = self.now();
         let nodes = match &cluster {
             Some(cluster) => cluster.pool_nodes(&record.pool).await?,
             None => Vec::new(),
@@ -74,25 +77,11 @@ impl Service {
                 .count(),
             min: self.inner.config.pools.get(&record.pool).map_or(0, |p| p.min),
             hold: drain_hold(own.is_some_and(|n| n.scale_down_disabled), &pods),
+            launch_claimed_elsewhere: launch_claimed_by_other(&record, self.owner(), now),
         };
-        let now = self.now();
         match next_step(&record, &facts, now) {
-            InterruptStep::Launch => {
-                let replacement = self.launch_replacement(&record).await;
-                if replacement == record.replacement {
-                    return Ok(true); // outcome unknown: the next pass asks again
-                }
-                record.replacement = replacement;
-                let launched = matches!(record.replacement, Replacement::Launched { .. });
-                let reason = describe(&record);
-                if self.save_interruption(&record, version).await? {
-                    let outcome = if launched { "succeeded" } else { "failed" };
-                    self.audit_interrupt(&record, "outcome", "replace", outcome, reason, false).await;
-                }
-                // Go on at once: the node drains while the replacement boots.
-                self.trigger_interruptions();
-                Ok(true)
-            }
+            InterruptStep::Launch => self.launch_replacement(record, version).await,
+            InterruptStep::WaitForLaunch => Ok(true),
             InterruptStep::WaitForReplacement => Ok(true),
             InterruptStep::Evict => {
                 // The notice's cordon may have failed, or something uncordoned the node. Cordon
@@ -201,40 +190,106 @@ impl Service {
         Ok(false)
     }
 
+    /// The replacement launch step, under the pool's lease for just this step: a pool
+    /// scale-up and a replacement never decide on the same count, so together they never pass
+    /// `max`. A pool busy this moment is asked again on the next pass (within seconds).
+    async fn launch_replacement(&self, record: Interruption, version: u64) -> Result<bool, ReconcileError> {
+        let store = &self.inner.edges.store;
+        let ttl = self.inner.config.timing.lease_ttl;
+        let (lease, pool) = match store.acquire(&record.pool, self.owner(), self.now(), ttl).await {
+            Ok(taken) => taken,
+            Err(StoreError::Contended { .. }) => return Ok(true),
+            Err(error) => return Err(error.into()),
+        };
+        let result = self.launch_replacement_leased(record, version, &pool.state).await;
+        if let Err(error) = store.release(&lease).await {
+            warn!(pool = %lease.pool, %error, "pool lease not released after the replacement step; it expires");
+        }
+        result
+    }
+
     /// CreateFleet for the planned replacement, market by market over the pool's open
-    /// instance types. The ClientToken is derived from the interrupted instance, so a repeat
+    /// instance types, under this replica's launch claim. First a replacement EC2 already
+    /// holds (tagged with the launch id: an answer lost earlier) is adopted, and `max` is
+    /// checked again against the pool as EC2 lists it now. Each request is preceded by a
+    /// version-checked write naming its market, so a replica that lost the record to another
+    /// stops before asking, and a later pass resumes at the market that may have been sent.
+    /// The ClientToken is derived from the interrupted instance and the market, so a repeat
     /// returns the same instance instead of a new one.
-    async fn launch_replacement(&self, record: &Interruption) -> Replacement {
-        let Replacement::Planned { request } = &record.replacement else { return record.replacement.clone() };
+    async fn launch_replacement_leased(
+        &self,
+        mut record: Interruption,
+        mut version: u64,
+        pool_state: &PoolState,
+    ) -> Result<bool, ReconcileError> {
+        let Replacement::Planned { request, asking } = record.replacement.clone() else { return Ok(true) };
         let Some(pool_config) = self.inner.config.pools.get(&record.pool) else {
-            return Replacement::Failed { why: format!("pool {} is no longer configured", record.pool) };
+            let why = format!("pool {} is no longer configured", record.pool);
+            return self.record_replacement(record, version, Replacement::Failed { why }).await;
         };
         let launch_id = record.launch_id();
+        let instances = self.inner.edges.compute.list_pool(&record.pool).await?;
+        let (own, others): (Vec<_>, Vec<_>) =
+            instances.into_iter().partition(|i| i.op_id.as_deref() == Some(launch_id.as_str()));
+        if !own.is_empty() {
+            let adopted = own
+                .into_iter()
+                .map(|i| LaunchedInstance {
+                    instance_id: i.instance_id,
+                    az: i.az,
+                    market: i.market,
+                    instance_type: i.instance_type,
+                })
+                .collect();
+            return self
+                .record_replacement(record, version, Replacement::Launched { instances: adopted })
+                .await;
+        }
+        let staying = others.iter().filter(|i| i.instance_id != record.instance_id).count();
+        if let Err(why) = replacement_fits(staying, pool_state, pool_config.max) {
+            info!(instance = %record.instance_id, %why, "replacement no longer fits the pool");
+            return self.record_replacement(record, version, Replacement::Skipped { why }).await;
+        }
+        let launch_id = record.launch_id();
         let mut errors = Vec::new();
-        for market in &request.markets {
+        for &market in markets_left(&request, asking) {
+            record.replacement = Replacement::Planned { request: request.clone(), asking: Some(market) };
+            record.launch_claim = Some(LaunchClaim {
+                owner: self.owner().to_string(),
+                until: self.now().plus(self.inner.config.timing.lease_ttl),
+            });
+            if !self.save_interruption(&record, version).await? {
+                info!(instance = %record.instance_id, %market, "replacement launch taken over by another replica");
+                return Ok(true);
+            }
+            version += 1;
             let call = FleetCall {
                 pool: &record.pool,
                 config: pool_config,
                 op_id: &launch_id,
                 client_token: format!("{launch_id}-{}", market.as_str()),
-                request,
+                request: &request,
                 count: request.count,
-                market: *market,
+                market,
             };
             match self.launch_fleet(&call, &[]).await {
                 Ok(outcome) if !outcome.instances.is_empty() => {
-                    return Replacement::Launched { instances: outcome.instances };
+                    let launched = Replacement::Launched { instances: outcome.instances };
+                    return self.record_replacement(record, version, launched).await;
                 }
                 Ok(outcome) => {
-                    warn!(instance = %record.instance_id, az = %request.az, market = %market, errors = ?outcome.errors, "replacement not launched");
+                    warn!(instance = %record.instance_id, az = %request.az, %market, errors = ?outcome.errors, "replacement not launched");
                     errors.extend(outcome.errors);
                 }
                 Err(error) => {
                     let unknown = matches!(error, ComputeError::Unavailable { .. });
                     errors.push(error.to_string());
                     if unknown && self.now() < record.deadline {
-                        // EC2 may have launched it: the same ClientToken next pass finds out.
-                        return record.replacement.clone();
+                        // EC2 may have launched it: the next pass asks this market again with
+                        // the same ClientToken. The claim goes so any replica may.
+                        record.launch_claim = None;
+                        self.save_interruption(&record, version).await?;
+                        return Ok(true);
                     }
                     if unknown {
                         // Past the deadline and EC2 may have launched it: another market
@@ -244,7 +299,30 @@ impl Service {
                 }
             }
         }
-        Replacement::Failed { why: errors.join("; ") }
+        self.record_replacement(record, version, Replacement::Failed { why: errors.join("; ") }).await
+    }
+
+    /// Writes the replacement's outcome (releasing the launch claim) and audits it; the drain
+    /// goes on at once, while the replacement boots.
+    async fn record_replacement(
+        &self,
+        mut record: Interruption,
+        version: u64,
+        replacement: Replacement,
+    ) -> Result<bool, ReconcileError> {
+        let outcome = match replacement {
+            Replacement::Launched { .. } => "succeeded",
+            Replacement::Skipped { .. } => "skipped",
+            Replacement::Planned { .. } | Replacement::Failed { .. } => "failed",
+        };
+        record.replacement = replacement;
+        record.launch_claim = None;
+        let reason = describe(&record);
+        if self.save_interruption(&record, version).await? {
+            self.audit_interrupt(&record, "outcome", "replace", outcome, reason, false).await;
+        }
+        self.trigger_interruptions();
+        Ok(true)
     }
 }
 

@@ -21,6 +21,9 @@ use crate::support::{World, payload};
 /// `SPEED` seconds of simulated production time.
 pub const SPEED: u32 = 15;
 
+/// EC2's spot interruption notice: the instance is reclaimed this long after the warning.
+const SPOT_NOTICE: Duration = Duration::from_secs(120);
+
 /// The pool of every run.
 const MIN: u32 = 1;
 const MAX: u32 = 6;
@@ -119,7 +122,10 @@ impl Run {
         }
         let id = spot[(pick % spot.len() as u64) as usize].clone();
         let (kind, body) = if spot_warning {
-            self.seen.lock().unwrap().spot_warned.insert(id.clone());
+            let first = self.seen.lock().unwrap().spot_warned.insert(id.clone());
+            if first {
+                self.reclaim_after_the_notice(id.clone());
+            }
             self.world.proxy.spot_request_status(&id, "marked-for-termination");
             let body = json!({
                 "version": "0", "id": format!("evt-{id}"),
@@ -144,6 +150,24 @@ impl Run {
             self.note(format!("{kind} for {id} (copy {copy}): {status}"));
         }
         true
+    }
+
+    /// EC2 reclaims a warned spot instance two minutes after the warning, whatever the
+    /// service did with it (upstream-facts.md: EC2's order of notices).
+    fn reclaim_after_the_notice(&self, id: String) {
+        let (world, history, started) = (self.world.clone(), self.history.clone(), self.started);
+        tokio::spawn(async move {
+            tokio::time::sleep(SPOT_NOTICE / SPEED).await;
+            let live = world.aws.is_live(&id).await;
+            if live {
+                world.aws.reclaim(&id).await;
+            }
+            note(
+                &history,
+                started,
+                format!("EC2 reclaims {id} two minutes after its warning (was live: {live})"),
+            );
+        });
     }
 
     fn outage_edge(&self, start: bool) {
@@ -359,10 +383,12 @@ pub async fn run(seed: u64, length: Duration, fault_every: Duration) -> Report {
     let config = dir.path().join("config.toml");
     std::fs::copy(&world.prepared.1, &config).expect("copy config");
     let world = Arc::new(world);
+    let run_started = Instant::now();
     // The checker looks every 250 ms, the whole run long, in its own task.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let checking = {
-        let (world, stop, mut checker) = (world.clone(), stop.clone(), Checker::new(bounds, seen.clone()));
+        let (world, stop, mut checker) =
+            (world.clone(), stop.clone(), Checker::new(bounds, seen.clone(), run_started));
         tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 checker.check(&world).await;
@@ -376,7 +402,7 @@ pub async fn run(seed: u64, length: Duration, fault_every: Duration) -> Report {
         world,
         replicas,
         seen: seen.clone(),
-        started: Instant::now(),
+        started: run_started,
         history: Arc::default(),
         http: reqwest::Client::new(),
         dynamo_down: Arc::default(),

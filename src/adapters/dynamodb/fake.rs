@@ -44,6 +44,9 @@ impl MemoryStore {
     pub fn interruption(&self, instance_id: &str) -> Option<Interruption> {
         self.data.lock().unwrap().interruptions.get(instance_id).map(|(r, _)| r.clone())
     }
+    pub fn interruption_with_version(&self, instance_id: &str) -> Option<(Interruption, u64)> {
+        self.data.lock().unwrap().interruptions.get(instance_id).cloned()
+    }
     pub fn record(&self, pool: &str) -> PoolRecord {
         self.data.lock().unwrap().pools.get(pool).cloned().unwrap_or_default()
     }

@@ -2,8 +2,8 @@
 //! (tag-scoped instances, per-market capacity failures, a lost answer after a launch).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -30,6 +30,13 @@ pub struct FakeCompute {
     next_id: AtomicU64,
     /// Spot request status code by instance id, as DescribeSpotInstanceRequests reports it.
     spot_status: Mutex<HashMap<String, String>>,
+    /// Instances launched per ClientToken: as EC2 does, a repeat of a request that launched
+    /// answers with the same instances and launches nothing more. A request that failed is
+    /// not remembered, so its repeat may succeed.
+    launched_by_token: Mutex<HashMap<String, Vec<ManagedInstance>>>,
+    /// When set, each launch waits for a permit before EC2 "processes" it: holds a request
+    /// in flight while the test runs something else.
+    pub gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 impl FakeCompute {
@@ -99,6 +106,13 @@ impl Compute for FakeCompute {
     }
     async fn launch(&self, spec: &FleetSpec) -> Result<FleetAnswer, ComputeError> {
         self.launches.lock().unwrap().push(spec.clone());
+        let gate = self.gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            gate.acquire().await.unwrap().forget();
+        }
+        if let Some(earlier) = self.launched_by_token.lock().unwrap().get(&spec.client_token) {
+            return Ok(FleetAnswer { instances: earlier.clone(), errors: Vec::new() });
+        }
         let offering_error = |instance_type: Option<String>, code: &str, message: &str| OfferingError {
             instance_type,
             code: code.into(),
@@ -141,6 +155,7 @@ impl Compute for FakeCompute {
             })
             .collect();
         self.instances.lock().unwrap().extend(created.clone());
+        self.launched_by_token.lock().unwrap().insert(spec.client_token.clone(), created.clone());
         if self.lose_answers.load(Ordering::SeqCst) {
             return Err(ComputeError::Unavailable { api: "CreateFleet", message: "timed out".into() });
         }

@@ -3,15 +3,23 @@
 //! a warning upgrades a rebalance, repeats harmless, unmanaged and unverified notices ignored,
 //! rebalances capped per pool, dry-run.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use super::{Harness, harness_with};
-use crate::adapters::ec2::compute::InstanceState;
+use crate::adapters::Clock;
+use crate::adapters::StateStore;
+use crate::adapters::ec2::compute::{InstanceState, ManagedInstance};
+use crate::adapters::ec2::fake::capacity_error;
 use crate::adapters::kube::cluster::Cluster;
 use crate::adapters::kube::fake::FakeCluster;
 use crate::core::drainability::PodFacts;
 use crate::core::ec2_event::Ec2Event;
-use crate::core::interruption::{InterruptPhase, Replacement};
+use crate::core::interruption::{InterruptPhase, LaunchClaim, Replacement, ReplacementSkip};
+use crate::core::model::Market;
 
 fn spot(instance_id: &str) -> Ec2Event {
     Ec2Event::SpotInterruption { instance_id: instance_id.into(), action: "terminate".into(), event_id: None }
@@ -248,6 +256,162 @@ async fn a_replacement_whose_answer_was_lost_is_never_launched_again_in_another_
         .filter(|i| i.op_id.as_deref().is_some_and(|op| op.starts_with("interrupt-i-a1")))
         .collect();
     assert_eq!(replacements.len(), 1, "one replacement asked, {replacements:?} launched");
+}
+
+/// The replacements EC2 holds for the interruption of `instance_id`.
+fn replacements(h: &Harness, instance_id: &str) -> Vec<ManagedInstance> {
+    let op = format!("interrupt-{instance_id}");
+    h.compute.list_pool_now().into_iter().filter(|i| i.op_id.as_deref() == Some(op.as_str())).collect()
+}
+
+/// Found by the fault soak (seed 11): two replicas took the same launch step at once. One's
+/// spot request failed while the other's copy of it (same ClientToken: EC2 only replays a
+/// request that succeeded) launched; the first then asked on-demand, and one interruption
+/// got two replacements. The launch step is now claimed: the second replica waits.
+#[tokio::test]
+async fn two_replicas_racing_one_interruption_launch_one_replacement() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    let other = h.replica();
+    h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    h.compute.fail_next(Market::Spot, capacity_error());
+    let gate = Arc::new(Semaphore::new(0));
+    *h.compute.gate.lock().unwrap() = Some(gate.clone());
+
+    let first = progress(&h);
+    let second = async {
+        // The first replica's spot request is in flight; now the second replica's pass runs,
+        // and the requests are answered once it has sent its own or finished without one.
+        while h.compute.launch_count() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let pass = other.progress_interruptions();
+        tokio::pin!(pass);
+        let sent_too = async {
+            while h.compute.launch_count() < 2 {
+                tokio::task::yield_now().await;
+            }
+        };
+        let finished = tokio::select! {
+            done = &mut pass => Some(done),
+            () = sent_too => None,
+        };
+        gate.add_permits(16);
+        match finished {
+            Some(done) => done,
+            None => pass.await,
+        }
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert!(first && second.unwrap(), "the drain is still ahead");
+
+    let launched = replacements(&h, "i-a1");
+    assert_eq!(launched.len(), 1, "one interruption, one replacement: {launched:?}");
+    let markets: Vec<Market> = h.compute.launches.lock().unwrap().iter().map(|l| l.market).collect();
+    assert_eq!(markets, [Market::Spot, Market::OnDemand], "only the claim holder asked EC2");
+    let record = h.store.interruption("i-a1").unwrap();
+    let Replacement::Launched { instances } = &record.replacement else { panic!("{:?}", record.replacement) };
+    assert_eq!(instances[0].instance_id, launched[0].instance_id);
+    assert_eq!(record.launch_claim, None, "released with the outcome");
+}
+
+/// Lost answers, as the soak injects them: on-demand was asked after spot failed and its
+/// answer was lost; the next pass started over at spot, which had capacity again, and the
+/// interruption got a spot replacement next to the on-demand one it did not know about.
+#[tokio::test]
+async fn a_lost_answer_is_asked_again_in_its_own_market_not_from_the_first() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    h.compute.fail_next(Market::Spot, capacity_error());
+    h.compute.lose_answers.store(true, Ordering::SeqCst);
+    assert!(progress(&h).await);
+    let record = h.store.interruption("i-a1").unwrap();
+    assert!(
+        matches!(record.replacement, Replacement::Planned { asking: Some(Market::OnDemand), .. }),
+        "the market that may have launched is on record: {:?}",
+        record.replacement
+    );
+    assert_eq!(record.launch_claim, None, "any replica may ask again");
+
+    h.compute.lose_answers.store(false, Ordering::SeqCst);
+    assert!(progress(&h).await);
+    let launched = replacements(&h, "i-a1");
+    assert_eq!(launched.len(), 1, "{launched:?}");
+    assert_eq!(launched[0].market, Market::OnDemand);
+    let tokens: Vec<String> =
+        h.compute.launches.lock().unwrap().iter().map(|l| l.client_token.clone()).collect();
+    assert_eq!(
+        tokens,
+        ["interrupt-i-a1-spot", "interrupt-i-a1-on-demand"],
+        "adopted by its tag, not asked again"
+    );
+    let record = h.store.interruption("i-a1").unwrap();
+    let Replacement::Launched { instances } = &record.replacement else { panic!("{:?}", record.replacement) };
+    assert_eq!(instances[0].instance_id, launched[0].instance_id);
+}
+
+/// A race the fault soak's schedule allows (a scale-up alert during a spot warning): the
+/// replacement was planned with room under `max`, the pool scaled up to `max` before the
+/// launch step ran, and the replacement then took the pool past it. The launch step counts the pool again, under the pool's lease.
+#[tokio::test]
+async fn a_replacement_planned_before_the_pool_filled_up_is_not_launched_past_max() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    let record = h.store.interruption("i-a1").unwrap();
+    assert!(matches!(record.replacement, Replacement::Planned { .. }), "3 staying of max 4: room for one");
+    h.compute.add_instance("i-scaled-up", "us-east-1b", "workers");
+
+    assert!(progress(&h).await, "the drain goes on");
+    assert_eq!(h.compute.launch_count(), 0, "4 staying of max 4: nothing launched");
+    let record = h.store.interruption("i-a1").unwrap();
+    assert!(
+        matches!(
+            record.replacement,
+            Replacement::Skipped { why: ReplacementSkip::AtMax { staying: 4, max: 4 } }
+        ),
+        "{:?}",
+        record.replacement
+    );
+    assert_eq!(h.store.record("workers").lease, None, "the pool lease was only for the step");
+}
+
+/// A pool busy under its lease this moment delays the replacement launch to the next pass.
+#[tokio::test]
+async fn a_replacement_waits_while_another_holder_has_the_pool_lease() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    let other = h.replica();
+    let now = h.clock.now();
+    let (lease, _) = h.store.acquire("workers", other.owner(), now, Duration::from_secs(30)).await.unwrap();
+    assert!(progress(&h).await);
+    assert_eq!(h.compute.launch_count(), 0, "the pool is leased by the other replica");
+    h.store.release(&lease).await.unwrap();
+    assert!(progress(&h).await);
+    assert_eq!(replacements(&h, "i-a1").len(), 1);
+}
+
+/// A replica that died holding the claim delays the replacement by `lease_ttl`, never blocks
+/// it: after that the next replica asks the market the dead one was asking.
+#[tokio::test]
+async fn a_claim_left_by_a_dead_replica_expires_and_the_launch_goes_on() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    h.service.accept_ec2_event(spot("i-a1")).await.unwrap();
+    let (mut record, version) = h.store.interruption_with_version("i-a1").unwrap();
+    record.launch_claim = Some(LaunchClaim {
+        owner: "dead-replica".into(),
+        until: h.clock.now().plus(Duration::from_secs(30)),
+    });
+    h.store.save_interruption(&record, version).await.unwrap();
+
+    assert!(progress(&h).await);
+    assert_eq!(h.compute.launch_count(), 0, "the claim is still live");
+    h.clock.advance(Duration::from_secs(31));
+    assert!(progress(&h).await);
+    assert_eq!(replacements(&h, "i-a1").len(), 1);
 }
 
 fn rebalance(instance_id: &str) -> Ec2Event {

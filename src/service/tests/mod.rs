@@ -105,6 +105,13 @@ impl Harness {
     pub async fn reconcile(&self) -> ReconcileOutcome {
         self.service.reconcile("workers").await.unwrap()
     }
+
+    /// Another replica of the service: same config, store, EC2, cluster and clock, its own
+    /// lease owner id.
+    pub fn replica(&self) -> Service {
+        let inner = &self.service.inner;
+        Service::new(inner.config.clone(), inner.edges.clone(), Arc::new(Metrics::new()))
+    }
 }
 
 #[tokio::test]

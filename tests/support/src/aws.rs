@@ -118,6 +118,12 @@ impl Aws {
         out.instances()[0].instance_id().expect("instance id").to_string()
     }
 
+    /// EC2 itself terminates the instance (a spot reclaim), straight on moto: not a call of
+    /// the service, so the fault proxy neither sees nor fails it.
+    pub async fn reclaim(&self, instance_id: &str) {
+        self.ec2.terminate_instances().instance_ids(instance_id).send().await.expect("reclaim");
+    }
+
     /// Whether the instance is pending or running.
     pub async fn is_live(&self, instance_id: &str) -> bool {
         let out = self.ec2.describe_instances().instance_ids(instance_id).send().await.expect("describe");
