@@ -122,21 +122,19 @@ listed = [[m.group(1), re.findall(r"“([^”]+)”", m.group(2))]
 check(listed == shipped, "docs/monitoring.md: dashboard layout",
       f"lists {listed}, the JSON has {shipped}")
 
-# The example config names the table the stack creates: k3s-autoscaler-<ClusterId>.
+# The stack's facts reach the service through its SSM layer, never typed into the example:
+# the parameter names the stack's own table and launch template, and deploy/config.toml sets
+# neither (src/config/layers.rs also proves the two layers merge into a valid config).
 config = open("deploy/config.toml", encoding="utf-8").read()
-cluster = re.search(r'^cluster_id\s*=\s*"([^"]+)"', config, flags=re.M)
-table = re.search(r'^table\s*=\s*"([^"]+)"', config, flags=re.M)
 stack = open("infra/k3s-autoscaler.yaml", encoding="utf-8").read()
-check(bool(cluster and table) and table.group(1) == f"k3s-autoscaler-{cluster.group(1)}"
-      and 'TableName: !Sub "k3s-autoscaler-${ClusterId}"' in stack,
-      "deploy/config.toml: [aws] table", "is not the table the stack creates (k3s-autoscaler-<ClusterId>)")
-template = re.search(r'^launch_template\s*=\s*"([^"]+)"', config, flags=re.M)
-pool = re.search(r'^\[pools\.([a-z0-9-]+)\]', config, flags=re.M)
-check(bool(cluster and template and pool)
-      and template.group(1) == f"k3s-autoscaler-{cluster.group(1)}-{pool.group(1)}"
-      and 'LaunchTemplateName: !Sub "k3s-autoscaler-${ClusterId}-${PoolName}"' in stack,
-      "deploy/config.toml: launch_template",
-      "is not the launch template the stack creates (k3s-autoscaler-<ClusterId>-<PoolName>)")
+layer = stack[stack.find("  ServiceConfigParameter:"):]
+check('table = "${StateTable}"' in layer and 'TableName: !Sub "k3s-autoscaler-${ClusterId}"' in stack,
+      "infra/k3s-autoscaler.yaml: ServiceConfigParameter", "does not write the stack's table as [aws] table")
+check('launch_template = "${WorkerLaunchTemplate}"' in layer,
+      "infra/k3s-autoscaler.yaml: ServiceConfigParameter", "does not write the stack's launch template")
+for key in ("cluster_id", "table", "launch_template", "queue_url", "log_group", "region"):
+    check(not re.search(rf"^{key}\s*=", config, flags=re.M), f"deploy/config.toml: {key}",
+          "is set in the file; it comes from the stack's SSM layer (a file value would override it)")
 
 for problem in problems:
     print(problem)

@@ -4,8 +4,11 @@
 #   - drift: each block is a named step, either run here or listed once in the doc as
 #     needing a real account;
 #   - run: the steps that can run here, as written: key pair, pinned AMI, the stack in moto's
-#     CloudFormation, its outputs, `amtool alert add` against a real Alertmanager with
-#     alertmanager/alertmanager.yml, and `status` against the binary.
+#     CloudFormation, its outputs, the config layer it wrote to SSM, the webhook token as an
+#     SSM SecureString and the Secrets filled from it (kubectl create writes their keys to
+#     files), `amtool alert add` against a real Alertmanager with alertmanager/alertmanager.yml
+#     (posting with that token), and `status` against the binary with the Deployment's
+#     config layers.
 # Needs .venv (moto, boto3: scripts/setup.sh), the aws CLI, amtool and prometheus-alertmanager,
 # and the binary (K3S_AUTOSCALER_BIN, default target/debug/k3s-autoscaler, built when missing).
 # A missing tool is a failure when CI is set, a skip otherwise. Last line: "N passed, M failed".

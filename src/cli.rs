@@ -1,23 +1,26 @@
 //! Command line: `serve`, `check-config`, `init-table`, `status`, `doctor`, `--version`.
 
-use std::path::PathBuf;
-
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::ConfigSource;
 use crate::telemetry::LogFormat;
 
 /// Scales the worker nodes of a K3s cluster on EC2 from Prometheus alerts.
 #[derive(Debug, Parser)]
 #[command(name = "k3s-autoscaler", version, about)]
 pub struct Cli {
-    /// Configuration file (TOML); keys can be overridden with K3S_AUTOSCALER__SECTION__KEY.
+    /// Configuration layers (TOML), later over earlier: a file, or `ssm:/name` for an SSM
+    /// parameter (the stack writes `ssm:/k3s-autoscaler/<cluster>/config`). Repeat the flag
+    /// or separate with commas; keys can be overridden with K3S_AUTOSCALER__SECTION__KEY.
     #[arg(
         long,
         env = "K3S_AUTOSCALER_CONFIG",
         default_value = "/etc/k3s-autoscaler/config.toml",
+        value_delimiter = ',',
+        value_parser = ConfigSource::parse,
         global = true
     )]
-    pub config: PathBuf,
+    pub config: Vec<ConfigSource>,
     /// Log format on stderr.
     #[arg(long, env = "K3S_AUTOSCALER_LOG_FORMAT", value_enum, default_value = "json", global = true)]
     pub log_format: LogFormat,

@@ -11,11 +11,13 @@ use k3s_autoscaler::adapters::dynamodb::DynamoStore;
 use k3s_autoscaler::adapters::ec2::Ec2Compute;
 use k3s_autoscaler::adapters::kube::KubeCluster;
 use k3s_autoscaler::adapters::sqs::SqsNoticeQueue;
+use k3s_autoscaler::adapters::ssm::{LazySsmParameters, SsmParameters};
 use k3s_autoscaler::adapters::{SystemClock, aws};
 use k3s_autoscaler::cli::{Cli, Command, ServeArgs, StatusArgs};
 use k3s_autoscaler::config::Config;
 use k3s_autoscaler::http::{AppState, router};
 use k3s_autoscaler::metrics::Metrics;
+use k3s_autoscaler::secrets::TokenRefresher;
 use k3s_autoscaler::service::{Edges, Service};
 use k3s_autoscaler::{doctor, status, telemetry};
 
@@ -47,7 +49,10 @@ enum Outcome {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    let mut config = Config::load(&cli.config, std::env::vars())?;
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let (region, endpoint) = Config::bootstrap_aws(&cli.config, &env)?;
+    let parameters = LazySsmParameters::new(region, endpoint);
+    let mut config = Config::load_layers(&cli.config, env, &parameters).await?;
     match cli.command {
         Command::CheckConfig => {
             for warning in config.warnings() {
@@ -131,6 +136,19 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     for warning in config.warnings() {
         tracing::warn!(%warning, "configuration");
     }
+    let token_refresh = match (&config.auth.token_ssm_parameter, &config.auth.bearer_token) {
+        (Some(name), Some(tokens)) => {
+            let refresher = TokenRefresher::new(
+                Arc::new(SsmParameters::new(&sdk)),
+                name.clone(),
+                tokens.clone(),
+                config.auth.token_ssm_refresh_interval,
+                metrics.token_refresh_failures.clone(),
+            );
+            Some(tokio::spawn(refresher.run()))
+        }
+        _ => None,
+    };
     let service = Service::new(config, edges, metrics);
     let state = AppState::new(service.clone());
     let listener =
@@ -158,6 +176,9 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     })
     .await;
     readiness.abort();
+    if let Some(refresh) = token_refresh {
+        refresh.abort();
+    }
     service.shutdown();
     for task in tasks {
         let _ = task.await;

@@ -159,6 +159,8 @@ pub struct Metrics {
     pub ec2_events: Family<Ec2EventLabels, Counter>,
     /// Pods still on an interrupted node when its deadline passed.
     pub interruption_stranded_pods: Counter,
+    /// Failed reads of the webhook token's SSM parameter (the tokens in force stay).
+    pub token_refresh_failures: Counter,
     /// Scaling events sent to CloudWatch Logs, by outcome.
     pub cloudwatch_records: Family<SinkLabels, Counter>,
     /// Managed instances of the pool that are registered Nodes without the pool's label (a
@@ -246,6 +248,12 @@ impl Metrics {
             "Pods still on an interrupted node when its deadline passed",
             interruption_stranded_pods.clone(),
         );
+        let token_refresh_failures = Counter::default();
+        registry.register(
+            "token_refresh_failures",
+            "Failed reads of the webhook token's SSM parameter (the tokens in force stay)",
+            token_refresh_failures.clone(),
+        );
         let cloudwatch_records = Family::default();
         registry.register(
             "cloudwatch_records",
@@ -293,6 +301,7 @@ impl Metrics {
             lease_held,
             ec2_events,
             interruption_stranded_pods,
+            token_refresh_failures,
             cloudwatch_records,
             nodes_without_pool_label,
             repair_blocked_nodes,

@@ -1,4 +1,6 @@
-//! Bearer tokens read from a file, one per line, and re-read when the file changes.
+//! Bearer tokens read from a file, one per line, and re-read when the file changes — or from
+//! an SSM SecureString parameter, read again every `auth.token_ssm_refresh_interval` by
+//! [`TokenRefresher`].
 //!
 //! Several lines are several valid tokens, which gives a rotation its overlap window: add the
 //! new token beside the old one, switch the senders, then remove the old line. The file is a
@@ -30,23 +32,36 @@ struct Loaded {
     checked_at: Instant,
 }
 
-/// The accepted tokens of one file; clones share the same reloading set.
+/// The accepted tokens of one file or parameter; clones share the same reloading set.
 #[derive(Clone)]
 pub struct TokenFile {
-    path: PathBuf,
+    origin: Origin,
     loaded: Arc<Mutex<Loaded>>,
 }
 
-/// Reads the tokens of `path`: non-empty lines, trimmed; lines starting with `#` are comments.
-fn read_tokens(path: &Path) -> Result<(Vec<Vec<u8>>, Option<Stamp>), String> {
-    let stamp = stamp_of(path);
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let tokens: Vec<Vec<u8>> = text
-        .lines()
+/// Where the tokens come from.
+#[derive(Clone)]
+enum Origin {
+    /// A file, re-read when it changes.
+    File(PathBuf),
+    /// An SSM parameter, replaced by [`TokenRefresher`].
+    Parameter(String),
+}
+
+/// The tokens of `text`: non-empty lines, trimmed; lines starting with `#` are comments.
+fn parse_tokens(text: &str) -> Vec<Vec<u8>> {
+    text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| l.as_bytes().to_vec())
-        .collect();
+        .collect()
+}
+
+/// Reads the tokens of `path`.
+fn read_tokens(path: &Path) -> Result<(Vec<Vec<u8>>, Option<Stamp>), String> {
+    let stamp = stamp_of(path);
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let tokens = parse_tokens(&text);
     if tokens.is_empty() {
         return Err(format!("{} is empty", path.display()));
     }
@@ -64,9 +79,34 @@ impl TokenFile {
     pub fn load(path: &Path) -> Result<TokenFile, String> {
         let (tokens, stamp) = read_tokens(path)?;
         Ok(TokenFile {
-            path: path.to_path_buf(),
+            origin: Origin::File(path.to_path_buf()),
             loaded: Arc::new(Mutex::new(Loaded { tokens, stamp, checked_at: Instant::now() })),
         })
+    }
+
+    /// The tokens of SSM parameter `name`, whose value is `text`; a value without a token is
+    /// an error (the webhook never runs open).
+    pub fn from_parameter(name: &str, text: &str) -> Result<TokenFile, String> {
+        let tokens = parse_tokens(text);
+        if tokens.is_empty() {
+            return Err("holds no token (one per line; # starts a comment)".into());
+        }
+        Ok(TokenFile {
+            origin: Origin::Parameter(name.into()),
+            loaded: Arc::new(Mutex::new(Loaded { tokens, stamp: None, checked_at: Instant::now() })),
+        })
+    }
+
+    /// Takes a new value of the parameter: the tokens it holds from now on, or an error and
+    /// the previous tokens kept when it holds none. Returns how many there are.
+    pub fn replace(&self, text: &str) -> Result<usize, String> {
+        let tokens = parse_tokens(text);
+        if tokens.is_empty() {
+            return Err("holds no token; keeping the previous tokens".into());
+        }
+        let count = tokens.len();
+        self.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).tokens = tokens;
+        Ok(count)
     }
 
     /// Whether `given` equals one of the tokens, compared in constant time against every one.
@@ -74,13 +114,15 @@ impl TokenFile {
     /// the last good tokens (a half-written Secret must not lock Alertmanager out).
     pub fn accepts(&self, given: &[u8]) -> bool {
         let mut loaded = self.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if loaded.checked_at.elapsed() >= RELOAD_CHECK_INTERVAL {
+        if let Origin::File(path) = &self.origin
+            && loaded.checked_at.elapsed() >= RELOAD_CHECK_INTERVAL
+        {
             loaded.checked_at = Instant::now();
-            let stamp = stamp_of(&self.path);
+            let stamp = stamp_of(path);
             if stamp != loaded.stamp {
-                match read_tokens(&self.path) {
+                match read_tokens(path) {
                     Ok((tokens, stamp)) => {
-                        tracing::info!(file = %self.path.display(), tokens = tokens.len(), "token file reloaded");
+                        tracing::info!(file = %path.display(), tokens = tokens.len(), "token file reloaded");
                         loaded.tokens = tokens;
                         loaded.stamp = stamp;
                     }
@@ -100,9 +142,71 @@ impl TokenFile {
         mine.iter().any(|t| theirs.tokens.contains(t))
     }
 
-    /// The file the tokens come from.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the tokens come from: a file path, or `ssm:<name>`.
+    pub fn origin(&self) -> String {
+        match &self.origin {
+            Origin::File(path) => path.display().to_string(),
+            Origin::Parameter(name) => format!("ssm:{name}"),
+        }
+    }
+}
+
+/// Reads the webhook token's SSM parameter every `auth.token_ssm_refresh_interval` and swaps
+/// the accepted tokens, so a rotation (new token beside the old, then the old removed) needs
+/// no restart. A failed read keeps the tokens in force: an SSM outage must not lock
+/// Alertmanager out. Failures are counted and logged once per change of state.
+pub struct TokenRefresher {
+    parameters: Arc<dyn crate::adapters::ssm::Parameters>,
+    name: String,
+    tokens: TokenFile,
+    interval: Duration,
+    failures: prometheus_client::metrics::counter::Counter,
+    failing: bool,
+}
+
+impl TokenRefresher {
+    /// A refresher of `tokens` from parameter `name`.
+    pub fn new(
+        parameters: Arc<dyn crate::adapters::ssm::Parameters>,
+        name: String,
+        tokens: TokenFile,
+        interval: Duration,
+        failures: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        TokenRefresher { parameters, name, tokens, interval, failures, failing: false }
+    }
+
+    /// One read: replaces the tokens or keeps them. Returns whether the read succeeded.
+    pub async fn refresh_once(&mut self) -> bool {
+        let outcome = match self.parameters.get(&self.name).await {
+            Ok(text) => self.tokens.replace(&text),
+            Err(error) => Err(error.to_string()),
+        };
+        match outcome {
+            Ok(count) => {
+                if self.failing {
+                    tracing::info!(parameter = %self.name, tokens = count, "webhook token readable again");
+                }
+                self.failing = false;
+                true
+            }
+            Err(error) => {
+                self.failures.inc();
+                if !self.failing {
+                    tracing::warn!(parameter = %self.name, %error, "webhook token refresh failed; keeping the tokens in force");
+                }
+                self.failing = true;
+                false
+            }
+        }
+    }
+
+    /// Runs until the process ends.
+    pub async fn run(mut self) {
+        loop {
+            tokio::time::sleep(self.interval).await;
+            self.refresh_once().await;
+        }
     }
 }
 
@@ -159,6 +263,41 @@ mod tests {
         std::fs::write(&path, "\n").unwrap();
         age(&tokens);
         assert!(tokens.accepts(b"new-only"), "an emptied file keeps the last tokens");
+    }
+
+    #[tokio::test]
+    async fn a_rotated_parameter_is_taken_and_an_outage_or_an_empty_value_keeps_the_tokens() {
+        use crate::adapters::ssm::fake::FakeParameters;
+        let name = "/k3s-autoscaler/prod/webhook-token";
+        let ssm = Arc::new(FakeParameters::default());
+        ssm.put(name, "old\n");
+        let tokens = TokenFile::from_parameter(name, "old\n").unwrap();
+        assert_eq!(tokens.origin(), format!("ssm:{name}"));
+        let failures = prometheus_client::metrics::counter::Counter::default();
+        let mut refresher = TokenRefresher::new(
+            ssm.clone(),
+            name.into(),
+            tokens.clone(),
+            Duration::from_secs(60),
+            failures.clone(),
+        );
+
+        ssm.put(name, "old\nnew\n");
+        assert!(refresher.refresh_once().await);
+        assert!(tokens.accepts(b"old") && tokens.accepts(b"new"), "overlap window");
+        ssm.put(name, "new\n");
+        assert!(refresher.refresh_once().await);
+        assert!(tokens.accepts(b"new") && !tokens.accepts(b"old"), "the removed token is refused");
+
+        ssm.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(!refresher.refresh_once().await);
+        assert!(tokens.accepts(b"new"), "SSM down: the tokens in force stay");
+        ssm.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        ssm.put(name, "# emptied by mistake\n");
+        assert!(!refresher.refresh_once().await);
+        assert!(tokens.accepts(b"new"), "an emptied value keeps the tokens");
+        assert_eq!(failures.get(), 2);
+        assert!(TokenFile::from_parameter(name, "\n").is_err());
     }
 
     #[test]

@@ -8,7 +8,8 @@
                           src/adapters/kube.rs uses; the code does not watch
   rbac-selftest DEPLOY MANIFESTS   a widened / narrowed copy is rejected
   contract DEPLOY MANIFESTS        Deployment, Service, Namespace as deploy/README.md says,
-                          consistent with config.toml (port, token path)
+                          consistent with config.toml (port, token paths, the SSM config
+                          layer and token parameter of the same cluster)
   configmap DEPLOY MANIFESTS       the rendered ConfigMap is deploy/config.toml, byte for byte
 
 MANIFESTS is a multi-document YAML file (kubectl kustomize output).
@@ -249,7 +250,16 @@ def cmd_contract(deploy, manifests):
     if c.get("command"):
         problems.append("command must not override the image's ENTRYPOINT")
     env = {e["name"]: e.get("value") for e in c.get("env", [])}
-    expect("env K3S_AUTOSCALER_CONFIG", env.get("K3S_AUTOSCALER_CONFIG"), f"{MOUNT}/config.toml")
+    # Two config layers: the settings the stack wrote to SSM, then the mounted config.toml;
+    # the SSM layer is the cluster whose webhook-token parameter config.toml names.
+    token_parameter = cfg["auth"].get("token_ssm_parameter") or ""
+    cluster = re.fullmatch(r"/k3s-autoscaler/([a-z0-9-]+)/webhook-token", token_parameter)
+    expect("config.toml auth.token_ssm_parameter is /k3s-autoscaler/<ClusterId>/webhook-token", bool(cluster), True)
+    cluster = cluster.group(1) if cluster else "<ClusterId>"
+    expect("env K3S_AUTOSCALER_CONFIG (--config layers)", env.get("K3S_AUTOSCALER_CONFIG"),
+           f"ssm:/k3s-autoscaler/{cluster}/config,{MOUNT}/config.toml")
+    expect("env AWS_REGION is a region (the SSM layer is read before any config)",
+           bool(re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", env.get("AWS_REGION") or "")), True)
     expect("env K3S_AUTOSCALER_LOG_FORMAT", env.get("K3S_AUTOSCALER_LOG_FORMAT"), "json")
     sc = c.get("securityContext", {})
     expect("runAsNonRoot", sc.get("runAsNonRoot"), True)
@@ -283,8 +293,9 @@ def cmd_contract(deploy, manifests):
         expect("volume configMap items", [x.get("items") for x in cms], [[{"key": "config.toml", "path": "config.toml"}]])
         expect("volume secret name", [x["name"] for x in secs], [SECRET])
         expect("volume secret items", [x.get("items") for x in secs],
-               [[{"key": "token", "path": "token"}, {"key": "events-token", "path": "events-token"}]])
-        expect("config.toml auth.bearer_token_file", cfg["auth"].get("bearer_token_file"), f"{MOUNT}/token")
+               [[{"key": "events-token", "path": "events-token"}]])
+        expect("config.toml auth.bearer_token_file (Alertmanager's tokens come from SSM)",
+               cfg["auth"].get("bearer_token_file"), None)
         expect("config.toml auth.events_token_file", cfg["auth"].get("events_token_file"), f"{MOUNT}/events-token")
     # The pod's own AWS identity: a projected token for STS, read by the SDK's default chain.
     token_file = env.get("AWS_WEB_IDENTITY_TOKEN_FILE") or ""

@@ -8,7 +8,8 @@
 Creates the stack through CloudFormation (boto3), waits for CREATE_COMPLETE, asserts the
 outputs and that the resources really exist in moto (table key schema, TTL, PITR, launch
 template with IMDSv2 and the worker user-data, subnets in two AZs, security-group rules,
-IAM roles and policies equal to infra/policies/*.json, log group, server instance), then
+IAM roles and policies equal to infra/policies/*.json, log group, server instance, the
+service's config layer in SSM naming the stack's table, queue, template and subnets), then
 writes the outputs to --out as JSON for later tests (e.g. the Rust integration tests that
 run the autoscaler against the same moto server).
 
@@ -37,6 +38,7 @@ import json
 import re
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import boto3
@@ -451,6 +453,35 @@ def main() -> int:
     if got:
         sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=got[0]["ReceiptHandle"])
 
+    print("the service's config layer (SSM String, TOML):")
+    ssm = client("ssm")
+    name = f"/k3s-autoscaler/{args.cluster_id}/config"
+    ok(outputs["ConfigParameterName"] == name, f"ConfigParameterName output is {name}")
+    ok(outputs["WebhookTokenParameterName"] == f"/k3s-autoscaler/{args.cluster_id}/webhook-token",
+       "WebhookTokenParameterName output is /k3s-autoscaler/<cluster>/webhook-token")
+    param = ssm.get_parameter(Name=name)["Parameter"]
+    [described] = ssm.describe_parameters(
+        ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [name]}])["Parameters"]
+    ok(param["Type"] == "String" and described.get("Tier") == "Standard",
+       "the stack wrote it as a Standard String (not a SecureString: it holds no secret)")
+    layer = tomllib.loads(param["Value"])
+    ok(layer.get("cluster_id") == args.cluster_id, "cluster_id = the stack's ClusterId")
+    ok(layer.get("aws") == {"region": args.region, "table": outputs["StateTableName"]},
+       f"[aws] region and table = the stack's ({outputs['StateTableName']})")
+    ok(layer.get("interruption") == {"queue_url": queue_url}, f"[interruption] queue_url = the notice queue ({queue_url})")
+    ok(layer.get("cloudwatch") == {"log_group": outputs["ScalingEventsLogGroupName"]},
+       "[cloudwatch] log_group = the scaling-events log group")
+    subnets = {az1: outputs["Subnet1Id"], az2: outputs["Subnet2Id"]}
+    ok(set(layer.get("pools", {})) == {args.pool}
+       and layer["pools"][args.pool] == {
+           "launch_template": outputs["WorkerLaunchTemplateId"],
+           "launch_template_version": outputs["WorkerLaunchTemplateLatestVersion"],
+           "min": int(outputs["PoolMinSize"]), "max": int(outputs["PoolMaxSize"]),
+           "subnets": subnets},
+       f"[pools.{args.pool}]: the worker launch template, its version number, min, max, subnets {subnets}")
+    ok(set(layer) == {"cluster_id", "aws", "interruption", "cloudwatch", "pools"},
+       "nothing else: the operator's file holds the rest")
+
     result = {
         "endpoint_url": args.endpoint_url,
         "region": args.region,
@@ -460,6 +491,7 @@ def main() -> int:
         "outputs": outputs,
         "subnets": {outputs["Subnet1AvailabilityZone"]: outputs["Subnet1Id"],
                     outputs["Subnet2AvailabilityZone"]: outputs["Subnet2Id"]},
+        "config_parameter": name,
         "moto_gaps": gaps,
     }
     out = Path(args.out)

@@ -72,6 +72,14 @@ JUSTIFIED = [
         "Same split as above (only the instance statement has instance ARNs).",
     ),
     (
+        "autoscaler.json",
+        "UNKNOWN_CONDITION_FOR_ACTION",
+        "kms:ResourceAliases",
+        "parliament's IAM database lacks kms:ResourceAliases for kms:Decrypt; AWS KMS "
+        "supports it on operations that use a key (it pins the default alias/aws/ssm key "
+        "for the webhook-token SecureString).",
+    ),
+    (
         "worker.json",
         "UNKNOWN_CONDITION_FOR_ACTION",
         "kms:ResourceAliases",

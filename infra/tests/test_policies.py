@@ -15,6 +15,10 @@ attack it closes (docs/security.md):
   PassRole only for the worker role;
 * the notice queue: the autoscaler may only receive, delete and read attributes, on that
   queue alone (a holder of its role cannot forge notices);
+* SSM: the autoscaler may read its config and webhook-token parameters only (never the
+  join token), and decrypt only the webhook token, via SSM, with the aws/ssm key; the
+  config parameter the stack writes holds exactly the stack-known settings, deploy/config.toml
+  none of them, and the names the Deployment and config.toml read are the ones granted;
 * every action granted to the autoscaler is one the code calls (src/);
 * the installer checksum is required, and nothing opens the server to the internet.
 
@@ -25,8 +29,10 @@ from __future__ import annotations
 import json
 import re
 import sys
+import tomllib
 from pathlib import Path
 
+import yaml
 from cfnlint.decode import decode
 
 checks = 0
@@ -56,6 +62,33 @@ def actions(policy: dict) -> set[str]:
 
 def condition(statement: dict, operator: str, key: str):
     return statement.get("Condition", {}).get(operator, {}).get(key)
+
+
+def flat(table: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: the keys a config layer sets."""
+    out = {}
+    for key, value in table.items():
+        path = f"{prefix}{key}"
+        out.update(flat(value, path + ".") if isinstance(value, dict) else {path: value})
+    return out
+
+
+def config_parameter(res: dict, params: dict) -> tuple[str, dict]:
+    """The config parameter's name and its TOML as the stack writes it with the default
+    parameters: numbers for the number parameters, `<X>` for every other substitution."""
+    props = res["ServiceConfigParameter"]["Properties"]
+    text, variables = props["Value"]["Fn::Sub"]
+    defaults = {k: str(v["Default"]) for k, v in params.items() if "Default" in v}
+    numbers = {"PoolMinSize", "PoolMaxSize", "WorkerLaunchTemplate.LatestVersionNumber"}
+
+    def sub(match: re.Match) -> str:
+        name = match.group(1)
+        if name == "PoolName":
+            return defaults["PoolName"]
+        return defaults[name] if name in numbers and name in defaults else f"<{name}>"
+
+    rendered = re.sub(r"\$\{([^}!]+)\}", sub, text)
+    return props["Name"]["Fn::Sub"].replace("${ClusterId}", defaults["ClusterId"]), tomllib.loads(rendered)
 
 
 def main() -> int:
@@ -156,10 +189,14 @@ def main() -> int:
     ok("$Latest" not in json.dumps(outputs["WorkerLaunchTemplateId"])
        and "never $Latest" in outputs["WorkerLaunchTemplateLatestVersion"]["Description"],
        "stack outputs point at a pinned version number")
-    shipped = (root / "deploy" / "config.toml").read_text()
-    versions = re.findall(r'^launch_template_version = "([^"]*)"', shipped, re.M)
-    ok(versions and all(v.isdigit() for v in versions),
-       f"deploy/config.toml pins launch_template_version to a number ({versions})")
+    name, stack_config = config_parameter(res, params)
+    pool = params["PoolName"]["Default"]
+    ok(stack_config["pools"][pool]["launch_template_version"] == "<WorkerLaunchTemplate.LatestVersionNumber>",
+       "the config parameter pins launch_template_version to the template's version number")
+    shipped = tomllib.loads((root / "deploy" / "config.toml").read_text())
+    versions = [p.get("launch_template_version") for p in shipped.get("pools", {}).values()]
+    ok(all(v is None or v.isdigit() for v in versions),
+       f"deploy/config.toml leaves launch_template_version to the stack or pins a number ({versions})")
 
     sqs = [s for s in statements(autoscaler) if any(a.startswith("sqs:") for a in as_list(s["Action"]))]
     ok(len(sqs) == 1 and sorted(as_list(sqs[0]["Action"]))
@@ -167,12 +204,66 @@ def main() -> int:
        and sqs[0]["Resource"] == "${Ec2NoticeQueue.Arn}",
        "sqs: receive, delete and read attributes of the notice queue only (no send, no other queue)")
 
+    print("SSM: the config layer and the webhook token, nothing else:")
+    parameter_arn = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/k3s-autoscaler/${ClusterId}/"
+    ssm = [s for s in statements(autoscaler) if any(a.startswith("ssm:") for a in as_list(s["Action"]))]
+    ok(len(ssm) == 1 and as_list(ssm[0]["Action"]) == ["ssm:GetParameter"]
+       and ssm[0]["Resource"] == [parameter_arn + "config", parameter_arn + "webhook-token"],
+       "ssm: GetParameter on the cluster's config and webhook-token parameters only (not the join token)")
+    kms = [s for s in statements(autoscaler) if any(a.startswith("kms:") for a in as_list(s["Action"]))]
+    ok(len(kms) == 1 and as_list(kms[0]["Action"]) == ["kms:Decrypt"]
+       and kms[0]["Resource"] == "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*"
+       and condition(kms[0], "StringEquals", "kms:ViaService") == "ssm.${AWS::Region}.amazonaws.com"
+       and condition(kms[0], "StringEquals", "kms:EncryptionContext:PARAMETER_ARN") == parameter_arn + "webhook-token"
+       and condition(kms[0], "ForAnyValue:StringEquals", "kms:ResourceAliases") == "alias/aws/ssm",
+       "kms: Decrypt only via SSM, only the webhook-token parameter, only the aws/ssm key")
+    worker = policy_file("WorkerPolicy")
+    [worker_kms] = [s for s in statements(worker) if "kms:Decrypt" in as_list(s["Action"])]
+    ok(set(kms[0]["Condition"]) == set(worker_kms["Condition"]),
+       "kms: the same condition operators as the workers' join-token Decrypt")
+    props = res["ServiceConfigParameter"]["Properties"]
+    ok(props["Type"] == "String" and props["Tier"] == "Standard"
+       and props["Name"] == {"Fn::Sub": "/k3s-autoscaler/${ClusterId}/config"},
+       "the stack writes /k3s-autoscaler/<ClusterId>/config, a Standard String")
+    want = {
+        "cluster_id": "<ClusterId>", "aws.region": "<AWS::Region>", "aws.table": "<StateTable>",
+        "interruption.queue_url": "<Ec2NoticeQueue>", "cloudwatch.log_group": "<ScalingEventsLogGroup>",
+        f"pools.{pool}.launch_template": "<WorkerLaunchTemplate>",
+        f"pools.{pool}.launch_template_version": "<WorkerLaunchTemplate.LatestVersionNumber>",
+        f"pools.{pool}.min": int(params["PoolMinSize"]["Default"]),
+        f"pools.{pool}.max": int(params["PoolMaxSize"]["Default"]),
+        f"pools.{pool}.subnets.<Subnet1Zone>": "<PublicSubnet1>",
+        f"pools.{pool}.subnets.<Subnet2Zone>": "<PublicSubnet2>",
+    }
+    got = flat(stack_config)
+    ok(got == want, f"the config parameter holds exactly the stack-known settings ({sorted(set(got) ^ set(want))})")
+    zones = res["ServiceConfigParameter"]["Properties"]["Value"]["Fn::Sub"][1]
+    ok(zones == {"Subnet1Zone": template["Outputs"]["Subnet1AvailabilityZone"]["Value"],
+                 "Subnet2Zone": template["Outputs"]["Subnet2AvailabilityZone"]["Value"]},
+       "its subnet zones are the subnets' zones (the same expressions as the zone outputs)")
+    file_keys = set(flat(shipped))
+    twice = sorted(k for k in file_keys if k in want or k.startswith(f"pools.{pool}.subnets"))
+    ok(not twice, f"deploy/config.toml sets none of the stack's keys, so none is typed twice ({twice})")
+    ok(set(shipped.get("pools", {})) <= {pool}, f"deploy/config.toml's pools are the stack's pool {pool!r}")
+    token = shipped.get("auth", {}).get("token_ssm_parameter")
+    cluster = params["ClusterId"]["Default"]
+    ok(token == f"/k3s-autoscaler/{cluster}/webhook-token" and "bearer_token_file" not in shipped.get("auth", {}),
+       f"deploy/config.toml reads Alertmanager's tokens from the granted SecureString ({token})")
+    deployment = yaml.safe_load((root / "deploy" / "base" / "deployment.yaml").read_text())
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    layers = next((e["value"] for e in container.get("env", []) if e["name"] == "K3S_AUTOSCALER_CONFIG"), "")
+    layers = layers.split(",")
+    ok(name == f"/k3s-autoscaler/{cluster}/config" and layers[:1] == [f"ssm:{name}"],
+       f"the Deployment's first config layer is the stack's parameter ({layers})")
+
     print("only what the code calls:")
     src = "\n".join(p.read_text() for p in (root / "src").rglob("*.rs"))
     for action in sorted(actions(autoscaler)):
         service, name = action.split(":")
         if action in ("iam:PassRole", "ec2:CreateTags"):
             continue  # implied by a launch with an instance profile and TagSpecifications
+        if action == "kms:Decrypt":
+            continue  # implied by GetParameter with WithDecryption of a SecureString
         # An instant fleet launches with the caller's RunInstances rights: the RunInstances
         # statements (which pin template, types, profile, IMDS) are what CreateFleet needs.
         implied = {"ec2:RunInstances": "CreateFleet"}

@@ -188,6 +188,8 @@ fn default_body_limit() -> u64 {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAuth {
     pub(super) bearer_token_file: Option<PathBuf>,
+    pub(super) token_ssm_parameter: Option<String>,
+    pub(super) token_ssm_refresh_interval: Option<String>,
     pub(super) basic_username: Option<String>,
     pub(super) basic_password_file: Option<PathBuf>,
     pub(super) events_token_file: Option<PathBuf>,
@@ -308,10 +310,8 @@ fn default_repair_after() -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use crate::config::Config;
     use crate::config::fixture::Fixture;
+    use crate::config::{Config, ConfigSource};
 
     /// Every key the binary accepts, as `section.key`, with pool keys as `pools.<name>.key`
     /// and the pool's subnet table as one key. Secrets read from files are not keys.
@@ -380,6 +380,8 @@ instance_types = ["t3.small"]
         keys.remove("alertmanager.bearer_token");
         keys.remove("alertmanager.basic_password");
         keys.remove("auth.events_token");
+        // Set instead of auth.bearer_token_file, never with it, so not in the sample above.
+        keys.insert("auth.token_ssm_parameter".into());
         keys
     }
 
@@ -480,11 +482,17 @@ instance_types = ["t3.small"]
             })
             .collect::<Vec<_>>()
             .join("\n");
-        let err = Config::from_toml(&uncommented, Path::new("deploy/config.toml"), Vec::new())
-            .unwrap_err()
-            .to_string();
+        // Under the stack's SSM layer, as the Deployment reads it.
+        let layers = vec![
+            (
+                ConfigSource::Parameter("/k3s-autoscaler/prod/config".into()),
+                crate::config::fixture::stack_layer(),
+            ),
+            (ConfigSource::File("deploy/config.toml".into()), uncommented),
+        ];
+        let err = Config::from_layers(&layers, Vec::new()).unwrap_err().to_string();
         // Only the in-cluster secret files are missing here; no key is unknown.
         assert!(!err.contains("unknown field"), "{err}");
-        assert!(err.contains("/etc/k3s-autoscaler/token"), "{err}");
+        assert!(err.contains("/etc/k3s-autoscaler/events-token"), "{err}");
     }
 }

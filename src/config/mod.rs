@@ -7,13 +7,15 @@
 //!
 //! By concern: `file` is the TOML shape (serde structs and their defaults), `env` the
 //! `K3S_AUTOSCALER__…` layer over it, `validate` turns the raw shape into the effective
-//! settings of `effective`, which the rest of the crate uses (re-exported here).
+//! settings of `effective`, which the rest of the crate uses (re-exported here); `layers`
+//! reads and merges the `--config` layers (files and SSM parameters).
 
 mod effective;
 mod env;
 mod file;
 #[cfg(test)]
 mod fixture;
+mod layers;
 mod validate;
 
 use std::fmt;
@@ -28,6 +30,7 @@ pub use effective::{
     ServerConfig, TimingConfig,
 };
 pub use env::ENV_PREFIX;
+pub use layers::{ConfigSource, SSM_PREFIX, parameter_name_problem};
 
 /// Why a configuration could not be used.
 #[derive(Debug, Error)]
@@ -46,6 +49,14 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// What the parser said, with line and key.
+        message: String,
+    },
+    /// An SSM parameter (a config layer or the webhook token) could not be used.
+    #[error("cannot use SSM parameter {name}: {message}")]
+    Parameter {
+        /// The parameter.
+        name: String,
+        /// What is wrong, and what to do.
         message: String,
     },
     /// Keys that parse but make no sense, one line each.

@@ -259,6 +259,9 @@ impl RawCloudWatch {
     }
 }
 
+/// `auth.token_ssm_refresh_interval` by default: a rotated token is accepted within a minute.
+const DEFAULT_TOKEN_REFRESH: &str = "60s";
+
 impl RawAuth {
     fn validate(self, p: &mut Problems) -> AuthConfig {
         let bearer_token =
@@ -280,11 +283,32 @@ impl RawAuth {
             (None, Some(_)) => p.add("auth.basic_username", "required when basic_password_file is set"),
             _ => {}
         }
-        if self.bearer_token_file.is_none() && self.basic_username.is_none() {
-            p.add("auth", "set bearer_token_file and/or basic_username + basic_password_file; the webhook never runs open");
+        if let Some(name) = &self.token_ssm_parameter {
+            if self.bearer_token_file.is_some() {
+                p.add("auth.token_ssm_parameter", "set it or bearer_token_file, not both");
+            }
+            if let Some(problem) = super::parameter_name_problem(name) {
+                p.add("auth.token_ssm_parameter", problem);
+            }
+        }
+        let token_ssm_refresh_interval = p.duration(
+            "auth.token_ssm_refresh_interval",
+            self.token_ssm_refresh_interval.as_deref().unwrap_or(DEFAULT_TOKEN_REFRESH),
+        );
+        if self.token_ssm_refresh_interval.is_some() && self.token_ssm_parameter.is_none() {
+            p.add("auth.token_ssm_refresh_interval", "only applies with auth.token_ssm_parameter");
+        }
+        let bearer = self.bearer_token_file.is_some() || self.token_ssm_parameter.is_some();
+        if !bearer && self.basic_username.is_none() {
+            p.add(
+                "auth",
+                "set bearer_token_file or token_ssm_parameter, and/or basic_username + basic_password_file;                  the webhook never runs open",
+            );
         }
         AuthConfig {
             bearer_token_file: self.bearer_token_file,
+            token_ssm_parameter: self.token_ssm_parameter,
+            token_ssm_refresh_interval,
             bearer_token,
             basic_username: self.basic_username,
             basic_password_file: self.basic_password_file,

@@ -27,5 +27,6 @@ mod repair;
 mod replay;
 mod signals;
 mod spot_fallback;
+mod ssm_config;
 mod stack;
 mod store_outage;

@@ -170,7 +170,13 @@ impl Service {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.toml");
         std::fs::copy(&prepared.1, &config_path).expect("copy config");
-        let mut child = command(&config_path)
+        Service::start_with_layers(config_path.as_os_str(), dir).await
+    }
+
+    /// Starts `serve` with `K3S_AUTOSCALER_CONFIG` = `layers` (files and `ssm:/…`
+    /// parameters, comma-separated) and waits for `/readyz`; `dir` lives as long as it.
+    pub async fn start_with_layers(layers: &std::ffi::OsStr, dir: tempfile::TempDir) -> Service {
+        let mut child = command(std::path::Path::new(layers))
             .args(["--log-format", "text", "serve"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
