@@ -255,6 +255,9 @@ pub struct PoolConfig {
     pub repair_after: Option<Duration>,
     /// Zone → subnet.
     pub subnets: BTreeMap<String, String>,
+    /// Hourly prices by instance type (`[pools.<name>.prices]`): a scale-down removes the
+    /// most expensive of the equally safe nodes.
+    pub prices: crate::core::prices::Prices,
 }
 
 fn as_humantime_or_off<S: Serializer>(d: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -300,6 +303,7 @@ impl Config {
             drain_timeout: p.drain_timeout,
             max_unready_share: p.max_unready_share,
             repair_after: p.repair_after,
+            prices: p.prices.clone(),
         })
     }
 

@@ -275,6 +275,8 @@ pub(super) struct RawPool {
     pub(super) repair_after: String,
     #[serde(default)]
     pub(super) subnets: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) prices: BTreeMap<String, crate::core::prices::TypePrices>,
 }
 
 fn default_max_step() -> u32 {
@@ -363,7 +365,9 @@ instance_types = ["t3.small"]
         let mut keys = std::collections::BTreeSet::new();
         fn walk(prefix: &str, value: &toml::Value, keys: &mut std::collections::BTreeSet<String>) {
             match value {
-                toml::Value::Table(table) if !prefix.ends_with(".subnets") => {
+                toml::Value::Table(table)
+                    if !prefix.ends_with(".subnets") && !prefix.ends_with(".prices") =>
+                {
                     for (k, v) in table {
                         let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                         walk(&path, v, keys);

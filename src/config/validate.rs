@@ -16,6 +16,7 @@ use super::file::{
     DEFAULT_ALERTMANAGER_TIMEOUT, RawAlertmanager, RawAuth, RawCloudWatch, RawConfig, RawDrain, RawPool,
 };
 use super::{ConfigError, Secret};
+use crate::core::prices::{Prices, TypePrices};
 use crate::secrets::TokenFile;
 
 /// Collects problems as `key: problem` lines.
@@ -378,9 +379,31 @@ impl RawPool {
                 "off" => None,
                 text => Some(p.duration(&key("repair_after"), text)),
             },
+            prices: check_prices(&key("prices"), self.prices, p),
             subnets: self.subnets,
         }
     }
+}
+
+/// Each entry names an instance type and gives at least one finite price of zero or more.
+fn check_prices(key: &str, prices: BTreeMap<String, TypePrices>, p: &mut Problems) -> Prices {
+    for (name, entry) in &prices {
+        if !is_instance_type(name) {
+            p.add(key, format!("{name:?} is not an instance type name such as \"t3.small\""));
+        }
+        if entry.on_demand.is_none() && entry.spot.is_none() {
+            p.add(&format!("{key}.{name}"), "give on_demand and/or spot, the price per hour");
+        }
+        for (market, price) in [("on_demand", entry.on_demand), ("spot", entry.spot)] {
+            if let Some(price) = price.filter(|v| !v.is_finite() || *v < 0.0) {
+                p.add(
+                    &format!("{key}.{name}.{market}"),
+                    format!("{price} is not a price (a number of zero or more)"),
+                );
+            }
+        }
+    }
+    Prices(prices)
 }
 
 /// An empty list (when given), a repeated type or a name that is not `family.size` (such as
@@ -503,6 +526,31 @@ mod tests {
         let c = f.load(&text, &[]).unwrap();
         let events = c.auth.events_token.unwrap();
         assert!(events.accepts(b"other") && !events.accepts(b"s3cret-token"));
+    }
+
+    #[test]
+    fn prices_are_optional_and_checked() {
+        let f = Fixture::new();
+        assert!(f.load(&f.toml(""), &[]).unwrap().pools["workers"].prices.0.is_empty());
+        let priced = f.toml("[pools.workers.prices]\n\"t3.small\" = { on_demand = 0.0208, spot = 0.0075 }\n\"m7i.large\" = { on_demand = 0.1008 }");
+        let c = f.load(&priced, &[]).unwrap();
+        let prices = &c.pools["workers"].prices;
+        assert_eq!(
+            prices.hourly_micros(Some("m7i.large"), crate::core::model::Market::OnDemand),
+            Some(100_800)
+        );
+        assert_eq!(c.policy("workers").unwrap().prices, *prices, "the decision core gets them");
+        let bad = f.toml("[pools.workers.prices]\n\"t3 small\" = { on_demand = 1.0 }\n\"t3.micro\" = {}\n\"t3.nano\" = { spot = -1.0 }");
+        let err = f.load(&bad, &[]).unwrap_err().to_string();
+        for expected in [
+            "pools.workers.prices: \"t3 small\" is not an instance type name",
+            "pools.workers.prices.t3.micro: give on_demand and/or spot",
+            "pools.workers.prices.t3.nano.spot: -1 is not a price",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in {err}");
+        }
+        let unknown = f.toml("[pools.workers.prices]\n\"t3.small\" = { ondemand = 1.0 }");
+        assert!(f.load(&unknown, &[]).unwrap_err().to_string().contains("unknown field `ondemand`"));
     }
 
     #[test]

@@ -373,7 +373,7 @@ fn decide_down(
     if unready as f64 > policy.max_unready_share * nodes as f64 {
         return Decision::hold(Reason::Unhealthy { unready, nodes });
     }
-    match choose_drain_candidate(workers) {
+    match choose_drain_candidate(workers, &policy.prices) {
         Ok(drain) => {
             Decision { plan: Plan::Drain(drain), reason: Reason::ScaleDown { cause: cause(signal) } }
         }

@@ -21,6 +21,7 @@ pub fn policy() -> PoolPolicy {
         drain_timeout: Duration::from_secs(300),
         max_unready_share: 0.45,
         repair_after: Some(Duration::from_secs(600)),
+        prices: Default::default(),
     }
 }
 
@@ -31,6 +32,7 @@ pub fn worker(instance_id: &str) -> WorkerBuilder {
         az: "a".into(),
         market: Market::OnDemand,
         launched_at: Timestamp::from_millis(0),
+        instance_type: None,
         node: None,
     })
 }
@@ -41,6 +43,10 @@ pub struct WorkerBuilder(Worker);
 impl WorkerBuilder {
     pub fn in_az(mut self, az: &str) -> Self {
         self.0.az = az.into();
+        self
+    }
+    pub fn of_type(mut self, instance_type: &str) -> Self {
+        self.0.instance_type = Some(instance_type.into());
         self
     }
     pub fn spot(mut self) -> Self {

@@ -9,6 +9,7 @@ pub mod interruption;
 pub mod model;
 pub mod offerings;
 pub mod placement;
+pub mod prices;
 pub mod repair;
 pub mod sync;
 pub mod text;

@@ -90,6 +90,8 @@ pub struct Worker {
     pub market: Market,
     /// When EC2 launched it.
     pub launched_at: Timestamp,
+    /// Its instance type, when EC2 said (a fleet may launch any of the pool's types).
+    pub instance_type: Option<String>,
     /// The Kubernetes view of the node, absent until the node has registered.
     pub node: Option<NodeView>,
 }
@@ -364,4 +366,7 @@ pub struct PoolPolicy {
     pub max_unready_share: f64,
     /// A node NotReady this long is replaced (node repair); `None` turns repair off.
     pub repair_after: Option<Duration>,
+    /// Hourly prices by instance type: a scale-down removes the most expensive of the
+    /// equally safe nodes.
+    pub prices: super::prices::Prices,
 }

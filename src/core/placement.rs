@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use super::model::{CapacityBackoff, DrainOp, DrainPhase, LaunchRequest, Market, PoolPolicy, Worker};
 use super::offerings::open_types;
+use super::prices::Prices;
 use super::time::Timestamp;
 
 /// Splits `count` new nodes over the pool's zones, one at a time to the zone with the fewest
@@ -83,10 +84,12 @@ pub const WOULD_EMPTY_ZONE: &str = "would empty its zone while another has two o
 
 /// Picks the node to drain: a safe, Ready, uncordoned node in the zone with the most serving
 /// nodes, never one whose removal leaves its zone without a serving node while another zone
-/// has two or more; among equals, on-demand before spot, then fewest pods, then the youngest.
+/// has two or more; among equals, the most expensive by `prices` (a node whose price is not
+/// configured counts as the cheapest), then on-demand before spot, then fewest pods, then
+/// the youngest.
 /// Zones are counted in serving (Ready, schedulable) nodes: a booting, NotReady or cordoned
 /// node takes no pods, so it does not keep a zone alive.
-pub fn choose_drain_candidate(workers: &[Worker]) -> Result<DrainOp, NoCandidate> {
+pub fn choose_drain_candidate(workers: &[Worker], prices: &Prices) -> Result<DrainOp, NoCandidate> {
     let mut population: BTreeMap<&str, usize> = BTreeMap::new();
     for w in workers.iter().filter(|w| w.serves()) {
         *population.entry(w.az.as_str()).or_default() += 1;
@@ -105,6 +108,7 @@ pub fn choose_drain_candidate(workers: &[Worker]) -> Result<DrainOp, NoCandidate
             let node = w.node.as_ref().expect("eligible workers have nodes");
             (
                 std::cmp::Reverse(population.get(w.az.as_str()).copied().unwrap_or_default()),
+                std::cmp::Reverse(prices.hourly_micros(w.instance_type.as_deref(), w.market).unwrap_or(0)),
                 w.market == Market::Spot,
                 node.evictable_pods,
                 std::cmp::Reverse(w.launched_at),
@@ -230,7 +234,7 @@ mod tests {
             worker("i-b1").in_az("b").node().build(),
             worker("i-b2").in_az("b").node().build(),
         ];
-        assert_eq!(choose_drain_candidate(&workers).unwrap().az, "b");
+        assert_eq!(choose_drain_candidate(&workers, &Prices::default()).unwrap().az, "b");
     }
 
     #[test]
@@ -240,7 +244,7 @@ mod tests {
             worker("i-b1").in_az("b").node().blocked("pod without controller").build(),
             worker("i-b2").in_az("b").node().blocked("pod without controller").build(),
         ];
-        let err = choose_drain_candidate(&workers).unwrap_err();
+        let err = choose_drain_candidate(&workers, &Prices::default()).unwrap_err();
         assert!(err.passed_over.contains(&("i-a1".into(), WOULD_EMPTY_ZONE.into())));
         assert_eq!(
             err.summary(),
@@ -258,14 +262,14 @@ mod tests {
             worker("i-b1").in_az("b").node().pods(0).launched(9).build(),
             worker("i-b2").in_az("b").node().cordoned().build(),
         ];
-        let chosen = choose_drain_candidate(&workers).unwrap();
+        let chosen = choose_drain_candidate(&workers, &Prices::default()).unwrap();
         assert_eq!(chosen.az, "a", "{chosen:?}");
         let mut unready = workers.clone();
         unready[3] = worker("i-b2").in_az("b").node().not_ready().build();
-        assert_eq!(choose_drain_candidate(&unready).unwrap().az, "a");
+        assert_eq!(choose_drain_candidate(&unready, &Prices::default()).unwrap().az, "a");
         let mut booting = workers.clone();
         booting[3] = worker("i-b2").in_az("b").build();
-        assert_eq!(choose_drain_candidate(&booting).unwrap().az, "a");
+        assert_eq!(choose_drain_candidate(&booting, &Prices::default()).unwrap().az, "a");
     }
 
     #[test]
@@ -276,7 +280,10 @@ mod tests {
                 worker(young).in_az(&young[2..3]).node().launched(200).build(),
                 worker(old).in_az(&old[2..3]).node().launched(100).build(),
             ];
-            assert_eq!(choose_drain_candidate(&workers).map(|d| d.instance_id).ok().as_deref(), Some(young));
+            assert_eq!(
+                choose_drain_candidate(&workers, &Prices::default()).map(|d| d.instance_id).ok().as_deref(),
+                Some(young)
+            );
         }
     }
 
@@ -287,10 +294,46 @@ mod tests {
         let od_idle_old = worker("i-od-old").in_az("a").node().pods(1).launched(100).build();
         let od_idle_young = worker("i-od-young").in_az("a").node().pods(1).launched(200).build();
         let workers = [spot_empty, od_busy, od_idle_old, od_idle_young];
-        assert_eq!(choose_drain_candidate(&workers).unwrap().instance_id, "i-od-young");
-        assert_eq!(choose_drain_candidate(&workers[..3]).unwrap().instance_id, "i-od-old");
-        assert_eq!(choose_drain_candidate(&workers[..2]).unwrap().instance_id, "i-od-busy");
-        assert_eq!(choose_drain_candidate(&workers[..1]).unwrap().instance_id, "i-spot");
+        assert_eq!(choose_drain_candidate(&workers, &Prices::default()).unwrap().instance_id, "i-od-young");
+        assert_eq!(
+            choose_drain_candidate(&workers[..3], &Prices::default()).unwrap().instance_id,
+            "i-od-old"
+        );
+        assert_eq!(
+            choose_drain_candidate(&workers[..2], &Prices::default()).unwrap().instance_id,
+            "i-od-busy"
+        );
+        assert_eq!(choose_drain_candidate(&workers[..1], &Prices::default()).unwrap().instance_id, "i-spot");
+    }
+
+    #[test]
+    fn a_mixed_type_pool_drains_its_most_expensive_safe_node_first() {
+        use crate::core::prices::TypePrices;
+        let prices = Prices(BTreeMap::from([
+            ("t3.small".to_string(), TypePrices { on_demand: Some(0.0208), spot: Some(0.0075) }),
+            ("m7i.large".to_string(), TypePrices { on_demand: Some(0.1008), spot: Some(0.0400) }),
+        ]));
+        let small_od = worker("i-small-od").of_type("t3.small").node().pods(1).launched(300).build();
+        let large_spot = worker("i-large-spot").of_type("m7i.large").spot().node().pods(4).build();
+        let large_od_blocked = worker("i-large-od").of_type("m7i.large").node().blocked("local data").build();
+        let unknown = worker("i-unknown").of_type("c7g.large").node().pods(0).launched(900).build();
+        let workers = [small_od.clone(), large_spot.clone(), large_od_blocked, unknown.clone()];
+        // The large spot node costs most of the safe ones, despite spot and more pods.
+        assert_eq!(choose_drain_candidate(&workers, &prices).unwrap().instance_id, "i-large-spot");
+        // Without it, the priced on-demand node before the one whose price is unknown.
+        assert_eq!(
+            choose_drain_candidate(&[small_od.clone(), unknown.clone()], &prices).unwrap().instance_id,
+            "i-small-od"
+        );
+        // Without prices, the old order: fewest pods, then the youngest.
+        assert_eq!(
+            choose_drain_candidate(&[small_od, unknown], &Prices::default()).unwrap().instance_id,
+            "i-unknown"
+        );
+        // Price never overrides the zone rule: the busier zone goes first.
+        let cheap_b1 = worker("i-b1").in_az("b").of_type("t3.small").node().build();
+        let cheap_b2 = worker("i-b2").in_az("b").of_type("t3.small").node().build();
+        assert_eq!(choose_drain_candidate(&[large_spot, cheap_b1, cheap_b2], &prices).unwrap().az, "b");
     }
 
     #[test]
@@ -301,7 +344,7 @@ mod tests {
             worker("i-3").in_az("a").node().cordoned().build(),
             worker("i-4").in_az("a").node().blocked("annotated scale-down-disabled").build(),
         ];
-        let err = choose_drain_candidate(&workers).unwrap_err();
+        let err = choose_drain_candidate(&workers, &Prices::default()).unwrap_err();
         let reasons: Vec<&str> = err.passed_over.iter().map(|(_, r)| r.as_str()).collect();
         assert_eq!(
             reasons,
@@ -312,7 +355,8 @@ mod tests {
                 "annotated scale-down-disabled"
             ]
         );
-        let picked = choose_drain_candidate(&[worker("i-5").in_az("a").node().build()]).unwrap();
+        let picked =
+            choose_drain_candidate(&[worker("i-5").in_az("a").node().build()], &Prices::default()).unwrap();
         let expected = DrainOp {
             instance_id: "i-5".into(),
             node: "node-i-5".into(),

@@ -111,6 +111,7 @@ fn worker(instance: &ManagedInstance, node: Option<NodeView>) -> Worker {
         az: instance.az.clone(),
         market: instance.market,
         launched_at: instance.launched_at,
+        instance_type: instance.instance_type.clone(),
         node,
     }
 }

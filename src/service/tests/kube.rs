@@ -109,6 +109,27 @@ async fn node_that_never_joins_is_terminated_at_the_join_timeout_and_its_market_
     assert!(cluster.event_reasons().is_empty(), "no node registered, so no node to put events on");
 }
 
+/// Issue 15: a pool of several instance types with `[pools.workers.prices]` drains its most
+/// expensive safe node, read from EC2's instance type, even when it runs more pods.
+#[tokio::test]
+async fn a_mixed_type_pool_drains_its_most_expensive_node_first() {
+    let prices = r#"{ "t3.small" = { on_demand = 0.0208 }, "m7i.large" = { on_demand = 0.1008 } }"#;
+    let (h, cluster) = harness_with(&[("K3S_AUTOSCALER__POOLS__WORKERS__PRICES", prices)]);
+    three_workers(&h, &cluster);
+    for instance in h.compute.instances.lock().unwrap().iter_mut() {
+        let large = instance.instance_id == "i-b1";
+        instance.instance_type = Some(if large { "m7i.large" } else { "t3.small" }.into());
+    }
+    for pod in ["web-1", "web-2", "web-3"] {
+        cluster.add_pod("node-i-b1", web(pod));
+    }
+    cluster.add_pod("node-i-b2", web("web-4"));
+    h.service.accept(firing(Direction::Down, "fp-down", 1)).await.unwrap();
+    assert!(matches!(h.reconcile().await, ReconcileOutcome::Acted { .. }));
+    assert!(cluster.node("node-i-b1").unwrap().unschedulable, "the m7i.large node, despite its 3 pods");
+    assert!(!cluster.node("node-i-b2").unwrap().unschedulable);
+}
+
 #[tokio::test]
 async fn scale_down_drains_the_node_then_terminates_and_deletes_it() {
     let (h, cluster) = harness_with(&[]);
