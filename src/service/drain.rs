@@ -190,7 +190,15 @@ impl Service {
         cluster: &dyn Cluster,
         why: String,
     ) -> Result<(), ReconcileError> {
-        let reason = if node_exists(cluster.set_unschedulable(&drain.node, false).await)? {
+        let reason = if self.interruption_open(&drain.instance_id).await? {
+            // The interrupt worker is draining it for EC2: uncordoning would let pods land
+            // on a node that goes in two minutes, and its evictions hit an uncordoned node.
+            format!(
+                "drain of {} aborted, node left cordoned (an interruption of instance {} is draining it), \
+                 nothing terminated: {why}",
+                drain.node, drain.instance_id
+            )
+        } else if node_exists(cluster.set_unschedulable(&drain.node, false).await)? {
             let reason =
                 format!("drain of {} aborted, node uncordoned, nothing terminated: {why}", drain.node);
             cluster.node_event(&drain.node, NodeEvent::DrainAborted, &reason).await;

@@ -238,6 +238,13 @@ impl Service {
     }
 
     /// Saves a record moved on; a replica that got there first wins and this pass stops.
+    /// Whether `instance_id` has an open interruption: its node belongs to the interrupt
+    /// worker, and a pool drain that ends must leave it cordoned.
+    pub(super) async fn interruption_open(&self, instance_id: &str) -> Result<bool, StoreError> {
+        let open = self.inner.edges.store.open_interruptions().await?;
+        Ok(open.iter().any(|(record, _)| record.instance_id == instance_id))
+    }
+
     pub(super) async fn save_interruption(
         &self,
         record: &Interruption,

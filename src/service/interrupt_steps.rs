@@ -84,12 +84,12 @@ impl Service {
             InterruptStep::WaitForLaunch => Ok(true),
             InterruptStep::WaitForReplacement => Ok(true),
             InterruptStep::Evict => {
-                // The notice's cordon may have failed, or something uncordoned the node. Cordon
-                // unless the pool's list shows it cordoned: a node missing from that list (its
-                // pool label removed by hand) is still this instance's node. A Node already
-                // deleted has nothing left to cordon.
-                let cordoned = own.is_some_and(|n| n.unschedulable);
-                if let (false, Some(cluster), Some(node)) = (cordoned, &cluster, &record.node) {
+                // The notice's cordon may have failed, or something uncordoned the node since
+                // (an operator; a view read from a watch cache may not show it yet): cordon on
+                // every round, right before evicting, whatever the pool's list says. A node
+                // missing from that list (its pool label removed by hand) is still this
+                // instance's node. A Node already deleted has nothing left to cordon.
+                if let (Some(cluster), Some(node)) = (&cluster, &record.node) {
                     match cluster.set_unschedulable(node, true).await {
                         Err(error) if error.is_not_found() => {}
                         other => other?,

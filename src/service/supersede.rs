@@ -45,8 +45,9 @@ impl Service {
             current.node, decision.reason
         );
         if let Some(cluster) = &self.inner.edges.cluster {
-            // `started`: not cordoned by us yet, so a cordon someone else set stays.
-            if current.phase != DrainPhase::Started {
+            // `started`: not cordoned by us yet, so a cordon someone else set stays; nor is a
+            // node an interruption is draining uncordoned.
+            if current.phase != DrainPhase::Started && !self.interruption_open(&current.instance_id).await? {
                 cluster.set_unschedulable(&current.node, false).await?;
             }
             cluster.node_event(&current.node, NodeEvent::DrainSuperseded, &reason).await;

@@ -414,6 +414,45 @@ async fn a_claim_left_by_a_dead_replica_expires_and_the_launch_goes_on() {
     assert_eq!(replacements(&h, "i-a1").len(), 1);
 }
 
+/// The soak's untraced "evictions from a node that was not cordoned" (seed 11, before the
+/// launch claim): a pool drain of a node was under way when EC2 warned its instance; the pool
+/// drain then hit a pod it may not evict and aborted, uncordoning the node while the
+/// interrupt worker was evicting from it. A node with an open interruption stays cordoned.
+#[tokio::test]
+async fn a_pool_drain_that_aborts_leaves_a_spot_warned_node_cordoned() {
+    let (h, cluster) = harness_with(&[]);
+    pool(&h, &cluster);
+    let web = |name: &str| PodFacts {
+        namespace: "shop".into(),
+        name: name.into(),
+        controller_kind: Some("ReplicaSet".into()),
+        has_pdb: true,
+        ..PodFacts::default()
+    };
+    cluster.add_pod("node-i-a2", web("web-1"));
+    cluster.add_pod("node-i-a3", web("web-2"));
+    *cluster.pdb_budget.lock().unwrap() = Some(0);
+    h.service.accept(super::firing(crate::core::model::Direction::Down, "fp-down", 1)).await.unwrap();
+    h.reconcile().await;
+    assert!(cluster.node("node-i-a2").unwrap().unschedulable, "the pool drains i-a2; its PDB holds the pod");
+    assert!(h.store.record("workers").state.op.is_some(), "drain in flight");
+
+    h.compute.set_spot_status("i-a2", "marked-for-termination");
+    assert_eq!(h.service.accept_ec2_event(spot("i-a2")).await.unwrap().outcome, "handled");
+    let bare = PodFacts { namespace: "shop".into(), name: "bare".into(), ..PodFacts::default() };
+    cluster.add_pod("node-i-a2", bare);
+    h.reconcile().await;
+    assert!(h.store.record("workers").state.op.is_none(), "the pool drain aborted on the bare pod");
+    assert!(cluster.node("node-i-a2").unwrap().unschedulable, "left cordoned for the interruption");
+    assert!(
+        h.store
+            .events()
+            .iter()
+            .any(|e| e.reason.contains("node left cordoned (an interruption of instance i-a2")),
+        "the outcome says why"
+    );
+}
+
 fn rebalance(instance_id: &str) -> Ec2Event {
     Ec2Event::Rebalance { instance_id: instance_id.into(), event_id: None }
 }
