@@ -254,7 +254,9 @@ impl Checker {
             let Some(node) = &e.node else { continue };
             let instance = node.strip_prefix("node-").unwrap_or(node);
             let warned = self.seen.lock().unwrap().spot_warned.contains(instance);
-            if !e.cordoned {
+            // A pod still bound to a deleted Node (EC2 reclaimed the instance, the Node went)
+            // runs nowhere: evicting it takes nothing from a serving node.
+            if e.node_exists && !e.cordoned {
                 self.violation(format!("eviction of {} from {node}, which is not being drained", e.pod));
             }
             if e.pod.starts_with(BLOCKER_PREFIX) && !warned {

@@ -254,15 +254,20 @@ pub struct Fault {
     pub times: usize,
 }
 
-/// One eviction request as the API server saw it: the pod, its node, and whether that node
-/// was cordoned (being drained) at that moment.
+/// One eviction request as the API server saw it: the pod, its node, whether that node was
+/// cordoned (being drained) at that moment, and whether its Node object still existed (a
+/// pod stays bound to a deleted Node's name until pod GC).
 #[derive(Debug, Clone)]
 pub struct EvictionSeen {
     pub pod: String,
     pub node: Option<String>,
     pub cordoned: bool,
+    pub node_exists: bool,
     pub code: u16,
 }
+
+/// What `eviction_target` reads: the pod's node, whether it is cordoned, whether it exists.
+pub type EvictionTarget = (Option<String>, bool, bool);
 
 pub struct State {
     pub rv: u64,
@@ -346,26 +351,26 @@ impl State {
         s
     }
 
-    /// The pod's node and whether that node is cordoned, read before an eviction is answered.
-    pub fn eviction_target(&self, ns: &str, name: &str) -> (Option<String>, bool) {
+    /// The pod's node, whether that node is cordoned and whether it exists, read before an
+    /// eviction is answered.
+    pub fn eviction_target(&self, ns: &str, name: &str) -> EvictionTarget {
         let node = self
             .get(Kind::Pod, ns, name)
             .and_then(|p| p.pointer("/spec/nodeName"))
             .and_then(Value::as_str)
             .map(String::from);
-        let cordoned = node
-            .as_deref()
-            .and_then(|n| self.get(Kind::Node, "", n))
+        let object = node.as_deref().and_then(|n| self.get(Kind::Node, "", n));
+        let cordoned = object
             .is_some_and(|n| n.pointer("/spec/unschedulable").and_then(Value::as_bool).unwrap_or(false));
-        (node, cordoned)
+        (node, cordoned, object.is_some())
     }
 
     /// Records an eviction request on `ns/name` answered `code`, with its `eviction_target`.
-    pub fn note_eviction(&mut self, ns: &str, name: &str, code: u16, target: (Option<String>, bool)) {
+    pub fn note_eviction(&mut self, ns: &str, name: &str, code: u16, target: EvictionTarget) {
         let pod = format!("{ns}/{name}");
         self.evictions.push((pod.clone(), code));
-        let (node, cordoned) = target;
-        self.eviction_log.push(EvictionSeen { pod, node, cordoned, code });
+        let (node, cordoned, node_exists) = target;
+        self.eviction_log.push(EvictionSeen { pod, node, cordoned, node_exists, code });
     }
 
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
