@@ -18,6 +18,7 @@ mod launch;
 mod notice_poller;
 mod outcome;
 mod pending;
+mod pool_memory;
 mod reconcile;
 mod repair;
 mod snapshot;
@@ -89,8 +90,9 @@ struct Inner {
     audited_holds: Mutex<HashMap<String, String>>,
     /// Nodes reported as holding node repair back, per pool.
     repair_reported: repair::RepairReported,
-    /// When each pool's instances were last listed (see `reconcile::QUIET_REFRESH`).
-    full_observations: Mutex<HashMap<String, crate::core::time::Timestamp>>,
+    /// The last reads of each pool: when its instances were listed (see
+    /// `reconcile::QUIET_REFRESH`) and what a launch may be decided from without reading.
+    memory: pool_memory::PoolMemory,
     shutdown: watch::Sender<bool>,
     /// What the Alertmanager sync last saw (it owns the rest of its state).
     alert_sync: alert_sync::StatusHandle,
@@ -125,7 +127,7 @@ impl Service {
                 pending,
                 audited_holds: Mutex::new(HashMap::new()),
                 repair_reported: Mutex::new(HashMap::new()),
-                full_observations: Mutex::new(HashMap::new()),
+                memory: pool_memory::PoolMemory::default(),
                 shutdown,
                 alert_sync: watch::Sender::new(SyncStatus::default()),
             }),

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::core::model::Signal;
+use crate::core::model::{Direction, Signal};
 
 /// What a pending write changes.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +121,17 @@ pub(super) async fn settle(writes: Vec<PendingWrite>) -> Vec<SignalChange> {
         }
     }
     durable
+}
+
+/// The changes of `writes` as if they had all succeeded, for a decision that is only acted on
+/// once they did (`reconcile::launch_from_memory`); empty unless one of them fires a
+/// scale-up, the one alert the fast path serves.
+pub(super) fn fired_up(writes: &[PendingWrite]) -> Vec<SignalChange> {
+    let up = |w: &PendingWrite| matches!(&w.change, SignalChange::Fire(s) if s.direction == Direction::Up);
+    if !writes.iter().any(up) {
+        return Vec::new();
+    }
+    writes.iter().map(|w| w.change.clone()).collect()
 }
 
 /// The active signals once the `durable` changes (newer than the query) are applied.

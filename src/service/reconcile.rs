@@ -2,7 +2,8 @@
 //!
 //! A reconcile that only holds writes nothing: the lease is taken (optimistically, in the same
 //! write as the operation) only when there is something to do, so duplicate notifications
-//! cost reads, never writes.
+//! cost reads, never writes. A scale-up alert on a quiet pool does not even read first: see
+//! `Service::launch_from_memory` and `pool_memory`.
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use super::Service;
 use super::outcome::{Fresh, ReconcileError, ReconcileOutcome, new_op_id};
 use super::pending;
 use super::snapshot::PoolSnapshot;
+use crate::adapters::dynamodb::store::LeaseAction;
 use crate::adapters::{AuditEvent, Lease, ManagedInstance, PoolRecord, StoreError};
 use crate::core::decide::{DecideInput, Decision, Plan, Reason, decide};
 use crate::core::model::{
@@ -44,27 +46,38 @@ impl Service {
         // Taken before the query: a write finishing later is merged below, one that finished
         // earlier is in the query's answer.
         let pending = self.inner.pending.of(pool);
+        if !pending.is_empty() {
+            if let Some(outcome) = self.launch_from_memory(pool, &policy, &pending, now).await? {
+                return Ok(outcome);
+            }
+        }
         let (record, signals, observed, durable) = if pending.is_empty() {
             // A sweep (no alert just arrived): state and signals first, and the instance list
             // only when there is something to decide or the last one is getting old.
             let (record, signals) =
                 tokio::join!(edges.store.read_pool(pool), edges.store.active_signals(pool, now));
             let (record, signals) = (record?, signals?);
+            self.inner.memory.read(pool, &record, &signals);
             if record.state.op.is_none() && signals.is_empty() && self.observed_recently(pool, now) {
                 self.observe_signals(pool, &signals);
                 return Ok(ReconcileOutcome::Held(Reason::NoSignal.label()));
             }
             (record, Ok(signals), self.observe_pool(pool).await, Vec::new())
         } else {
-            // An alert is being stored: the reads are independent, so they go out together
-            // (one round trip, not three), alongside the intake's signal write.
+            // An alert is being stored and the pool is not remembered well enough to decide
+            // from: the reads are independent, so they go out together (one round trip, not
+            // three), alongside the intake's signal write.
             let (record, signals, observed, durable) = tokio::join!(
                 edges.store.read_pool(pool),
                 edges.store.active_signals(pool, now),
                 self.observe_pool(pool),
                 pending::settle(pending),
             );
-            (record?, signals, observed, durable)
+            let record = record?;
+            if let Ok(signals) = &signals {
+                self.inner.memory.read(pool, &record, signals);
+            }
+            (record, signals, observed, durable)
         };
         if let Some(op) = &record.state.op {
             if self.inner.config.dry_run {
@@ -94,7 +107,7 @@ impl Service {
         let repair_watch = policy.repair_after.is_some() && observed.any_not_ready();
         let considering_scale_down = considering_scale_down || repair_watch;
         let snapshot = self.snapshot(pool, observed, considering_scale_down).await?;
-        self.note_observed(pool, now);
+        self.inner.memory.listed(pool, &record, &snapshot.instances, now);
         // Cleanup waits while an operation is in flight (its instances are its own to handle).
         if record.state.op.is_none() && self.clean_up_never_joined(&policy, &snapshot).await {
             return Ok(ReconcileOutcome::Progressed);
@@ -114,7 +127,7 @@ impl Service {
         self.report_repair_blocked(&policy, &snapshot.workers, &interrupted, snapshot.cluster_seen, now)
             .await;
         self.log_decision(pool, &decision);
-        let (kind, deadline) = match decision.plan.clone() {
+        match decision.plan.clone() {
             Plan::Hold => {
                 self.audit_hold_if_changed(pool, &decision).await;
                 return Ok(ReconcileOutcome::Held(decision.reason.label()));
@@ -126,40 +139,114 @@ impl Service {
                 self.audit(pool, "decision", &decision, None, true).await;
                 return Ok(ReconcileOutcome::DryRun);
             }
-            Plan::Launch(requests) => (
-                OperationKind::Launch(LaunchOp {
-                    requests,
-                    instances: Vec::new(),
-                    phase: LaunchPhase::Requested,
-                    failed: Vec::new(),
-                }),
-                now.plus(policy.join_timeout),
-            ),
-            Plan::Drain(drain) => (OperationKind::Drain(drain), now.plus(policy.drain_timeout)),
+            Plan::Launch(_) | Plan::Drain(_) => {}
+        }
+        let Some(state) = write_ahead(&record.state, &decision, &policy, now) else {
+            return Ok(ReconcileOutcome::Held(decision.reason.label()));
         };
-        let op = Operation {
-            id: new_op_id(),
-            kind,
-            reason: decision.reason.to_string(),
-            started_at: now,
-            deadline,
-        };
-        let mut state = record.state.clone();
-        state.backoffs.retain(|b| b.until > now);
-        state.op = Some(op.clone());
         let ttl = self.inner.config.timing.lease_ttl;
-        let lease =
-            match edges.store.begin(pool, record.fencing_token, &state, &self.inner.owner, now, ttl).await {
-                Err(StoreError::Contended { .. }) => return Ok(ReconcileOutcome::Contended),
-                other => other?,
-            };
-        self.inner.metrics.set_lease_held(pool, true);
+        let begun = edges.store.begin(pool, record.fencing_token, &state, &self.inner.owner, now, ttl).await;
+        self.inner.memory.wrote(pool);
+        let lease = match begun {
+            Err(StoreError::Contended { .. }) => return Ok(ReconcileOutcome::Contended),
+            other => other?,
+        };
+        self.act(&policy, &lease, state, &decision).await
+    }
+
+    /// Runs the operation just written ahead, alongside its decision's audit record.
+    async fn act(
+        &self,
+        policy: &PoolPolicy,
+        lease: &Lease,
+        state: PoolState,
+        decision: &Decision,
+    ) -> Result<ReconcileOutcome, ReconcileError> {
+        self.inner.metrics.set_lease_held(&policy.name, true);
+        let op_id = state.op.as_ref().map(|op| op.id.clone()).unwrap_or_default();
         let (acted, _) = tokio::join!(
-            self.run_op(&policy, &lease, state, Fresh::Yes),
-            self.audit(pool, "decision", &decision, Some(&op.id), false),
+            self.run_op(policy, lease, state, Fresh::Yes),
+            self.audit(&policy.name, "decision", decision, Some(&op_id), false),
         );
         acted?;
-        Ok(ReconcileOutcome::Acted { op_id: op.id })
+        Ok(ReconcileOutcome::Acted { op_id })
+    }
+
+    /// The fast path of an alert on a quiet pool: two sequential round trips to the launch
+    /// request instead of three. The launch is decided from what the last sweep read (see
+    /// `pool_memory`) and written ahead at once, conditional on the remembered fencing token;
+    /// the fresh reads (signals, instances, the alert's own signal write) go out alongside
+    /// that write, and the launch is only sent when they lead to the same decision. A token
+    /// that moved on costs the one failed write; fresh reads that disagree cost one more write
+    /// that takes the operation back. Either way the ordinary path then decides from fresh
+    /// reads. `None` when the fast path does not apply or gave way.
+    async fn launch_from_memory(
+        &self,
+        pool: &str,
+        policy: &PoolPolicy,
+        pending: &[pending::PendingWrite],
+        now: Timestamp,
+    ) -> Result<Option<ReconcileOutcome>, ReconcileError> {
+        let fired = pending::fired_up(pending);
+        if fired.is_empty() || self.inner.config.dry_run {
+            return Ok(None);
+        }
+        let Some(basis) = self.inner.memory.basis(pool, now) else { return Ok(None) };
+        let observed = self.observe_with(pool, basis.instances).await?;
+        if policy.repair_after.is_some() && observed.any_not_ready() {
+            return Ok(None); // node repair needs pod facts: the ordinary path gathers them
+        }
+        let snapshot = self.snapshot(pool, observed, false).await?;
+        // The same decision twice: from memory, then from the fresh reads.
+        let state = &basis.record.state;
+        let decide_from = |signals: &[Signal], snapshot: &PoolSnapshot| {
+            let (workers, cluster_seen) = (&snapshot.workers, snapshot.cluster_seen);
+            decide(DecideInput { signals, state, workers, policy, interrupted: &[], cluster_seen, now })
+        };
+        let guess = decide_from(&pending::merge(basis.signals.clone(), &fired), &snapshot);
+        if !matches!(guess.plan, Plan::Launch(_)) {
+            return Ok(None);
+        }
+        let Some(written) = write_ahead(state, &guess, policy, now) else { return Ok(None) };
+        let edges = &self.inner.edges;
+        let ttl = self.inner.config.timing.lease_ttl;
+        let (begun, signals, observed, durable) = tokio::join!(
+            edges.store.begin(pool, basis.record.fencing_token, &written, &self.inner.owner, now, ttl),
+            edges.store.active_signals(pool, now),
+            self.observe_pool(pool),
+            pending::settle(pending.to_vec()),
+        );
+        self.inner.memory.wrote(pool);
+        let lease = match begun {
+            Err(StoreError::Contended { .. }) => {
+                tracing::debug!(pool, "the remembered pool record is stale: deciding from fresh reads");
+                return Ok(None);
+            }
+            other => other?,
+        };
+        let fresh = match (signals, observed) {
+            (Ok(signals), Ok(observed)) => {
+                let signals = pending::merge(signals, &durable);
+                let snapshot = self.snapshot(pool, observed, false).await;
+                snapshot.ok().map(|snapshot| {
+                    self.inner.memory.listed_after_write(pool, &snapshot.instances, now);
+                    self.observe(pool, &signals, &snapshot.workers);
+                    decide_from(&signals, &snapshot)
+                })
+            }
+            _ => None,
+        };
+        if fresh.as_ref() != Some(&guess) {
+            // Taken back before anything irreversible; the ordinary path decides again.
+            let mut undone = written;
+            undone.op = None;
+            self.save_state(&lease, &undone, None, LeaseAction::Release).await?;
+            info!(pool, guessed = %guess.reason, fresh = ?fresh.map(|d| d.reason.to_string()),
+                  "a launch decided from the remembered pool was taken back: the fresh reads disagree");
+            return Ok(None);
+        }
+        self.log_decision(pool, &guess);
+        self.act(policy, &lease, written, &guess).await.map(Some)
     }
 
     /// Takes the pool's lease for an operation in flight, with the record as it is now;
@@ -349,14 +436,7 @@ impl Service {
 
     /// Whether the pool's instances were listed within [`QUIET_REFRESH`].
     fn observed_recently(&self, pool: &str, now: Timestamp) -> bool {
-        let observed = self.inner.full_observations.lock().ok().and_then(|m| m.get(pool).copied());
-        observed.is_some_and(|at| now.since(at) < QUIET_REFRESH)
-    }
-
-    fn note_observed(&self, pool: &str, now: Timestamp) {
-        if let Ok(mut observed) = self.inner.full_observations.lock() {
-            observed.insert(pool.to_string(), now);
-        }
+        self.inner.memory.listed_at(pool).is_some_and(|at| now.since(at) < QUIET_REFRESH)
     }
 
     fn observe(&self, pool: &str, signals: &[Signal], workers: &[Worker]) {
@@ -511,6 +591,35 @@ fn plan_action(plan: &Plan) -> &'static str {
         Plan::SupersedeDrain { .. } => "supersede_drain",
         Plan::Hold => "hold",
     }
+}
+
+/// The pool state with the decision's operation in it, as `begin` writes it ahead; `None` for
+/// a plan that starts no operation.
+fn write_ahead(
+    state: &PoolState,
+    decision: &Decision,
+    policy: &PoolPolicy,
+    now: Timestamp,
+) -> Option<PoolState> {
+    let (kind, deadline) = match decision.plan.clone() {
+        Plan::Launch(requests) => (
+            OperationKind::Launch(LaunchOp {
+                requests,
+                instances: Vec::new(),
+                phase: LaunchPhase::Requested,
+                failed: Vec::new(),
+            }),
+            now.plus(policy.join_timeout),
+        ),
+        Plan::Drain(drain) => (OperationKind::Drain(drain), now.plus(policy.drain_timeout)),
+        Plan::Hold | Plan::SupersedeDrain { .. } => return None,
+    };
+    let op =
+        Operation { id: new_op_id(), kind, reason: decision.reason.to_string(), started_at: now, deadline };
+    let mut state = state.clone();
+    state.backoffs.retain(|b| b.until > now);
+    state.op = Some(op);
+    Some(state)
 }
 
 /// A drain that has not terminated its instance yet: a scale-up may still undo it.

@@ -54,6 +54,20 @@ impl Service {
         Ok(Observed { instances, nodes: nodes? })
     }
 
+    /// The pool with remembered `instances` (see `pool_memory`) and its nodes as read now
+    /// (served from the watch cache when it runs).
+    pub(super) async fn observe_with(
+        &self,
+        pool: &str,
+        instances: Vec<ManagedInstance>,
+    ) -> Result<Observed, ReconcileError> {
+        let nodes = match &self.inner.edges.cluster {
+            Some(cluster) => Some(cluster.pool_nodes(pool).await?),
+            None => None,
+        };
+        Ok(Observed { instances, nodes })
+    }
+
     /// Joins what [`Service::observe_pool`] read; `with_pods` adds drain facts.
     pub(super) async fn snapshot(
         &self,

@@ -29,6 +29,8 @@ pub struct MemoryStore {
     /// Writes are refused as invalid (DynamoDB's ValidationException).
     rejecting: AtomicBool,
     pub writes: AtomicU64,
+    /// GetItem calls of a pool record.
+    pub record_reads: AtomicU64,
 }
 
 impl MemoryStore {
@@ -109,6 +111,7 @@ impl StateStore for MemoryStore {
     }
     async fn read_pool(&self, pool: &str) -> Result<PoolRecord, StoreError> {
         let d = self.check("GetItem", false)?;
+        self.record_reads.fetch_add(1, Ordering::SeqCst);
         Ok(d.pools.get(pool).cloned().unwrap_or_default())
     }
     async fn begin(

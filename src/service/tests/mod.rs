@@ -1,5 +1,6 @@
 //! Service behaviour on the test doubles: intake, the launch path, resume and contention.
 
+mod fast_launch;
 mod interrupt;
 mod kube;
 mod repair;
