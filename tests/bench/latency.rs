@@ -108,7 +108,10 @@ async fn wait_for_launch(world: &World, sent: Instant) -> Option<Sample> {
     while Instant::now() < deadline {
         let timings = world.proxy.timings();
         if let Some(run) = timings.iter().find(|t| t.api == "CreateFleet") {
-            let before: Vec<&CallTiming> = timings.iter().filter(|t| t.end <= run.start).collect();
+            // Calls that started before the notification (a sweep's, the last reset's) are
+            // not its round trips.
+            let before: Vec<&CallTiming> =
+                timings.iter().filter(|t| t.start >= sent && t.end <= run.start).collect();
             if std::env::var_os("BENCH_DEBUG").is_some() {
                 let at = |i: Instant| i.duration_since(sent).as_secs_f64() * 1000.0;
                 let calls: Vec<String> = timings
@@ -169,9 +172,9 @@ fn waiting(timings: &[CallTiming], from: Instant, to: Instant) -> Duration {
     total + current.map_or(Duration::ZERO, |(s, e)| e - s)
 }
 
-/// Lets the launch's record land, then terminates the pool's instances and deletes its state,
-/// and resolves the alert: the service reads the pool again (one sweep's worth of reads) and
-/// the next notification launches again.
+/// Lets the launch's record land, then deletes the signal, terminates the pool's instances and
+/// deletes its state, and resolves the alert: the service reads the pool again (one sweep's
+/// worth of reads) and the next notification launches again.
 async fn reset(world: &World, service: &crate::support::service::Service, fingerprint: &str) {
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
@@ -182,19 +185,23 @@ async fn reset(world: &World, service: &crate::support::service::Service, finger
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    // The signal goes first: a sweep between the two deletes must not launch again.
+    let delete = |sk: String| {
+        world
+            .aws
+            .dynamodb
+            .delete_item()
+            .table_name(&world.config.table)
+            .key("cluster_id", AttributeValue::S(world.config.cluster_id.clone()))
+            .key("sk", AttributeValue::S(sk))
+            .send()
+    };
+    let _ = delete(format!("signal#workers#{fingerprint}")).await;
     let ids: Vec<String> = world.instances().await.into_iter().map(|(id, _, _)| id).collect();
     if !ids.is_empty() {
         let _ = world.aws.ec2.terminate_instances().set_instance_ids(Some(ids)).send().await;
     }
-    let _ = world
-        .aws
-        .dynamodb
-        .delete_item()
-        .table_name(&world.config.table)
-        .key("cluster_id", AttributeValue::S(world.config.cluster_id.clone()))
-        .key("sk", AttributeValue::S("state#workers".into()))
-        .send()
-        .await;
+    let _ = delete("state#workers".into()).await;
     let resolved_at = Instant::now();
     let resolved = payload(
         "resolved",
@@ -205,12 +212,17 @@ async fn reset(world: &World, service: &crate::support::service::Service, finger
         eprintln!("resolve of {fingerprint} refused");
         return;
     }
-    // The resolve's reconcile reads the pool and lists its instances.
+    // The resolve's reconcile reads the pool and lists its instances; then the service is
+    // left to settle (no AWS call for 50 ms) so the next notification starts on a quiet pool.
     let deadline = Instant::now() + Duration::from_secs(3);
+    let mut last_change = (0, Instant::now());
     while Instant::now() < deadline {
-        let listed =
-            world.proxy.timings().iter().any(|t| t.api == "DescribeInstances" && t.start >= resolved_at);
-        if listed {
+        let timings = world.proxy.timings();
+        let listed = timings.iter().any(|t| t.api == "DescribeInstances" && t.start >= resolved_at);
+        if timings.len() != last_change.0 {
+            last_change = (timings.len(), Instant::now());
+        }
+        if listed && last_change.1.elapsed() >= Duration::from_millis(50) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
