@@ -3,9 +3,10 @@
 //! rule set — the shipped rules, the shipped rules plus alert-rules/optional.rules.yaml, and
 //! any `--rules FILE` — next to two baselines computed on the same load (5 static workers;
 //! the seeds' 2-minute poller). Prints a table, writes report.json and report.png into
-//! `--out` (default target/replay). docs/cost.md.
+//! `--out` (default target/replay). `--speeds 60,120` replays at each speed and fails when a
+//! rule set's node-hours differ by more than 5 %. docs/cost.md.
 //!
-//! cargo run --example replay -- [--speed N] [--profile FILE] [--rules FILE]...
+//! cargo run --example replay -- [--speed N | --speeds N,M] [--profile FILE] [--rules FILE]...
 //!     [--sets shipped,optional] [--slice HH:MM-HH:MM] [--out DIR]
 //!     [--from-prometheus URL [--since DUR] [--until TIME] [--step DUR] [--reference-workers N]]
 
@@ -24,20 +25,23 @@ use harness::run::RuleSet;
 use harness::{Plan, report};
 use support::pipeline::SHIPPED_RULES;
 
-const USAGE: &str = "usage: replay [--speed N] [--profile FILE] [--rules FILE]... [--sets shipped,optional|none] [--slice HH:MM-HH:MM] [--out DIR]
+const USAGE: &str = "usage: replay [--speed N | --speeds N,M,...] [--profile FILE] [--rules FILE]... [--sets shipped,optional|none] [--slice HH:MM-HH:MM] [--out DIR]
               [--from-prometheus URL [--since DUR] [--until TIME] [--step DUR] [--reference-workers N]]
   --from-prometheus URL    the load is this Prometheus' history: CPU used by the workers plus CPU
                            requested by Pending pods, the busiest day of the window at each time of
                            day (UTC); pool and prices stay those of the default day or --profile
   --since DUR              how far back (default 7d)          --until TIME  RFC 3339 end (default now)
   --step DUR               between two points (default 5m)    --reference-workers N  workers whose
-                           2 CPUs each are 100 % (default: the profile's reference_workers, 5)";
+                           2 CPUs each are 100 % (default: the profile's reference_workers, 5)
+  --speeds N,M             replay at each speed; exit 1 if a rule set's node-hours differ by more than 5 %";
 
 struct Args {
     plan: Plan,
     out: PathBuf,
     /// `--from-prometheus`: the load to read before the replay.
     history: Option<History>,
+    /// `--speeds`: replay at each, and compare.
+    speeds: Vec<u32>,
 }
 
 struct History {
@@ -63,13 +67,26 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut sets = "shipped,optional".to_string();
     let mut slice = Slice::DAY;
     let mut out = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/replay"));
+    let (mut speeds, mut speed_given) = (Vec::new(), false);
     let mut from = None;
     let (mut since, mut until, mut step, mut reference_workers) = (None, None, None, None);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--speed" => speed = positive(flag, &value()?)?,
+            "--speed" => {
+                speed = positive(flag, &value()?)?;
+                speed_given = true;
+            }
+            "--speeds" => {
+                speeds = value()?.split(',').map(|s| positive(flag, s.trim())).collect::<Result<_, _>>()?;
+                let mut distinct = speeds.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                if distinct.len() < 2 {
+                    return Err("--speeds needs two different speeds or more, e.g. 60,120".into());
+                }
+            }
             "--from-prometheus" => from = Some(value()?),
             "--since" => since = Some(duration(flag, &value()?)?),
             "--until" => {
@@ -107,6 +124,9 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         let path = std::fs::canonicalize(&file).map_err(|e| format!("{file}: {e}"))?;
         rule_sets.push(RuleSet { name: format!("rules {file}"), files: vec![path.display().to_string()] });
     }
+    if speed_given && !speeds.is_empty() {
+        return Err("--speed and --speeds do not go together".into());
+    }
     let history = match from {
         Some(url) => {
             let step = step.unwrap_or(Duration::from_secs(300));
@@ -120,7 +140,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         None => None,
     };
     let profile = profile.unwrap_or_else(default_day);
-    Ok(Args { plan: Plan { profile, slice, speed, rule_sets }, out, history })
+    Ok(Args { plan: Plan { profile, slice, speed, rule_sets }, out, history, speeds })
 }
 
 /// One line on the profile read from Prometheus, so the operator sees what will be played.
@@ -153,7 +173,7 @@ fn load_average() -> String {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    let Args { mut plan, out, history } = match parse_args(&argv) {
+    let Args { mut plan, out, history, speeds } = match parse_args(&argv) {
         Ok(args) => args,
         Err(e) => {
             eprintln!("replay: {e}\n{USAGE}");
@@ -184,14 +204,41 @@ fn main() -> ExitCode {
             }
         }
     }
-    let clean = replay_once(&runtime, &plan, &out);
+    let compare = !speeds.is_empty();
+    let speeds = if compare { speeds } else { vec![plan.speed] };
+    let mut ok = true;
+    let mut runs = Vec::new();
+    for speed in speeds {
+        plan.speed = speed;
+        let dir = if compare { out.join(format!("{speed}x")) } else { out.clone() };
+        let (figures, clean) = replay_once(&runtime, &plan, &dir);
+        ok &= clean;
+        runs.push((speed, figures));
+    }
+    if compare {
+        let rows = report::agreement(&runs, plan.rule_sets.len());
+        println!("\nnode-hours of each rule set at each speed:\n{}", report::agreement_table(&rows));
+        for row in rows.iter().filter(|r| !r.agrees()) {
+            eprintln!(
+                "{}: the speeds are {:.1} % apart, more than {:.0} %",
+                row.name,
+                row.apart_pct,
+                report::AGREEMENT_MAX_PCT
+            );
+            ok = false;
+        }
+    }
     drop(runtime);
-    if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 /// One replay of `plan` at its speed: prints its table, writes its report into `out`;
-/// whether the figures were all sound and written.
-fn replay_once(runtime: &tokio::runtime::Runtime, plan: &Plan, out: &std::path::Path) -> bool {
+/// the figures, and whether they were all sound and written.
+fn replay_once(
+    runtime: &tokio::runtime::Runtime,
+    plan: &Plan,
+    out: &std::path::Path,
+) -> (Vec<report::Figures>, bool) {
     let span = plan.slice.to - plan.slice.from;
     println!(
         "k3s-autoscaler day replay: {}-{} at {}x (1 s here is {} s of the day; {:.1} min per rule set), load average {}",
@@ -221,5 +268,5 @@ fn replay_once(runtime: &tokio::runtime::Runtime, plan: &Plan, out: &std::path::
     for problem in &outcome.problems {
         eprintln!("figure missing or nonsensical: {problem}");
     }
-    written.is_ok() && outcome.problems.is_empty()
+    (outcome.figures, written.is_ok() && outcome.problems.is_empty())
 }
