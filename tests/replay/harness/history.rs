@@ -29,8 +29,9 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// the step, so each point covers the step before it.
 const USED: &str = r#"sum(1 - rate(node_cpu_seconds_total{mode="idle", role="worker"}[{window}]))"#;
 /// CPUs requested by Pending pods (kube-state-metrics), the demand no node served; zero
-/// where kube-state-metrics reported pods but none Pending, nothing where it reported none.
-const PENDING: &str = r#"sum(max by (namespace, pod, container) (kube_pod_container_resource_requests{resource="cpu"}) * on (namespace, pod) group_left () (max by (namespace, pod) (kube_pod_status_phase{phase="Pending"}) == 1)) or on () 0 * count(kube_pod_status_phase)"#;
+/// where kube-state-metrics reported pods and requests but none Pending, nothing (an error)
+/// where either series is missing, e.g. a kube-state-metrics older than 2.0.
+const PENDING: &str = r#"sum(max by (namespace, pod, container) (kube_pod_container_resource_requests{resource="cpu"}) * on (namespace, pod) group_left () (max by (namespace, pod) (kube_pod_status_phase{phase="Pending"}) == 1)) or on () 0 * (count(kube_pod_container_resource_requests{resource="cpu"}) + count(kube_pod_status_phase))"#;
 
 /// Which history to read.
 #[derive(Clone, Debug)]
