@@ -1,10 +1,12 @@
 //! The day replay's smoke run (tests/replay, docs/cost.md): a 2-hour slice of the default
 //! day around the flash sale, the shipped rules through the whole pipeline at the replay's
 //! default speed, next to the baselines. Fails if a figure is missing or makes no sense, or
-//! the report files are not written.
+//! the report files are not written. `history` reads a replay's load from the real
+//! Prometheus (`--from-prometheus`).
 
 #[path = "../replay/harness/mod.rs"]
 mod harness;
+mod history;
 
 use harness::profile::{Slice, default_day};
 use harness::run::RuleSet;

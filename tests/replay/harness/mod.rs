@@ -1,9 +1,11 @@
 //! The day replay's harness, shared by the command (tests/replay/main.rs) and its smoke test
-//! in the integration binary (tests/integration/replay.rs): the load profile, the pipeline
-//! run, the baseline models, the figures and the chart.
+//! in the integration binary (tests/integration/replay.rs): the load profile (from a file or
+//! from a Prometheus' history), the pipeline run, the baseline models, the figures and the
+//! chart.
 
 pub mod baseline;
 pub mod chart;
+pub mod history;
 pub mod profile;
 pub mod report;
 pub mod run;

@@ -1,6 +1,7 @@
-//! The load profile of a replayed day, read from a small TOML file (tests/replay/day.toml):
-//! offered load per hour as a share of a reference pool's capacity, flash sales, the pool's
-//! bounds and boot time, and instance prices.
+//! The load profile of a replayed day, read from a small TOML file (tests/replay/day.toml)
+//! or from a Prometheus' history (history.rs): offered load per hour (or per `load_step`) as
+//! a share of a reference pool's capacity, flash sales, the pool's bounds and boot time, and
+//! instance prices.
 
 use std::time::Duration;
 
@@ -47,8 +48,13 @@ pub struct Prices {
 pub struct Profile {
     /// Workers whose capacity `load` is a share of.
     pub reference_workers: u32,
-    /// Offered load at each hour 00:00..23:00, as a share of the reference capacity.
+    /// Offered load at each step of the day from 00:00, as a share of the reference capacity.
     pub load: Vec<f64>,
+    /// Time between two `load` points, a humantime string dividing the day; one hour (24
+    /// points) when absent. A history read from Prometheus keeps its finer steps, so a
+    /// spike shorter than an hour is replayed as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_step: Option<String>,
     #[serde(default)]
     pub flash_sale: Vec<FlashSale>,
     pub pool: Pool,
@@ -101,26 +107,52 @@ impl Profile {
     /// Reads and checks a profile file.
     pub fn parse(text: &str) -> Result<Profile, String> {
         let profile: Profile = toml::from_str(text).map_err(|e| e.to_string())?;
-        if profile.load.len() != 24 {
-            return Err(format!("load needs 24 hourly values, has {}", profile.load.len()));
+        profile.check()?;
+        Ok(profile)
+    }
+
+    /// What `parse` checks, for profiles made in code too (history.rs).
+    pub fn check(&self) -> Result<(), String> {
+        let step = self.parse_step()?;
+        let points = (DAY.as_secs() / step.as_secs()) as usize;
+        if self.load.len() != points {
+            return Err(format!(
+                "load needs {points} values, one every {}, has {}",
+                humantime::format_duration(step),
+                self.load.len()
+            ));
         }
-        if let Some(v) = profile.load.iter().find(|v| !(0.0..=10.0).contains(*v)) {
+        if let Some(v) = self.load.iter().find(|v| !(0.0..=10.0).contains(*v)) {
             return Err(format!("load share {v} is outside 0..10"));
         }
-        for sale in &profile.flash_sale {
+        for sale in &self.flash_sale {
             time_of_day(&sale.at)?;
             if !(sale.factor > 0.0 && sale.minutes > 0) {
                 return Err(format!("flash sale at {}: factor and minutes must be positive", sale.at));
             }
         }
-        if profile.pool.min == 0 || profile.pool.min > profile.pool.max {
+        if self.pool.min == 0 || self.pool.min > self.pool.max {
             return Err("pool: need 1 <= min <= max".into());
         }
-        humantime::parse_duration(&profile.pool.boot).map_err(|e| format!("pool.boot: {e}"))?;
-        if profile.reference_workers == 0 || profile.prices.on_demand <= 0.0 || profile.prices.spot <= 0.0 {
+        humantime::parse_duration(&self.pool.boot).map_err(|e| format!("pool.boot: {e}"))?;
+        if self.reference_workers == 0 || self.prices.on_demand <= 0.0 || self.prices.spot <= 0.0 {
             return Err("reference_workers and prices must be positive".into());
         }
-        Ok(profile)
+        Ok(())
+    }
+
+    fn parse_step(&self) -> Result<Duration, String> {
+        let Some(text) = &self.load_step else { return Ok(HOUR) };
+        let step = humantime::parse_duration(text).map_err(|e| format!("load_step: {e}"))?;
+        if step < MINUTE || step > HOUR || step.subsec_nanos() != 0 || DAY.as_secs() % step.as_secs() != 0 {
+            return Err(format!("load_step {text:?}: need whole seconds from 1m to 1h that divide a day"));
+        }
+        Ok(step)
+    }
+
+    /// Time between two `load` points.
+    pub fn step(&self) -> Duration {
+        self.parse_step().expect("checked by parse")
     }
 
     /// Launch to Node Ready.
@@ -130,10 +162,11 @@ impl Profile {
 
     /// Offered load in CPUs at `t` since midnight.
     pub fn load_at(&self, t: Duration) -> f64 {
-        let hours = t.as_secs_f64() / 3600.0;
-        let i = (hours.floor() as usize).min(23);
-        let (a, b) = (self.load[i], self.load[(i + 1) % 24]);
-        let share = a + (b - a) * (hours - i as f64).min(1.0);
+        let steps = t.as_secs_f64() / self.step().as_secs_f64();
+        let n = self.load.len();
+        let i = (steps.floor() as usize).min(n - 1);
+        let (a, b) = (self.load[i], self.load[(i + 1) % n]);
+        let share = a + (b - a) * (steps - i as f64).min(1.0);
         let capacity = f64::from(self.reference_workers) * WORKER_CPUS;
         share * capacity * self.sale_factor(t)
     }
@@ -198,8 +231,27 @@ mod tests {
     #[test]
     fn bad_profiles_are_refused() {
         let day = include_str!("../day.toml");
-        assert!(Profile::parse(&day.replace("0.25, 0.22,", "")).unwrap_err().contains("24 hourly"));
+        assert!(Profile::parse(&day.replace("0.25, 0.22,", "")).unwrap_err().contains("24 values"));
         assert!(Profile::parse(&day.replace("min = 2", "min = 20")).is_err());
         assert!(Profile::parse(&day.replace("at = \"12:00\"", "at = \"noon\"")).is_err());
+        let fine = day.replace("reference_workers = 5", "reference_workers = 5\nload_step = \"30m\"");
+        assert!(Profile::parse(&fine).unwrap_err().contains("48 values"));
+        let odd = day.replace("reference_workers = 5", "reference_workers = 5\nload_step = \"7m\"");
+        assert!(Profile::parse(&odd).unwrap_err().contains("divide a day"));
+    }
+
+    #[test]
+    fn a_finer_step_is_followed_between_its_points() {
+        let mut day = default_day();
+        day.flash_sale.clear();
+        day.load_step = Some("30m".into());
+        day.load = (0..48).map(|i| if i == 25 { 1.0 } else { 0.5 }).collect();
+        day.check().expect("48 half-hours");
+        // 12:30 is point 25; 12:15 is half-way up to it; 13:00 is back at 0.5.
+        assert!((day.load_at(HOUR * 12 + MINUTE * 30) - 10.0).abs() < 1e-9);
+        assert!((day.load_at(HOUR * 12 + MINUTE * 15) - 7.5).abs() < 1e-9);
+        assert!((day.load_at(HOUR * 13) - 5.0).abs() < 1e-9);
+        // After 23:30 the day wraps to its first point.
+        assert!((day.load_at(HOUR * 23 + MINUTE * 45) - 5.0).abs() < 1e-9);
     }
 }

@@ -187,6 +187,62 @@ pub fn table(figures: &[Figures]) -> String {
     out
 }
 
+/// How far apart the node-hours of different speeds may be before the replay is not
+/// trusted (issue 16): the speed factor must not change what the day costs.
+pub const AGREEMENT_MAX_PCT: f64 = 5.0;
+
+/// One rule set's node-hours at each speed, and how far apart they are: the difference of
+/// the highest and the lowest as a share of the lowest, in percent.
+#[derive(Clone, Debug)]
+pub struct Agreement {
+    pub name: String,
+    pub node_hours: Vec<(u32, f64)>,
+    pub apart_pct: f64,
+}
+
+impl Agreement {
+    /// Within the limit.
+    pub fn agrees(&self) -> bool {
+        self.apart_pct <= AGREEMENT_MAX_PCT
+    }
+}
+
+/// The agreement of the first `rule_sets` figures (the pipeline's runs; the baselines
+/// after them are computed and the same at any speed) over `runs`, one per speed.
+pub fn agreement(runs: &[(u32, Vec<Figures>)], rule_sets: usize) -> Vec<Agreement> {
+    (0..rule_sets)
+        .filter_map(|i| {
+            let node_hours: Vec<(u32, f64)> = runs
+                .iter()
+                .map(|(speed, f)| f.get(i).map(|f| (*speed, f.node_hours)))
+                .collect::<Option<_>>()?;
+            let name = runs.first()?.1.get(i)?.name.clone();
+            let (lo, hi) = node_hours
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, h)| (lo.min(*h), hi.max(*h)));
+            let apart_pct = if lo > 0.0 { (hi - lo) / lo * 100.0 } else { f64::INFINITY };
+            Some(Agreement { name, node_hours, apart_pct })
+        })
+        .collect()
+}
+
+/// The agreement table, one row per rule set.
+pub fn agreement_table(rows: &[Agreement]) -> String {
+    let Some(first) = rows.first() else { return String::new() };
+    let speeds: Vec<String> = first.node_hours.iter().map(|(s, _)| format!("{s}x")).collect();
+    let mut out = format!(
+        "| rule set: node-hours at | {} | apart (limit {AGREEMENT_MAX_PCT:.0} %) |\n|---|{}---|\n",
+        speeds.join(" | "),
+        "---|".repeat(speeds.len())
+    );
+    for row in rows {
+        let hours: Vec<String> = row.node_hours.iter().map(|(_, h)| format!("{h:.1}")).collect();
+        let verdict = if row.agrees() { "" } else { " TOO FAR" };
+        out += &format!("| {} | {} | {:.1} %{verdict} |\n", row.name, hours.join(" | "), row.apart_pct);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +290,34 @@ mod tests {
         let found = problems(&f, 1.0, 10);
         assert!(found.iter().any(|p| p.contains("node-hours")), "{found:?}");
         assert!(found.iter().any(|p| p.contains("cost")), "{found:?}");
+    }
+
+    #[test]
+    fn speeds_agree_by_the_rule_sets_node_hours() {
+        let figures = |hours: &[f64]| -> Vec<Figures> {
+            hours
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    let trace = Trace {
+                        name: format!("set {i}"),
+                        samples: vec![sample(0.0, 1, 1, 0), sample(*h, 1, 1, 0)],
+                        ..Trace::default()
+                    };
+                    trace.figures(&Prices { on_demand: 0.02, spot: 0.01 })
+                })
+                .collect()
+        };
+        // Two rule sets and a baseline (not compared) at two speeds.
+        let runs = vec![(60, figures(&[14.7, 20.0, 120.0])), (120, figures(&[15.0, 22.0, 120.0]))];
+        let rows = agreement(&runs, 2);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].node_hours, vec![(60, 14.7), (120, 15.0)]);
+        assert!((rows[0].apart_pct - 0.3 / 14.7 * 100.0).abs() < 1e-9, "{rows:?}");
+        assert!((rows[1].apart_pct - 10.0).abs() < 1e-9, "{rows:?}");
+        let table = agreement_table(&rows);
+        assert!(table.contains("| set 0 | 14.7 | 15.0 | 2.0 % |"), "{table}");
+        assert!(table.contains("| set 1 | 20.0 | 22.0 | 10.0 % TOO FAR |"), "{table}");
     }
 
     #[test]
