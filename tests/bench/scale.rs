@@ -34,12 +34,17 @@ async fn one_size(nodes: usize, mode: &Mode) -> Vec<Row> {
     let mut config = ServiceConfig::new(&cluster, &proxy.url);
     config.max = nodes as u32 + 10;
     // The service reads a real Alertmanager's API every sweep, as deployed (one GET, plus
-    // the DynamoDB Query of the stored signals); BENCH_ALERTMANAGER=0 measures without it.
-    let alertmanager = match std::env::var("BENCH_ALERTMANAGER").as_deref() {
-        Ok("0") => None,
+    // the DynamoDB Query of the stored signals); BENCH_ALERTMANAGER=0 measures without it,
+    // BENCH_ALERTMANAGER=idle with Alertmanager running but not read (its own share of the
+    // two cores, apart from the sync's).
+    let alertmanager_mode = std::env::var("BENCH_ALERTMANAGER").unwrap_or_default();
+    let alertmanager = match alertmanager_mode.as_str() {
+        "0" => None,
         _ => {
             let port = crate::support::moto::free_port();
-            config.extra_top = format!("[alertmanager]\nurls = [\"http://127.0.0.1:{port}\"]");
+            if alertmanager_mode != "idle" {
+                config.extra_top = format!("[alertmanager]\nurls = [\"http://127.0.0.1:{port}\"]");
+            }
             let dir = tempfile::tempdir().expect("tempdir");
             let quiet = "route:\n  receiver: \"null\"\nreceivers:\n  - name: \"null\"\n";
             Some(Alertmanager::with_config_on(dir, quiet, port).await)
