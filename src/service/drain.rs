@@ -4,8 +4,8 @@
 
 use tracing::{info, warn};
 
-use super::Service;
 use super::outcome::ReconcileError;
+use super::steps::Steps;
 use crate::adapters::dynamodb::store::LeaseAction;
 use crate::adapters::kube::cluster::{Cluster, ClusterError, EvictOutcome, NodeEvent};
 use crate::adapters::{AuditEvent, Lease};
@@ -15,7 +15,7 @@ use crate::core::model::{
 };
 use crate::core::repair::holds_local_data;
 
-impl Service {
+impl Steps {
     /// One step of the drain in `state.op`.
     pub(super) async fn run_drain(
         &self,
@@ -25,7 +25,7 @@ impl Service {
     ) -> Result<(), ReconcileError> {
         let Some(op) = state.op.clone() else { return Ok(()) };
         let OperationKind::Drain(mut drain) = op.kind.clone() else { return Ok(()) };
-        let Some(cluster) = self.inner.edges.cluster.clone() else {
+        let Some(cluster) = self.edges.cluster.clone() else {
             warn!(pool = %policy.name, op_id = %op.id, "a drain is in flight but Kubernetes is not configured");
             self.release(lease).await?;
             return Ok(());
@@ -145,7 +145,7 @@ impl Service {
         op: &Operation,
         drain: &DrainOp,
     ) -> Result<bool, ReconcileError> {
-        let compute = &self.inner.edges.compute;
+        let compute = &self.edges.compute;
         let live = compute.list_pool(&policy.name).await?;
         if live.iter().any(|i| i.instance_id == drain.instance_id) {
             self.fence(lease, "TerminateInstances").await?;
@@ -227,7 +227,7 @@ impl Service {
         let now = self.now();
         state.op = None;
         state.last_scale = Some(LastScale { at: now, direction: Direction::Down });
-        let workers = self.inner.edges.compute.list_pool(&policy.name).await.ok().map(|w| w.len() as u32);
+        let workers = self.edges.compute.list_pool(&policy.name).await.ok().map(|w| w.len() as u32);
         self.save_state(lease, &state, workers, LeaseAction::Release).await?;
         self.count_operation(&policy.name, "drain", outcome, op.started_at);
         info!(pool = %policy.name, op_id = %op.id, outcome, %reason, "drain finished");

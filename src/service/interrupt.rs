@@ -15,11 +15,14 @@
 //! worst repeat a step, never double it. The interrupt worker (triggered by the event and by
 //! every sweep) runs the steps.
 
+use std::sync::Arc;
+
 use serde::Serialize;
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use super::Service;
 use super::outcome::ReconcileError;
+use super::steps::Steps;
 use crate::adapters::kube::cluster::NodeEvent;
 use crate::adapters::{AuditEvent, ManagedInstance, StoreError};
 use crate::core::ec2_event::Ec2Event;
@@ -53,10 +56,29 @@ pub struct Ec2EventSummary {
     pub reason: String,
 }
 
-impl Service {
+/// The intake of EC2 notices, from the webhook and from the notice poller: it keeps
+/// nothing between notices (each one's record is in the store) and wakes the interrupt worker.
+#[derive(Clone)]
+pub(super) struct NoticeIntake {
+    steps: Arc<Steps>,
+    wake_interrupt_worker: Arc<Notify>,
+}
+
+impl NoticeIntake {
+    /// An intake acting through `steps` that wakes the interrupt worker through
+    /// `wake_interrupt_worker`.
+    pub(super) fn new(steps: Arc<Steps>, wake_interrupt_worker: Arc<Notify>) -> Self {
+        NoticeIntake { steps, wake_interrupt_worker }
+    }
+
+    /// Counts a notice that could not be handled (an AWS or Kubernetes error).
+    pub(super) fn count_error(&self, error: &ReconcileError) {
+        self.steps.count_error(error);
+    }
+
     /// Handles one parsed EventBridge event: verify it with EC2, plan, record once (or upgrade
     /// a rebalance's record), cordon now, wake the worker.
-    pub async fn accept_ec2_event(&self, event: Ec2Event) -> Result<Ec2EventSummary, ReconcileError> {
+    pub(super) async fn accept(&self, event: Ec2Event) -> Result<Ec2EventSummary, ReconcileError> {
         let (kind, instance_id) = match &event {
             Ec2Event::SpotInterruption { instance_id, .. } => (InterruptKind::Spot, instance_id),
             Ec2Event::Rebalance { instance_id, .. } => (InterruptKind::Rebalance, instance_id),
@@ -73,17 +95,17 @@ impl Service {
             return Ok(self.counted(kind.label(), "unverified", why.to_string()));
         }
         let pool = instance.pool;
-        let policy = self.policy(&pool)?;
-        let now = self.now();
-        let record = self.inner.edges.store.read_pool(&pool).await?;
-        let observed = self.observe_pool(&pool).await?;
-        let snapshot = self.snapshot(&pool, observed, false).await?;
+        let policy = self.steps.policy(&pool)?;
+        let now = self.steps.now();
+        let record = self.steps.edges.store.read_pool(&pool).await?;
+        let observed = self.steps.observe_pool(&pool).await?;
+        let snapshot = self.steps.snapshot(&pool, observed, false).await?;
         let Some(interrupted) = snapshot.workers.iter().find(|w| &w.instance_id == instance_id) else {
             return Ok(self.ignored(kind.label(), format!("instance {instance_id} is no longer running")));
         };
         let Some(InterruptPlan { record: plan }) = plan_interruption(InterruptInput {
             kind,
-            rebalance: self.inner.config.interruption.rebalance,
+            rebalance: self.steps.config.interruption.rebalance,
             interrupted,
             workers: &snapshot.workers,
             state: &record.state,
@@ -93,9 +115,9 @@ impl Service {
             return Ok(self.ignored(kind.label(), "interruption.rebalance is off".into()));
         };
         if kind == InterruptKind::Rebalance {
-            let cap = self.inner.config.interruption.max_rebalance_per_pool;
+            let cap = self.steps.config.interruption.max_rebalance_per_pool;
             let records: Vec<Interruption> =
-                self.inner.edges.store.interruptions().await?.into_iter().map(|(r, _)| r).collect();
+                self.steps.edges.store.interruptions().await?.into_iter().map(|(r, _)| r).collect();
             if let Some(busy) = rebalance_capped(&records, &snapshot.workers, instance_id, cap) {
                 let why = format!(
                     "{busy} instances of pool {pool} are already out of service for a rebalance \
@@ -105,9 +127,11 @@ impl Service {
                 return Ok(self.counted(kind.label(), "capped", why));
             }
         }
-        if self.inner.config.dry_run {
+        if self.steps.config.dry_run {
             self.log_interrupt_decision(&plan);
-            self.audit_interrupt(&plan, "decision", "interrupt", kind.label(), describe(&plan), true).await;
+            self.steps
+                .audit_interrupt(&plan, "decision", "interrupt", kind.label(), describe(&plan), true)
+                .await;
             return Ok(self.counted(kind.label(), "dry_run", String::new()));
         }
         let (handled, outcome) = match self.record_notice(&plan).await? {
@@ -119,10 +143,11 @@ impl Service {
             }
         };
         self.log_interrupt_decision(&handled);
-        self.audit_interrupt(&handled, "decision", "interrupt", kind.label(), describe(&handled), false)
+        self.steps
+            .audit_interrupt(&handled, "decision", "interrupt", kind.label(), describe(&handled), false)
             .await;
         self.cordon_interrupted(&handled).await;
-        self.trigger_interruptions();
+        self.wake_interrupt_worker.notify_one();
         Ok(self.counted(kind.label(), outcome, String::new()))
     }
 
@@ -131,7 +156,7 @@ impl Service {
     /// record's version: if the interrupt worker or another replica moved it on meanwhile,
     /// the record is read again and the upgrade decided afresh.
     async fn record_notice(&self, plan: &Interruption) -> Result<Recorded, ReconcileError> {
-        let store = &self.inner.edges.store;
+        let store = &self.steps.edges.store;
         for _ in 0..UPGRADE_ATTEMPTS {
             if store.create_interruption(plan).await? {
                 return Ok(Recorded::Created);
@@ -141,7 +166,7 @@ impl Service {
             // Gone between the two calls (expired): create it again.
             let Some((existing, version)) = existing else { continue };
             let Some(upgraded) = upgrade(&existing, plan) else { return Ok(Recorded::Repeat) };
-            if self.save_interruption(&upgraded, version).await? {
+            if self.steps.save_interruption(&upgraded, version).await? {
                 return Ok(Recorded::Upgraded(Box::new(upgraded)));
             }
         }
@@ -150,8 +175,8 @@ impl Service {
 
     /// The managed instance `instance_id`, with its pool (tags checked by the adapter).
     async fn managed_instance(&self, instance_id: &str) -> Result<Option<ManagedInstance>, ReconcileError> {
-        for pool in self.inner.config.pools.keys() {
-            let instances = self.inner.edges.compute.list_pool(pool).await?;
+        for pool in self.steps.config.pools.keys() {
+            let instances = self.steps.edges.compute.list_pool(pool).await?;
             if let Some(found) = instances.into_iter().find(|i| i.instance_id == instance_id) {
                 return Ok(Some(found));
             }
@@ -168,8 +193,8 @@ impl Service {
         instance: &ManagedInstance,
     ) -> Result<Result<(), Unverified>, ReconcileError> {
         let status = if kind == InterruptKind::Spot && instance.market == Market::Spot {
-            self.inner.edges.compute.spot_request_status(&instance.instance_id).await.inspect_err(|e| {
-                self.inner.metrics.aws_error(e.api(), e.code());
+            self.steps.edges.compute.spot_request_status(&instance.instance_id).await.inspect_err(|e| {
+                self.steps.metrics.aws_error(e.api(), e.code());
             })?
         } else {
             None
@@ -179,14 +204,14 @@ impl Service {
 
     /// Cordons the node so nothing new lands on it; a failure is retried by the worker.
     pub(super) async fn cordon_interrupted(&self, record: &Interruption) {
-        let (Some(cluster), Some(node)) = (&self.inner.edges.cluster, &record.node) else { return };
+        let (Some(cluster), Some(node)) = (&self.steps.edges.cluster, &record.node) else { return };
         match cluster.set_unschedulable(node, true).await {
             Ok(()) => {
                 let message = format!("{}: cordoned, {}", record.kind.label(), describe(record));
                 cluster.node_event(node, NodeEvent::InterruptionNotice, &message).await;
             }
             Err(error) => {
-                self.count_error(&ReconcileError::Cluster(error));
+                self.steps.count_error(&ReconcileError::Cluster(error));
                 warn!(node, instance = %record.instance_id, "cannot cordon the interrupted node yet");
             }
         }
@@ -198,7 +223,7 @@ impl Service {
     }
 
     fn counted(&self, kind: &'static str, outcome: &'static str, reason: String) -> Ec2EventSummary {
-        self.inner.metrics.ec2_events.get_or_create(&Ec2EventLabels { kind, outcome }).inc();
+        self.steps.metrics.ec2_events.get_or_create(&Ec2EventLabels { kind, outcome }).inc();
         Ec2EventSummary { outcome, reason }
     }
 
@@ -206,13 +231,15 @@ impl Service {
     fn log_interrupt_decision(&self, plan: &Interruption) {
         let reason = plan.kind.label();
         let labels = DecisionLabels { pool: plan.pool.clone(), action: "interrupt", reason };
-        self.inner.metrics.decisions.get_or_create(&labels).inc();
+        self.steps.metrics.decisions.get_or_create(&labels).inc();
         info!(
             pool = %plan.pool, action = "interrupt", reason_label = reason, instance = %plan.instance_id,
             node = ?plan.node, reason = %describe(plan), "scaling decision"
         );
     }
+}
 
+impl Steps {
     /// Appends an interruption decision or outcome to the audit trail.
     pub(super) async fn audit_interrupt(
         &self,
@@ -241,7 +268,7 @@ impl Service {
     /// Whether `instance_id` has an open interruption: its node belongs to the interrupt
     /// worker, and a pool drain that ends must leave it cordoned.
     pub(super) async fn interruption_open(&self, instance_id: &str) -> Result<bool, StoreError> {
-        let open = self.inner.edges.store.open_interruptions().await?;
+        let open = self.edges.store.open_interruptions().await?;
         Ok(open.iter().any(|(record, _)| record.instance_id == instance_id))
     }
 
@@ -250,7 +277,7 @@ impl Service {
         record: &Interruption,
         version: u64,
     ) -> Result<bool, StoreError> {
-        match self.inner.edges.store.save_interruption(record, version).await {
+        match self.edges.store.save_interruption(record, version).await {
             Ok(()) => Ok(true),
             Err(StoreError::Contended { .. }) => Ok(false),
             Err(e) => Err(e),

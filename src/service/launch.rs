@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::Service;
 use super::outcome::{Fresh, ReconcileError};
+use super::steps::Steps;
 use crate::adapters::dynamodb::store::LeaseAction;
 use crate::adapters::kube::cluster::{NodeEvent, NodeSnapshot};
 use crate::adapters::{AuditEvent, ComputeError, FleetOverride, FleetSpec, Lease};
@@ -22,7 +22,7 @@ use crate::core::offerings;
 use crate::core::time::Timestamp;
 use crate::metrics::OperationLabels;
 
-impl Service {
+impl Steps {
     /// Runs (or resumes) the launch in `state.op` and records its outcome under `lease`.
     pub(super) async fn run_launch(
         &self,
@@ -35,8 +35,8 @@ impl Service {
         let Some(mut op) = state.op.clone() else { return Ok(()) };
         let OperationKind::Launch(launch) = &op.kind else { return Ok(()) };
         let mut launch: LaunchOp = launch.clone();
-        let compute = &self.inner.edges.compute;
-        let pool_config = &self.inner.config.pools[pool];
+        let compute = &self.edges.compute;
+        let pool_config = &self.config.pools[pool];
 
         if launch.phase == LaunchPhase::Requested {
             // After a crash or an unknown outcome, instances of this op may already exist:
@@ -150,13 +150,13 @@ impl Service {
             }
             op.kind = OperationKind::Launch(launch.clone());
             state.op = Some(op.clone());
-            if self.inner.edges.cluster.is_some() {
+            if self.edges.cluster.is_some() {
                 // Done only when the nodes are Ready: the sweeper comes back for them.
                 self.save_state(lease, &state, None, LeaseAction::Release).await?;
                 return Ok(());
             }
         }
-        if self.inner.edges.cluster.is_none() {
+        if self.edges.cluster.is_none() {
             // Without the Kubernetes side, a launch is done once EC2 accepted it.
             let reason = format!("launched {}", ids(&launch).join(", "));
             return self.finish_launch(pool, lease, state, &op.id, launch, "succeeded", reason).await;
@@ -172,7 +172,7 @@ impl Service {
         op: &Operation,
         now: Timestamp,
     ) -> Result<bool, ReconcileError> {
-        let (OperationKind::Launch(launch), Some(cluster)) = (&op.kind, &self.inner.edges.cluster) else {
+        let (OperationKind::Launch(launch), Some(cluster)) = (&op.kind, &self.edges.cluster) else {
             return Ok(false);
         };
         if launch.phase != LaunchPhase::Launched || now >= op.deadline {
@@ -194,7 +194,7 @@ impl Service {
         launch: LaunchOp,
     ) -> Result<(), ReconcileError> {
         let pool = policy.name.as_str();
-        let Some(cluster) = self.inner.edges.cluster.clone() else { return Ok(()) };
+        let Some(cluster) = self.edges.cluster.clone() else { return Ok(()) };
         let nodes: HashMap<String, NodeSnapshot> = cluster
             .pool_nodes(pool)
             .await?
@@ -225,13 +225,13 @@ impl Service {
         }
         let unjoined: Vec<String> = waiting.iter().map(|i| i.instance_id.clone()).collect();
         self.fence(lease, "TerminateInstances").await?;
-        if let Err(error) = self.inner.edges.compute.terminate(&unjoined).await {
-            self.inner.metrics.aws_error("TerminateInstances", error.code());
+        if let Err(error) = self.edges.compute.terminate(&unjoined).await {
+            self.metrics.aws_error("TerminateInstances", error.code());
             warn!(pool, op_id = %op.id, %error, "cannot terminate instances that did not join; retrying");
             self.save_state(lease, &state, None, LeaseAction::Release).await?;
             return Ok(());
         }
-        let backoff = self.inner.config.pools[pool].capacity_backoff;
+        let backoff = self.config.pools[pool].capacity_backoff;
         for instance in &waiting {
             let failed = CapacityBackoff {
                 instance_type: instance.instance_type.clone(),
@@ -275,15 +275,11 @@ impl Service {
         if outcome != "failed" {
             state.last_scale = Some(LastScale { at: now, direction: Direction::Up });
         }
-        let workers = self.inner.edges.compute.list_pool(pool).await.ok().map(|w| w.len() as u32);
+        let workers = self.edges.compute.list_pool(pool).await.ok().map(|w| w.len() as u32);
         self.save_state(lease, &state, workers, LeaseAction::Release).await?;
         let labels = OperationLabels { pool: pool.to_string(), kind: "launch", outcome };
-        self.inner.metrics.operations.get_or_create(&labels).inc();
-        self.inner
-            .metrics
-            .operation_duration
-            .get_or_create(&labels)
-            .observe(now.since(started_at).as_secs_f64());
+        self.metrics.operations.get_or_create(&labels).inc();
+        self.metrics.operation_duration.get_or_create(&labels).observe(now.since(started_at).as_secs_f64());
         info!(pool, op_id, outcome, instances = ?ids(&launch), %reason, "launch finished");
         self.record(AuditEvent {
             at: now,
@@ -367,7 +363,7 @@ pub(super) struct FleetOutcome {
     pub errors: Vec<String>,
 }
 
-impl Service {
+impl Steps {
     /// Issues `call` as one CreateFleet `instant`, reads its per-offering errors (counted by
     /// code) and returns what launched and which offerings to skip next time.
     pub(super) async fn launch_fleet(
@@ -383,10 +379,10 @@ impl Service {
                 errors: vec![format!("{} {}: every offering is backed off", call.request.az, call.market)],
             });
         };
-        let answer = match self.inner.edges.compute.launch(&spec).await {
+        let answer = match self.edges.compute.launch(&spec).await {
             Ok(answer) => answer,
             Err(error) => {
-                self.inner.metrics.aws_error("CreateFleet", error.code());
+                self.metrics.aws_error("CreateFleet", error.code());
                 warn!(pool = call.pool, op_id = call.op_id, az = %spec.az, market = %spec.market, %error, "fleet request failed");
                 return Err(error);
             }
@@ -394,7 +390,7 @@ impl Service {
         let mut short = Vec::new();
         let mut errors = Vec::new();
         for error in &answer.errors {
-            self.inner.metrics.aws_error("CreateFleet", error.code.clone());
+            self.metrics.aws_error("CreateFleet", error.code.clone());
             let offering = error.instance_type.as_deref().unwrap_or("template type");
             errors
                 .push(format!("{offering} {} {}: {} ({})", spec.az, spec.market, error.code, error.message));

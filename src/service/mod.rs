@@ -1,43 +1,46 @@
 //! Orchestration: the webhook's intake, the per-pool reconcile under the DynamoDB lease, and
 //! the sweeper that keeps in-flight operations moving.
 //!
-//! [`Service`] is the handle the HTTP layer calls; it starts the loops. The intake
-//! (`intake.rs`), the sweeper (`sweeper.rs`) and the Alertmanager sync (`alert_sync.rs`) own
-//! their state and are started with only the edges they need; what they share travels as
-//! wake-ups (`triggers.rs`), writes in flight (`pending.rs`) and records in the store. The
-//! pool worker and the interrupt worker (`workers.rs`) still run their steps as methods of
-//! `Service`.
+//! [`Service`] is the handle the HTTP layer calls; it starts the loops. Each loop is a type
+//! that owns its state and is started with only the edges it needs: the intake (`intake.rs`),
+//! one pool worker per pool (`pool_worker.rs`, its reconcile in `reconcile.rs`), the
+//! interrupt worker (`interrupt_worker.rs`), the EC2 notice intake (`interrupt.rs`) and its
+//! SQS poller (`notice_poller.rs`), the Alertmanager sync (`alert_sync.rs`) and the sweeper
+//! (`sweeper.rs`). What they share travels as wake-ups (`triggers.rs`), writes in flight
+//! (`pending.rs`) and records in the store; the steps they take through the edges
+//! (`steps.rs`) keep nothing between calls.
 
 mod alert_sync;
 mod audit;
 mod drain;
 mod intake;
 mod interrupt;
-mod interrupt_steps;
+mod interrupt_worker;
 mod launch;
 mod notice_poller;
 mod outcome;
 mod pending;
-mod pool_memory;
-mod reconcile;
+mod pool_worker;
 mod repair;
 mod snapshot;
+mod steps;
 mod supersede;
 mod sweeper;
 mod triggers;
-mod workers;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use crate::adapters::alertmanager::AlertSource;
 use crate::adapters::cloudwatch::sink::EventSink;
 use crate::adapters::kube::cluster::Cluster;
+use crate::adapters::sqs::NoticeQueue;
 use crate::adapters::{Clock, Compute, StateStore};
 use crate::config::Config;
 use crate::core::alert::Notification;
+use crate::core::ec2_event::Ec2Event;
 use crate::metrics::Metrics;
 
 use alert_sync::{AlertSync, SyncEdges, SyncSettings};
@@ -46,7 +49,13 @@ use audit::Audit;
 use intake::Intake;
 pub use intake::{IntakeError, IntakeSummary};
 pub use interrupt::Ec2EventSummary;
+use interrupt::NoticeIntake;
+use interrupt_worker::InterruptWorker;
+use notice_poller::NoticePoller;
 pub use outcome::{ReconcileError, ReconcileOutcome};
+use pending::PendingWrites;
+use pool_worker::{PoolWorker, SharedPoolWorker};
+use steps::Steps;
 use sweeper::Sweeper;
 use triggers::Triggers;
 
@@ -65,34 +74,28 @@ pub struct Edges {
     pub sink: Option<Arc<dyn EventSink>>,
 }
 
-/// The running autoscaler: shared by the HTTP handlers, the pool workers and the sweeper.
+/// The running autoscaler: the handle the HTTP handlers call and that starts the loops.
 #[derive(Clone)]
 pub struct Service {
     inner: Arc<Inner>,
 }
 
+/// The loops (each owning its state) and the ways to reach them.
 struct Inner {
-    config: Config,
-    edges: Edges,
-    metrics: Arc<Metrics>,
-    /// Identifies this process as a lease holder.
-    owner: String,
+    /// What every loop acts through; keeps nothing between calls.
+    steps: Arc<Steps>,
     /// Wakes the pool workers and the interrupt worker.
     triggers: Triggers,
-    /// Writes the audit trail (store and sink).
-    audit: Audit,
     /// The webhook's intake (owns the recent alert states).
     intake: Intake,
-    /// Signal writes in flight (the intake's), merged by the reconciles that read meanwhile.
-    pending: pending::PendingWrites,
-    /// The last hold reason audited per pool, so a hold is recorded when it changes, not on
-    /// every sweep.
-    audited_holds: Mutex<HashMap<String, String>>,
-    /// Nodes reported as holding node repair back, per pool.
-    repair_reported: repair::RepairReported,
-    /// The last reads of each pool: when its instances were listed (see
-    /// `reconcile::QUIET_REFRESH`) and what a launch may be decided from without reading.
-    memory: pool_memory::PoolMemory,
+    /// Signal writes in flight (the intake's), for tests that hold one open.
+    #[cfg(test)]
+    pending: PendingWrites,
+    /// One worker per pool.
+    pool_workers: HashMap<String, SharedPoolWorker>,
+    interrupt_worker: Arc<InterruptWorker>,
+    /// The EC2 notice intake (webhook and SQS).
+    notices: NoticeIntake,
     shutdown: watch::Sender<bool>,
     /// What the Alertmanager sync last saw (it owns the rest of its state).
     alert_sync: alert_sync::StatusHandle,
@@ -103,7 +106,7 @@ impl Service {
     pub fn new(config: Config, edges: Edges, metrics: Arc<Metrics>) -> Self {
         let triggers = Triggers::new(config.pools.keys());
         let audit = Audit::new(edges.store.clone(), edges.sink.clone());
-        let pending = pending::PendingWrites::default();
+        let pending = PendingWrites::default();
         let intake = Intake::new(
             edges.store.clone(),
             edges.clock.clone(),
@@ -115,19 +118,27 @@ impl Service {
         let owner = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
         let (shutdown, _) = watch::channel(false);
         metrics.zero_pool_series(config.pools.keys());
+        let steps = Arc::new(Steps { config, edges, metrics, owner, audit });
+        let pool_workers = steps
+            .config
+            .pools
+            .keys()
+            .map(|pool| {
+                let worker = PoolWorker::new(pool.clone(), steps.clone(), pending.clone());
+                (pool.clone(), Arc::new(tokio::sync::Mutex::new(worker)))
+            })
+            .collect();
+        let wake_interrupts = triggers.of_interruptions();
         Service {
             inner: Arc::new(Inner {
-                config,
-                edges,
-                metrics,
-                owner,
+                interrupt_worker: Arc::new(InterruptWorker::new(steps.clone(), wake_interrupts.clone())),
+                notices: NoticeIntake::new(steps.clone(), wake_interrupts),
+                steps,
                 triggers,
-                audit,
                 intake,
+                #[cfg(test)]
                 pending,
-                audited_holds: Mutex::new(HashMap::new()),
-                repair_reported: Mutex::new(HashMap::new()),
-                memory: pool_memory::PoolMemory::default(),
+                pool_workers,
                 shutdown,
                 alert_sync: watch::Sender::new(SyncStatus::default()),
             }),
@@ -136,22 +147,22 @@ impl Service {
 
     /// The validated configuration.
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        &self.inner.steps.config
     }
 
     /// The metric families.
     pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
+        &self.inner.steps.metrics
     }
 
     /// The state store, for readiness checks.
     pub fn store(&self) -> &Arc<dyn StateStore> {
-        &self.inner.edges.store
+        &self.inner.steps.edges.store
     }
 
     /// This process's lease owner id.
     pub fn owner(&self) -> &str {
-        &self.inner.owner
+        &self.inner.steps.owner
     }
 
     /// Asks the pool's worker to reconcile soon; many requests while it runs coalesce into one.
@@ -170,19 +181,38 @@ impl Service {
         self.inner.intake.accept(notification).await
     }
 
+    /// Handles one EC2 notice (see `interrupt`): verify, record once, cordon, wake the
+    /// interrupt worker.
+    pub async fn accept_ec2_event(&self, event: Ec2Event) -> Result<Ec2EventSummary, ReconcileError> {
+        self.inner.notices.accept(event).await
+    }
+
+    /// Reconciles `pool` once, in its worker (after the reconcile it may be running): progress
+    /// its in-flight operation, or decide and start one.
+    pub async fn reconcile(&self, pool: &str) -> Result<ReconcileOutcome, ReconcileError> {
+        let worker =
+            self.inner.pool_workers.get(pool).ok_or_else(|| ReconcileError::UnknownPool(pool.to_string()))?;
+        worker.lock().await.reconcile().await
+    }
+
     /// Starts one worker per pool, the interrupt worker and the sweeper; they stop on
     /// [`Service::shutdown`].
     pub fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        let triggers = &self.inner.triggers;
-        let mut tasks: Vec<_> = triggers
+        let inner = &self.inner;
+        let mut tasks: Vec<_> = inner
+            .triggers
             .of_pools()
-            .map(|(pool, notify)| {
-                tokio::spawn(workers::pool_worker(self.clone(), pool.clone(), notify.clone()))
+            .filter_map(|(pool, wake)| {
+                let worker = inner.pool_workers.get(pool)?.clone();
+                Some(tokio::spawn(pool_worker::run(worker, wake.clone(), self.shutdown_signal())))
             })
             .collect();
-        tasks.push(tokio::spawn(workers::interrupt_worker(self.clone(), triggers.of_interruptions())));
-        let sweeper =
-            Sweeper::new(self.inner.config.timing.sweep_interval, triggers.clone(), self.shutdown_signal());
+        tasks.push(tokio::spawn(inner.interrupt_worker.clone().run(self.shutdown_signal())));
+        let sweeper = Sweeper::new(
+            inner.steps.config.timing.sweep_interval,
+            inner.triggers.clone(),
+            self.shutdown_signal(),
+        );
         tasks.push(tokio::spawn(sweeper.run()));
         tasks
     }
@@ -195,19 +225,31 @@ impl Service {
     /// The Alertmanager sync, with exactly the edges it needs.
     fn alert_sync(&self, source: Arc<dyn AlertSource>) -> AlertSync {
         let inner = &self.inner;
+        let steps = &inner.steps;
         AlertSync::new(
-            SyncSettings::of(&inner.config),
+            SyncSettings::of(&steps.config),
             SyncEdges {
                 source,
-                store: inner.edges.store.clone(),
-                clock: inner.edges.clock.clone(),
-                audit: inner.audit.clone(),
-                metrics: inner.metrics.clone(),
+                store: steps.edges.store.clone(),
+                clock: steps.edges.clock.clone(),
+                audit: steps.audit.clone(),
+                metrics: steps.metrics.clone(),
                 triggers: inner.triggers.clone(),
                 status: inner.alert_sync.clone(),
                 shutdown: self.shutdown_signal(),
             },
         )
+    }
+
+    /// Starts the notice poller on `queue`; it stops on [`Service::shutdown`].
+    pub fn start_notice_poller(&self, queue: Arc<dyn NoticeQueue>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.notice_poller(queue).run())
+    }
+
+    /// The notice poller, with exactly the edges it needs.
+    fn notice_poller(&self, queue: Arc<dyn NoticeQueue>) -> NoticePoller {
+        let inner = &self.inner;
+        NoticePoller::new(inner.notices.clone(), inner.steps.metrics.clone(), queue, self.shutdown_signal())
     }
 
     /// What the Alertmanager sync last saw.
@@ -222,6 +264,17 @@ impl Service {
 
     fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.inner.shutdown.subscribe()
+    }
+
+    /// One pass of the interrupt worker, for tests that step it.
+    #[cfg(test)]
+    async fn progress_interruptions(&self) -> Result<bool, ReconcileError> {
+        self.inner.interrupt_worker.progress_interruptions().await
+    }
+
+    #[cfg(test)]
+    fn now(&self) -> crate::core::time::Timestamp {
+        self.inner.steps.now()
     }
 }
 

@@ -18,9 +18,12 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tracing::{info, warn};
 
-use super::Service;
+use tokio::sync::watch;
+
+use super::interrupt::NoticeIntake;
 use crate::adapters::sqs::{NoticeMessage, NoticeQueue};
 use crate::core::ec2_event::parse_ec2_event;
+use crate::metrics::Metrics;
 use crate::metrics::{QueueDeletedLabels, QueueFailedLabels};
 
 /// First pause after a failed receive; doubled up to [`RECEIVE_BACKOFF_MAX`].
@@ -40,21 +43,29 @@ pub(super) enum Disposition {
 
 /// The poller and the state only it keeps.
 pub(super) struct NoticePoller {
-    service: Service,
+    notices: NoticeIntake,
+    metrics: Arc<Metrics>,
     queue: Arc<dyn NoticeQueue>,
+    shutdown: watch::Receiver<bool>,
     /// The pause before the next receive while receives fail; zero while they succeed.
     backoff: Duration,
 }
 
 impl NoticePoller {
-    pub(super) fn new(service: Service, queue: Arc<dyn NoticeQueue>) -> Self {
-        NoticePoller { service, queue, backoff: Duration::ZERO }
+    /// A poller handing what `queue` brings to `notices`, until `shutdown`.
+    pub(super) fn new(
+        notices: NoticeIntake,
+        metrics: Arc<Metrics>,
+        queue: Arc<dyn NoticeQueue>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        NoticePoller { notices, metrics, queue, shutdown, backoff: Duration::ZERO }
     }
 
     /// Receives and handles batches until shutdown. A receive cut short by shutdown leaves
     /// its messages to come back after their visibility timeout.
     pub(super) async fn run(mut self) {
-        let mut shutdown = self.service.shutdown_signal();
+        let mut shutdown = self.shutdown.clone();
         loop {
             tokio::select! {
                 _ = self.poll_once() => {}
@@ -71,12 +82,12 @@ impl NoticePoller {
 
     /// One receive and the handling of what it brought; the dispositions, in order.
     pub(super) async fn poll_once(&mut self) -> Vec<Disposition> {
-        let metrics = &self.service.inner.metrics.notice_queue;
+        let metrics = &self.metrics.notice_queue;
         let messages = match self.queue.receive().await {
             Ok(messages) => messages,
             Err(error) => {
                 metrics.failed.get_or_create(&QueueFailedLabels { stage: "receive" }).inc();
-                self.service.inner.metrics.aws_error(error.api, error.code.clone());
+                self.metrics.aws_error(error.api, error.code.clone());
                 if self.backoff.is_zero() {
                     warn!(%error, "cannot read the EC2 notice queue; retrying with backoff");
                 }
@@ -94,18 +105,17 @@ impl NoticePoller {
 
     /// Hands one message to the intake, then deletes it unless the intake failed.
     async fn handle(&self, message: &NoticeMessage) -> Disposition {
-        let service = &self.service;
-        let metrics = &service.inner.metrics.notice_queue;
+        let metrics = &self.metrics.notice_queue;
         let id = &message.message_id;
         let reason = match parse_ec2_event(message.body.as_bytes()) {
             Err(error) => {
                 warn!(message = %id, %error, "EC2 notice queue: not an EC2 event; deleted, it can never become one");
                 "malformed"
             }
-            Ok(event) => match service.accept_ec2_event(event).await {
+            Ok(event) => match self.notices.accept(event).await {
                 Ok(summary) => summary.outcome,
                 Err(error) => {
-                    service.count_error(&error);
+                    self.notices.count_error(&error);
                     let label = error.label();
                     metrics.failed.get_or_create(&QueueFailedLabels { stage: "handle" }).inc();
                     warn!(
@@ -118,19 +128,12 @@ impl NoticePoller {
         };
         if let Err(error) = self.queue.delete(&message.receipt_handle).await {
             metrics.failed.get_or_create(&QueueFailedLabels { stage: "delete" }).inc();
-            service.inner.metrics.aws_error(error.api, error.code.clone());
+            self.metrics.aws_error(error.api, error.code.clone());
             warn!(message = %id, %error, "cannot delete a handled EC2 notice; its next delivery is a repeat");
             return Disposition::Kept("delete".into());
         }
         metrics.deleted.get_or_create(&QueueDeletedLabels { reason }).inc();
         Disposition::Deleted(reason)
-    }
-}
-
-impl Service {
-    /// Starts the notice poller on `queue`; it stops on [`Service::shutdown`].
-    pub fn start_notice_poller(&self, queue: Arc<dyn NoticeQueue>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(NoticePoller::new(self.clone(), queue).run())
     }
 }
 

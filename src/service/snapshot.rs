@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::Service;
 use super::outcome::ReconcileError;
+use super::steps::Steps;
 use crate::adapters::ManagedInstance;
 use crate::adapters::ec2::compute::InstanceState;
 use crate::adapters::kube::cluster::NodeSnapshot;
@@ -39,10 +39,10 @@ impl Observed {
     }
 }
 
-impl Service {
+impl Steps {
     /// Reads the pool's instances and nodes (at the same time: they are independent).
     pub(super) async fn observe_pool(&self, pool: &str) -> Result<Observed, ReconcileError> {
-        let edges = &self.inner.edges;
+        let edges = &self.edges;
         let nodes = async {
             match &edges.cluster {
                 Some(cluster) => cluster.pool_nodes(pool).await.map(Some),
@@ -61,14 +61,14 @@ impl Service {
         pool: &str,
         instances: Vec<ManagedInstance>,
     ) -> Result<Observed, ReconcileError> {
-        let nodes = match &self.inner.edges.cluster {
+        let nodes = match &self.edges.cluster {
             Some(cluster) => Some(cluster.pool_nodes(pool).await?),
             None => None,
         };
         Ok(Observed { instances, nodes })
     }
 
-    /// Joins what [`Service::observe_pool`] read; `with_pods` adds drain facts.
+    /// Joins what [`Steps::observe_pool`] read; `with_pods` adds drain facts.
     pub(super) async fn snapshot(
         &self,
         pool: &str,
@@ -76,7 +76,7 @@ impl Service {
         with_pods: bool,
     ) -> Result<PoolSnapshot, ReconcileError> {
         let Observed { instances, nodes } = observed;
-        let (Some(cluster), Some(nodes)) = (&self.inner.edges.cluster, nodes) else {
+        let (Some(cluster), Some(nodes)) = (&self.edges.cluster, nodes) else {
             let workers = instances.iter().map(|i| worker(i, None)).collect();
             return Ok(PoolSnapshot { instances, nodes: HashMap::new(), workers, cluster_seen: false });
         };
@@ -112,7 +112,7 @@ impl Service {
         if with_pods {
             for (blocker, count) in unremovable {
                 let labels = UnremovableLabels { pool: pool.to_string(), reason: blocker.label() };
-                self.inner.metrics.unremovable_nodes.get_or_create(&labels).set(count);
+                self.metrics.unremovable_nodes.get_or_create(&labels).set(count);
             }
         }
         Ok(PoolSnapshot { instances, nodes, workers, cluster_seen: true })

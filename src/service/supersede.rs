@@ -4,8 +4,8 @@
 
 use tracing::info;
 
-use super::Service;
 use super::outcome::{Fresh, ReconcileError, ReconcileOutcome, new_op_id};
+use super::steps::Steps;
 use crate::adapters::AuditEvent;
 use crate::adapters::dynamodb::store::LeaseAction;
 use crate::adapters::kube::cluster::NodeEvent;
@@ -15,7 +15,7 @@ use crate::core::model::{
     OperationKind, PoolPolicy,
 };
 
-impl Service {
+impl Steps {
     /// Undoes the drain of `drain` and starts `launch` (nothing when the scale-up holds).
     /// A drain that reached `terminated` meanwhile is left to finish.
     pub(super) async fn supersede_drain(
@@ -44,7 +44,7 @@ impl Service {
             "drain of {} superseded by scale-up, node uncordoned, nothing terminated: {}",
             current.node, decision.reason
         );
-        if let Some(cluster) = &self.inner.edges.cluster {
+        if let Some(cluster) = &self.edges.cluster {
             // `started`: not cordoned by us yet, so a cordon someone else set stays; nor is a
             // node an interruption is draining uncordoned.
             if current.phase != DrainPhase::Started && !self.interruption_open(&current.instance_id).await? {

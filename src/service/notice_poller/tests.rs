@@ -29,7 +29,7 @@ fn one_marked_spot_worker() -> (Harness, Arc<FakeCluster>, Arc<FakeNoticeQueue>,
     cluster.add_node("node-i-a1", "us-east-1a", "i-a1", true);
     h.compute.set_spot_status("i-a1", "marked-for-termination");
     let queue = Arc::new(FakeNoticeQueue::default());
-    let poller = NoticePoller::new(h.service.clone(), queue.clone());
+    let poller = h.service.notice_poller(queue.clone());
     (h, cluster, queue, poller)
 }
 

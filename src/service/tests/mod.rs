@@ -110,8 +110,8 @@ impl Harness {
     /// Another replica of the service: same config, store, EC2, cluster and clock, its own
     /// lease owner id.
     pub fn replica(&self) -> Service {
-        let inner = &self.service.inner;
-        Service::new(inner.config.clone(), inner.edges.clone(), Arc::new(Metrics::new()))
+        let steps = &self.service.inner.steps;
+        Service::new(steps.config.clone(), steps.edges.clone(), Arc::new(Metrics::new()))
     }
 }
 

@@ -3,14 +3,9 @@
 //! they do, and a blocker holds the drain; PDBs always apply, through the Eviction API), then
 //! terminate and delete the node — or, past the deadline, report what could not move.
 
-use std::time::Duration;
-
 use tracing::{info, warn};
 
-use super::Service;
-use super::interrupt::describe;
-use super::launch::FleetCall;
-use super::outcome::ReconcileError;
+use super::InterruptWorker;
 use crate::adapters::kube::cluster::{EvictOutcome, NodeEvent, NodeSnapshot};
 use crate::adapters::{ComputeError, StoreError};
 use crate::core::drainability::PodFacts;
@@ -20,18 +15,17 @@ use crate::core::interruption::{
 };
 use crate::core::model::{LaunchedInstance, PoolState};
 use crate::metrics::OperationLabels;
+use crate::service::interrupt::describe;
+use crate::service::launch::FleetCall;
+use crate::service::outcome::ReconcileError;
 
-/// How often a record with pods still to move is looked at again: well inside the two-minute
-/// notice, so a PDB that frees up is used.
-pub(super) const RETRY: Duration = Duration::from_secs(5);
-
-impl Service {
+impl InterruptWorker {
     /// One pass over every open interruption; returns whether any is still open.
-    pub(super) async fn progress_interruptions(&self) -> Result<bool, ReconcileError> {
-        if self.inner.config.dry_run {
+    pub(in crate::service) async fn progress_interruptions(&self) -> Result<bool, ReconcileError> {
+        if self.steps.config.dry_run {
             return Ok(false);
         }
-        let open = self.inner.edges.store.open_interruptions().await?;
+        let open = self.steps.edges.store.open_interruptions().await?;
         let mut still_open = false;
         for (record, version) in open {
             let instance = record.instance_id.clone();
@@ -39,7 +33,7 @@ impl Service {
                 Ok(open) => still_open |= open,
                 Err(error) => {
                     still_open = true;
-                    self.count_error(&error);
+                    self.steps.count_error(&error);
                     warn!(%instance, %error, "interruption step failed; retrying");
                 }
             }
@@ -53,14 +47,14 @@ impl Service {
         record: Interruption,
         version: u64,
     ) -> Result<bool, ReconcileError> {
-        let cluster = self.inner.edges.cluster.clone();
+        let cluster = self.steps.edges.cluster.clone();
         let pods: Vec<PodFacts> = match (&cluster, &record.node) {
             // Live, not from the watch cache: this list decides when the instance is terminated.
             (Some(cluster), Some(node)) => cluster.node_pods(node).await?,
             _ => Vec::new(),
         };
         let to_move: Vec<&PodFacts> = pods.iter().filter(|p| p.must_move()).collect();
-        let now = self.now();
+        let now = self.steps.now();
         let nodes = match &cluster {
             Some(cluster) => cluster.pool_nodes(&record.pool).await?,
             None => Vec::new(),
@@ -75,9 +69,9 @@ impl Service {
                     n.ready && !n.unschedulable && n.instance_id() != Some(record.instance_id.as_str())
                 })
                 .count(),
-            min: self.inner.config.pools.get(&record.pool).map_or(0, |p| p.min),
+            min: self.steps.config.pools.get(&record.pool).map_or(0, |p| p.min),
             hold: drain_hold(own.is_some_and(|n| n.scale_down_disabled), &pods),
-            launch_claimed_elsewhere: launch_claimed_by_other(&record, self.owner(), now),
+            launch_claimed_elsewhere: launch_claimed_by_other(&record, &self.steps.owner, now),
         };
         match next_step(&record, &facts, now) {
             InterruptStep::Launch => self.launch_replacement(record, version).await,
@@ -125,7 +119,7 @@ impl Service {
                     )
                 };
                 warn!(instance = %record.instance_id, node = ?record.node, ?stranded, "interruption: pods stranded");
-                self.inner.metrics.interruption_stranded_pods.inc_by(stranded.len() as u64);
+                self.steps.metrics.interruption_stranded_pods.inc_by(stranded.len() as u64);
                 if let (Some(cluster), Some(node)) = (&cluster, &record.node) {
                     cluster.node_event(node, NodeEvent::InterruptionStranded, &reason).await;
                 }
@@ -158,8 +152,8 @@ impl Service {
     /// Nothing left to move: the instance is going anyway, so terminate it now and delete
     /// its Node rather than leave a NotReady node behind.
     async fn finish_interruption(&self, record: Interruption, version: u64) -> Result<bool, ReconcileError> {
-        self.inner.edges.compute.terminate(std::slice::from_ref(&record.instance_id)).await?;
-        if let (Some(cluster), Some(node)) = (&self.inner.edges.cluster, &record.node) {
+        self.steps.edges.compute.terminate(std::slice::from_ref(&record.instance_id)).await?;
+        if let (Some(cluster), Some(node)) = (&self.steps.edges.cluster, &record.node) {
             let message = format!("instance {} terminated after the interruption drain", record.instance_id);
             cluster.node_event(node, NodeEvent::NodeRemoved, &message).await;
             cluster.delete_node(node).await?;
@@ -178,15 +172,15 @@ impl Service {
     ) -> Result<bool, ReconcileError> {
         record.phase = InterruptPhase::Done;
         record.outcome = Some(reason.clone());
-        if !self.save_interruption(&record, version).await? {
+        if !self.steps.save_interruption(&record, version).await? {
             return Ok(false);
         }
         let labels = OperationLabels { pool: record.pool.clone(), kind: "interruption", outcome };
-        self.inner.metrics.operations.get_or_create(&labels).inc();
-        let took = self.now().since(record.received_at).as_secs_f64();
-        self.inner.metrics.operation_duration.get_or_create(&labels).observe(took);
+        self.steps.metrics.operations.get_or_create(&labels).inc();
+        let took = self.steps.now().since(record.received_at).as_secs_f64();
+        self.steps.metrics.operation_duration.get_or_create(&labels).observe(took);
         info!(pool = %record.pool, instance = %record.instance_id, outcome, %reason, "interruption handled");
-        self.audit_interrupt(&record, "outcome", "interrupt", outcome, reason, false).await;
+        self.steps.audit_interrupt(&record, "outcome", "interrupt", outcome, reason, false).await;
         Ok(false)
     }
 
@@ -194,9 +188,10 @@ impl Service {
     /// scale-up and a replacement never decide on the same count, so together they never pass
     /// `max`. A pool busy this moment is asked again on the next pass (within seconds).
     async fn launch_replacement(&self, record: Interruption, version: u64) -> Result<bool, ReconcileError> {
-        let store = &self.inner.edges.store;
-        let ttl = self.inner.config.timing.lease_ttl;
-        let (lease, pool) = match store.acquire(&record.pool, self.owner(), self.now(), ttl).await {
+        let store = &self.steps.edges.store;
+        let ttl = self.steps.config.timing.lease_ttl;
+        let (lease, pool) = match store.acquire(&record.pool, &self.steps.owner, self.steps.now(), ttl).await
+        {
             Ok(taken) => taken,
             Err(StoreError::Contended { .. }) => return Ok(true),
             Err(error) => return Err(error.into()),
@@ -223,12 +218,12 @@ impl Service {
         pool_state: &PoolState,
     ) -> Result<bool, ReconcileError> {
         let Replacement::Planned { request, asking } = record.replacement.clone() else { return Ok(true) };
-        let Some(pool_config) = self.inner.config.pools.get(&record.pool) else {
+        let Some(pool_config) = self.steps.config.pools.get(&record.pool) else {
             let why = format!("pool {} is no longer configured", record.pool);
             return self.record_replacement(record, version, Replacement::Failed { why }).await;
         };
         let launch_id = record.launch_id();
-        let instances = self.inner.edges.compute.list_pool(&record.pool).await?;
+        let instances = self.steps.edges.compute.list_pool(&record.pool).await?;
         let (own, others): (Vec<_>, Vec<_>) =
             instances.into_iter().partition(|i| i.op_id.as_deref() == Some(launch_id.as_str()));
         if !own.is_empty() {
@@ -255,10 +250,10 @@ impl Service {
         for &market in markets_left(&request, asking) {
             record.replacement = Replacement::Planned { request: request.clone(), asking: Some(market) };
             record.launch_claim = Some(LaunchClaim {
-                owner: self.owner().to_string(),
-                until: self.now().plus(self.inner.config.timing.lease_ttl),
+                owner: self.steps.owner.clone(),
+                until: self.steps.now().plus(self.steps.config.timing.lease_ttl),
             });
-            if !self.save_interruption(&record, version).await? {
+            if !self.steps.save_interruption(&record, version).await? {
                 info!(instance = %record.instance_id, %market, "replacement launch taken over by another replica");
                 return Ok(true);
             }
@@ -272,7 +267,7 @@ impl Service {
                 count: request.count,
                 market,
             };
-            match self.launch_fleet(&call, &[]).await {
+            match self.steps.launch_fleet(&call, &[]).await {
                 Ok(outcome) if !outcome.instances.is_empty() => {
                     let launched = Replacement::Launched { instances: outcome.instances };
                     return self.record_replacement(record, version, launched).await;
@@ -284,11 +279,11 @@ impl Service {
                 Err(error) => {
                     let unknown = matches!(error, ComputeError::Unavailable { .. });
                     errors.push(error.to_string());
-                    if unknown && self.now() < record.deadline {
+                    if unknown && self.steps.now() < record.deadline {
                         // EC2 may have launched it: the next pass asks this market again with
                         // the same ClientToken. The claim goes so any replica may.
                         record.launch_claim = None;
-                        self.save_interruption(&record, version).await?;
+                        self.steps.save_interruption(&record, version).await?;
                         return Ok(true);
                     }
                     if unknown {
@@ -318,10 +313,10 @@ impl Service {
         record.replacement = replacement;
         record.launch_claim = None;
         let reason = describe(&record);
-        if self.save_interruption(&record, version).await? {
-            self.audit_interrupt(&record, "outcome", "replace", outcome, reason, false).await;
+        if self.steps.save_interruption(&record, version).await? {
+            self.steps.audit_interrupt(&record, "outcome", "replace", outcome, reason, false).await;
         }
-        self.trigger_interruptions();
+        self.wake.notify_one();
         Ok(true)
     }
 }

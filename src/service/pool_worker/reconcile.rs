@@ -3,49 +3,37 @@
 //! A reconcile that only holds writes nothing: the lease is taken (optimistically, in the same
 //! write as the operation) only when there is something to do, so duplicate notifications
 //! cost reads, never writes. A scale-up alert on a quiet pool does not even read first: see
-//! `Service::launch_from_memory` and `pool_memory`.
-
-use std::time::Duration;
+//! `PoolWorker::launch_from_memory` and `memory.rs`.
 
 use tracing::{Level, info, warn};
 
-use super::Service;
-use super::outcome::{Fresh, ReconcileError, ReconcileOutcome, new_op_id};
-use super::pending;
-use super::snapshot::PoolSnapshot;
+use super::PoolWorker;
+use super::memory::QUIET_REFRESH;
 use crate::adapters::dynamodb::store::LeaseAction;
-use crate::adapters::{AuditEvent, Lease, ManagedInstance, PoolRecord, StoreError};
+use crate::adapters::{AuditEvent, Lease, ManagedInstance, StoreError};
 use crate::core::decide::{DecideInput, Decision, Plan, Reason, decide};
 use crate::core::model::{
     Direction, LaunchOp, LaunchPhase, Operation, OperationKind, PoolPolicy, PoolState, Signal, Worker,
 };
 use crate::core::time::Timestamp;
-use crate::metrics::{DecisionLabels, OperationLabels, PoolLabels, SignalLabels};
+use crate::metrics::{DecisionLabels, PoolLabels, SignalLabels};
+use crate::service::outcome::{Fresh, ReconcileError, ReconcileOutcome, new_op_id};
+use crate::service::pending;
+use crate::service::snapshot::PoolSnapshot;
+use crate::service::steps::plan_action;
 
-/// How long a quiet pool (no operation, no active signal) goes between instance listings.
-/// Sweeps in between read only the pool record and the signals (DynamoDB), which keeps a
-/// sweep of a 1,000-node pool cheap; refilling below `min` and cleaning up instances that
-/// never joined wait at most this long. Any signal or operation lists at once.
-pub(super) const QUIET_REFRESH: Duration = Duration::from_secs(60);
-
-impl Service {
-    pub(super) fn policy(&self, pool: &str) -> Result<PoolPolicy, ReconcileError> {
-        self.inner.config.policy(pool).ok_or_else(|| ReconcileError::UnknownPool(pool.to_string()))
-    }
-
-    pub(super) fn now(&self) -> Timestamp {
-        self.inner.edges.clock.now()
-    }
-
+impl PoolWorker {
     /// Reconciles `pool` once: progress its in-flight operation, or decide and start one.
-    #[tracing::instrument(skip(self), fields(owner = %self.inner.owner))]
-    pub async fn reconcile(&self, pool: &str) -> Result<ReconcileOutcome, ReconcileError> {
-        let policy = self.policy(pool)?;
-        let edges = &self.inner.edges;
-        let now = self.now();
+    #[tracing::instrument(skip(self), fields(pool = %self.pool, owner = %self.steps.owner))]
+    pub(in crate::service) async fn reconcile(&mut self) -> Result<ReconcileOutcome, ReconcileError> {
+        let (steps, pool) = (self.steps.clone(), self.pool.clone());
+        let pool = pool.as_str();
+        let policy = steps.policy(pool)?;
+        let edges = &steps.edges;
+        let now = self.steps.now();
         // Taken before the query: a write finishing later is merged below, one that finished
         // earlier is in the query's answer.
-        let pending = self.inner.pending.of(pool);
+        let pending = self.pending.of(pool);
         if !pending.is_empty() {
             if let Some(outcome) = self.launch_from_memory(pool, &policy, &pending, now).await? {
                 return Ok(outcome);
@@ -57,12 +45,12 @@ impl Service {
             let (record, signals) =
                 tokio::join!(edges.store.read_pool(pool), edges.store.active_signals(pool, now));
             let (record, signals) = (record?, signals?);
-            self.inner.memory.read(pool, &record, &signals);
-            if record.state.op.is_none() && signals.is_empty() && self.observed_recently(pool, now) {
+            self.memory.read(&record, &signals);
+            if record.state.op.is_none() && signals.is_empty() && self.observed_recently(now) {
                 self.observe_signals(pool, &signals);
                 return Ok(ReconcileOutcome::Held(Reason::NoSignal.label()));
             }
-            (record, Ok(signals), self.observe_pool(pool).await, Vec::new())
+            (record, Ok(signals), self.steps.observe_pool(pool).await, Vec::new())
         } else {
             // An alert is being stored and the pool is not remembered well enough to decide
             // from: the reads are independent, so they go out together (one round trip, not
@@ -70,21 +58,21 @@ impl Service {
             let (record, signals, observed, durable) = tokio::join!(
                 edges.store.read_pool(pool),
                 edges.store.active_signals(pool, now),
-                self.observe_pool(pool),
+                self.steps.observe_pool(pool),
                 pending::settle(pending),
             );
             let record = record?;
             if let Ok(signals) = &signals {
-                self.inner.memory.read(pool, &record, signals);
+                self.memory.read(&record, signals);
             }
             (record, signals, observed, durable)
         };
         if let Some(op) = &record.state.op {
-            if self.inner.config.dry_run {
+            if self.steps.config.dry_run {
                 tracing::debug!(pool, op_id = %op.id, "dry-run: leaving the in-flight operation alone");
                 return Ok(ReconcileOutcome::DryRun);
             }
-            if record.leased_by_other(&self.inner.owner, now) {
+            if record.leased_by_other(&self.steps.owner, now) {
                 return Ok(ReconcileOutcome::Contended);
             }
             // A drain that a scale-up may supersede goes through `decide`; any other op is
@@ -93,7 +81,7 @@ impl Service {
                 pending::merge(s.clone(), &durable).iter().any(|s| s.direction == Direction::Up)
             });
             if !(scale_up && supersedable(op)) {
-                if self.still_joining(&policy, op, now).await? {
+                if self.steps.still_joining(&policy, op, now).await? {
                     return Ok(ReconcileOutcome::Held("operation_in_flight"));
                 }
                 return self.progress(pool, &policy).await;
@@ -106,8 +94,8 @@ impl Service {
         // Node repair needs the same facts as a scale-down: pods and interruptions.
         let repair_watch = policy.repair_after.is_some() && observed.any_not_ready();
         let considering_scale_down = considering_scale_down || repair_watch;
-        let snapshot = self.snapshot(pool, observed, considering_scale_down).await?;
-        self.inner.memory.listed(pool, &record, &snapshot.instances, now);
+        let snapshot = self.steps.snapshot(pool, observed, considering_scale_down).await?;
+        self.memory.listed(&record, &snapshot.instances, now);
         // Cleanup waits while an operation is in flight (its instances are its own to handle).
         if record.state.op.is_none() && self.clean_up_never_joined(&policy, &snapshot).await {
             return Ok(ReconcileOutcome::Progressed);
@@ -133,10 +121,10 @@ impl Service {
                 return Ok(ReconcileOutcome::Held(decision.reason.label()));
             }
             Plan::SupersedeDrain { drain, launch } => {
-                return self.supersede_drain(&policy, &decision, &drain, launch).await;
+                return self.steps.supersede_drain(&policy, &decision, &drain, launch).await;
             }
-            _ if self.inner.config.dry_run => {
-                self.audit(pool, "decision", &decision, None, true).await;
+            _ if self.steps.config.dry_run => {
+                self.steps.audit(pool, "decision", &decision, None, true).await;
                 return Ok(ReconcileOutcome::DryRun);
             }
             Plan::Launch(_) | Plan::Drain(_) => {}
@@ -144,9 +132,9 @@ impl Service {
         let Some(state) = write_ahead(&record.state, &decision, &policy, now) else {
             return Ok(ReconcileOutcome::Held(decision.reason.label()));
         };
-        let ttl = self.inner.config.timing.lease_ttl;
-        let begun = edges.store.begin(pool, record.fencing_token, &state, &self.inner.owner, now, ttl).await;
-        self.inner.memory.wrote(pool);
+        let ttl = self.steps.config.timing.lease_ttl;
+        let begun = edges.store.begin(pool, record.fencing_token, &state, &self.steps.owner, now, ttl).await;
+        self.memory.wrote();
         let lease = match begun {
             Err(StoreError::Contended { .. }) => return Ok(ReconcileOutcome::Contended),
             other => other?,
@@ -162,11 +150,11 @@ impl Service {
         state: PoolState,
         decision: &Decision,
     ) -> Result<ReconcileOutcome, ReconcileError> {
-        self.inner.metrics.set_lease_held(&policy.name, true);
+        self.steps.metrics.set_lease_held(&policy.name, true);
         let op_id = state.op.as_ref().map(|op| op.id.clone()).unwrap_or_default();
         let (acted, _) = tokio::join!(
-            self.run_op(policy, lease, state, Fresh::Yes),
-            self.audit(&policy.name, "decision", decision, Some(&op_id), false),
+            self.steps.run_op(policy, lease, state, Fresh::Yes),
+            self.steps.audit(&policy.name, "decision", decision, Some(&op_id), false),
         );
         acted?;
         Ok(ReconcileOutcome::Acted { op_id })
@@ -181,22 +169,22 @@ impl Service {
     /// that takes the operation back. Either way the ordinary path then decides from fresh
     /// reads. `None` when the fast path does not apply or gave way.
     async fn launch_from_memory(
-        &self,
+        &mut self,
         pool: &str,
         policy: &PoolPolicy,
         pending: &[pending::PendingWrite],
         now: Timestamp,
     ) -> Result<Option<ReconcileOutcome>, ReconcileError> {
         let fired = pending::fired_up(pending);
-        if fired.is_empty() || self.inner.config.dry_run {
+        if fired.is_empty() || self.steps.config.dry_run {
             return Ok(None);
         }
-        let Some(basis) = self.inner.memory.basis(pool, now) else { return Ok(None) };
-        let observed = self.observe_with(pool, basis.instances).await?;
+        let Some(basis) = self.memory.basis(now) else { return Ok(None) };
+        let observed = self.steps.observe_with(pool, basis.instances).await?;
         if policy.repair_after.is_some() && observed.any_not_ready() {
             return Ok(None); // node repair needs pod facts: the ordinary path gathers them
         }
-        let snapshot = self.snapshot(pool, observed, false).await?;
+        let snapshot = self.steps.snapshot(pool, observed, false).await?;
         // The same decision twice: from memory, then from the fresh reads.
         let state = &basis.record.state;
         let decide_from = |signals: &[Signal], snapshot: &PoolSnapshot| {
@@ -208,15 +196,15 @@ impl Service {
             return Ok(None);
         }
         let Some(written) = write_ahead(state, &guess, policy, now) else { return Ok(None) };
-        let edges = &self.inner.edges;
-        let ttl = self.inner.config.timing.lease_ttl;
+        let edges = &self.steps.edges;
+        let ttl = self.steps.config.timing.lease_ttl;
         let (begun, signals, observed, durable) = tokio::join!(
-            edges.store.begin(pool, basis.record.fencing_token, &written, &self.inner.owner, now, ttl),
+            edges.store.begin(pool, basis.record.fencing_token, &written, &self.steps.owner, now, ttl),
             edges.store.active_signals(pool, now),
-            self.observe_pool(pool),
+            self.steps.observe_pool(pool),
             pending::settle(pending.to_vec()),
         );
-        self.inner.memory.wrote(pool);
+        self.memory.wrote();
         let lease = match begun {
             Err(StoreError::Contended { .. }) => {
                 tracing::debug!(pool, "the remembered pool record is stale: deciding from fresh reads");
@@ -225,22 +213,22 @@ impl Service {
             other => other?,
         };
         let fresh = match (signals, observed) {
-            (Ok(signals), Ok(observed)) => {
-                let signals = pending::merge(signals, &durable);
-                let snapshot = self.snapshot(pool, observed, false).await;
-                snapshot.ok().map(|snapshot| {
-                    self.inner.memory.listed_after_write(pool, &snapshot.instances, now);
+            (Ok(signals), Ok(observed)) => match self.steps.snapshot(pool, observed, false).await {
+                Ok(snapshot) => {
+                    let signals = pending::merge(signals, &durable);
+                    self.memory.listed_after_write(&snapshot.instances, now);
                     self.observe(pool, &signals, &snapshot.workers);
-                    decide_from(&signals, &snapshot)
-                })
-            }
+                    Some(decide_from(&signals, &snapshot))
+                }
+                Err(_) => None,
+            },
             _ => None,
         };
         if fresh.as_ref() != Some(&guess) {
             // Taken back before anything irreversible; the ordinary path decides again.
             let mut undone = written;
             undone.op = None;
-            self.save_state(&lease, &undone, None, LeaseAction::Release).await?;
+            self.steps.save_state(&lease, &undone, None, LeaseAction::Release).await?;
             info!(pool, guessed = %guess.reason, fresh = ?fresh.map(|d| d.reason.to_string()),
                   "a launch decided from the remembered pool was taken back: the fresh reads disagree");
             return Ok(None);
@@ -249,46 +237,17 @@ impl Service {
         self.act(policy, &lease, written, &guess).await.map(Some)
     }
 
-    /// Takes the pool's lease for an operation in flight, with the record as it is now;
-    /// `None` when another holder has it.
-    pub(super) async fn acquire(&self, pool: &str) -> Result<Option<(Lease, PoolRecord)>, StoreError> {
-        let now = self.now();
-        let ttl = self.inner.config.timing.lease_ttl;
-        match self.inner.edges.store.acquire(pool, &self.inner.owner, now, ttl).await {
-            Err(StoreError::Contended { .. }) => Ok(None),
-            Err(other) => Err(other),
-            Ok(taken) => {
-                self.inner.metrics.set_lease_held(pool, true);
-                Ok(Some(taken))
-            }
-        }
-    }
-
     /// Moves the in-flight operation on under the lease.
     async fn progress(&self, pool: &str, policy: &PoolPolicy) -> Result<ReconcileOutcome, ReconcileError> {
-        let Some((lease, record)) = self.acquire(pool).await? else {
+        let Some((lease, record)) = self.steps.acquire(pool).await? else {
             return Ok(ReconcileOutcome::Contended);
         };
         if record.state.op.is_none() {
-            self.release(&lease).await?;
+            self.steps.release(&lease).await?;
             return Ok(ReconcileOutcome::Progressed);
         }
-        self.run_op(policy, &lease, record.state, Fresh::No).await?;
+        self.steps.run_op(policy, &lease, record.state, Fresh::No).await?;
         Ok(ReconcileOutcome::Progressed)
-    }
-
-    pub(super) async fn run_op(
-        &self,
-        policy: &PoolPolicy,
-        lease: &Lease,
-        state: PoolState,
-        fresh: Fresh,
-    ) -> Result<(), ReconcileError> {
-        match state.op.as_ref().map(|op| &op.kind) {
-            Some(OperationKind::Launch(_)) => self.run_launch(policy, lease, state, fresh).await,
-            Some(OperationKind::Drain(_)) => self.run_drain(policy, lease, state).await,
-            None => Ok(self.release(lease).await?),
-        }
     }
 
     /// Terminates managed instances that never became nodes within `join_timeout` (left by
@@ -301,11 +260,11 @@ impl Service {
     /// took the lease (the record's fencing token moved on: the caller decides next sweep).
     async fn clean_up_never_joined(&self, policy: &PoolPolicy, snapshot: &PoolSnapshot) -> bool {
         let (Some(cluster), true, false) =
-            (&self.inner.edges.cluster, snapshot.cluster_seen, self.inner.config.dry_run)
+            (&self.steps.edges.cluster, snapshot.cluster_seen, self.steps.config.dry_run)
         else {
             return false;
         };
-        let now = self.now();
+        let now = self.steps.now();
         let pool = policy.name.as_str();
         let candidates: Vec<&ManagedInstance> = snapshot
             .instances
@@ -315,7 +274,7 @@ impl Service {
             .collect();
         let report_unlabelled = |count: usize| {
             let labels = PoolLabels { pool: pool.into() };
-            self.inner.metrics.nodes_without_pool_label.get_or_create(&labels).set(count as i64);
+            self.steps.metrics.nodes_without_pool_label.get_or_create(&labels).set(count as i64);
         };
         if candidates.is_empty() {
             report_unlabelled(0);
@@ -340,9 +299,9 @@ impl Service {
         if orphans.is_empty() {
             return false;
         }
-        let store = &self.inner.edges.store;
-        let ttl = self.inner.config.timing.lease_ttl;
-        let (lease, record) = match store.acquire(pool, &self.inner.owner, now, ttl).await {
+        let store = &self.steps.edges.store;
+        let ttl = self.steps.config.timing.lease_ttl;
+        let (lease, record) = match store.acquire(pool, &self.steps.owner, now, ttl).await {
             Ok(taken) => taken,
             Err(error) => {
                 tracing::debug!(pool, %error, "no lease: never-joined cleanup left to the holder");
@@ -350,13 +309,13 @@ impl Service {
             }
         };
         self.terminate_never_joined(policy, &lease, record.state.op.is_none(), &orphans).await;
-        if let Err(error) = self.release(&lease).await {
+        if let Err(error) = self.steps.release(&lease).await {
             warn!(pool, %error, "cannot release the lease after never-joined cleanup");
         }
         true
     }
 
-    /// The terminate of [`Service::clean_up_never_joined`], under `lease`; skipped when an
+    /// The terminate of [`PoolWorker::clean_up_never_joined`], under `lease`; skipped when an
     /// operation started since the snapshot (its instances are its own to handle).
     async fn terminate_never_joined(
         &self,
@@ -371,27 +330,28 @@ impl Service {
             return;
         }
         let ids: Vec<String> = orphans.iter().map(|i| i.instance_id.clone()).collect();
-        match self.inner.edges.compute.terminate(&ids).await {
+        match self.steps.edges.compute.terminate(&ids).await {
             Ok(()) => {
                 warn!(pool, instances = ?ids, fencing_token = lease.fencing_token, "terminated instances that never joined within join_timeout");
-                self.record(AuditEvent {
-                    at: self.now(),
-                    pool: pool.to_string(),
-                    kind: "outcome".into(),
-                    action: "terminate".into(),
-                    reason_label: "never_joined".into(),
-                    reason: format!(
-                        "instances never joined within {} and no Node has their providerID",
-                        humantime::format_duration(policy.join_timeout)
-                    ),
-                    op_id: None,
-                    detail: serde_json::json!({ "instances": ids }),
-                    dry_run: false,
-                })
-                .await;
+                self.steps
+                    .record(AuditEvent {
+                        at: self.steps.now(),
+                        pool: pool.to_string(),
+                        kind: "outcome".into(),
+                        action: "terminate".into(),
+                        reason_label: "never_joined".into(),
+                        reason: format!(
+                            "instances never joined within {} and no Node has their providerID",
+                            humantime::format_duration(policy.join_timeout)
+                        ),
+                        op_id: None,
+                        detail: serde_json::json!({ "instances": ids }),
+                        dry_run: false,
+                    })
+                    .await;
             }
             Err(error) => {
-                self.inner.metrics.aws_error("TerminateInstances", error.code());
+                self.steps.metrics.aws_error("TerminateInstances", error.code());
                 warn!(pool, %error, "cannot terminate instances that never joined");
             }
         }
@@ -400,50 +360,20 @@ impl Service {
     /// Instances of `pool` whose interruption record is still open: a scale-down waits for
     /// them (read only when a scale-down is considered; it is one query).
     async fn interrupted_instances(&self, pool: &str) -> Result<Vec<String>, StoreError> {
-        let open = self.inner.edges.store.open_interruptions().await?;
+        let open = self.steps.edges.store.open_interruptions().await?;
         Ok(open.into_iter().filter(|(r, _)| r.pool == pool).map(|(r, _)| r.instance_id).collect())
     }
 
-    /// Counts a finished operation and how long it took.
-    pub(super) fn count_operation(
-        &self,
-        pool: &str,
-        kind: &'static str,
-        outcome: &'static str,
-        started_at: Timestamp,
-    ) {
-        let labels = OperationLabels { pool: pool.to_string(), kind, outcome };
-        let metrics = &self.inner.metrics;
-        metrics.operations.get_or_create(&labels).inc();
-        metrics.operation_duration.get_or_create(&labels).observe(self.now().since(started_at).as_secs_f64());
-    }
-
-    /// Counts a failed reconcile's AWS or Kubernetes error by call and code.
-    pub(super) fn count_error(&self, error: &ReconcileError) {
-        let metrics = &self.inner.metrics;
-        match error {
-            ReconcileError::Compute(e) => metrics.aws_error(e.api(), e.code()),
-            ReconcileError::Cluster(e) => {
-                let labels = crate::metrics::ApiErrorLabels { api: e.call(), code: e.label() };
-                metrics.kube_errors.get_or_create(&labels).inc();
-            }
-            ReconcileError::Store(StoreError::Unavailable { operation, .. }) => {
-                metrics.aws_error(operation, "unavailable")
-            }
-            _ => {}
-        }
-    }
-
     /// Whether the pool's instances were listed within [`QUIET_REFRESH`].
-    fn observed_recently(&self, pool: &str, now: Timestamp) -> bool {
-        self.inner.memory.listed_at(pool).is_some_and(|at| now.since(at) < QUIET_REFRESH)
+    fn observed_recently(&self, now: Timestamp) -> bool {
+        self.memory.listed_at().is_some_and(|at| now.since(at) < QUIET_REFRESH)
     }
 
     fn observe(&self, pool: &str, signals: &[Signal], workers: &[Worker]) {
         self.observe_signals(pool, signals);
-        let metrics = &self.inner.metrics;
+        let metrics = &self.steps.metrics;
         metrics.pool_workers.get_or_create(&PoolLabels { pool: pool.to_string() }).set(workers.len() as i64);
-        if let Some(config) = self.inner.config.pools.get(pool) {
+        if let Some(config) = self.steps.config.pools.get(pool) {
             let zones = config.subnets.keys().map(String::as_str);
             metrics.observe_pool_nodes(
                 pool,
@@ -454,7 +384,7 @@ impl Service {
     }
 
     fn observe_signals(&self, pool: &str, signals: &[Signal]) {
-        let metrics = &self.inner.metrics;
+        let metrics = &self.steps.metrics;
         for direction in [Direction::Up, Direction::Down] {
             let n = signals.iter().filter(|s| s.direction == direction).count();
             metrics
@@ -466,7 +396,7 @@ impl Service {
 
     fn log_decision(&self, pool: &str, decision: &Decision) {
         let action = plan_action(&decision.plan);
-        self.inner
+        self.steps
             .metrics
             .decisions
             .get_or_create(&DecisionLabels {
@@ -489,107 +419,19 @@ impl Service {
     /// candidate, unhealthy, at max or min, no capacity) when its reason differs from the last
     /// one recorded for the pool. Routine holds (no signal, in flight, cooldown) are only
     /// logged, so repeats and sweeps cost no writes.
-    async fn audit_hold_if_changed(&self, pool: &str, decision: &Decision) {
+    async fn audit_hold_if_changed(&mut self, pool: &str, decision: &Decision) {
         let lasting = matches!(
             decision.reason.label(),
             "no_drain_candidate" | "unhealthy" | "at_max" | "at_min" | "no_capacity"
         ) || matches!(decision.reason, Reason::RepairHeld(_));
         if !lasting {
-            if let Ok(mut audited) = self.inner.audited_holds.lock() {
-                audited.remove(pool);
-            }
+            self.audited_hold = None;
             return;
         }
         let reason = decision.reason.to_string();
-        let changed = match self.inner.audited_holds.lock() {
-            Ok(mut audited) => {
-                audited.insert(pool.to_string(), reason.clone()).as_deref() != Some(reason.as_str())
-            }
-            Err(_) => true,
-        };
-        if changed {
-            self.audit(pool, "decision", decision, None, self.inner.config.dry_run).await;
+        if self.audited_hold.replace(reason.clone()).as_deref() != Some(reason.as_str()) {
+            self.steps.audit(pool, "decision", decision, None, self.steps.config.dry_run).await;
         }
-    }
-
-    /// Appends a decision or outcome to the audit trail; a failure is logged, never fatal.
-    pub(super) async fn audit(
-        &self,
-        pool: &str,
-        kind: &str,
-        decision: &Decision,
-        op_id: Option<&str>,
-        dry_run: bool,
-    ) {
-        let detail = match &decision.plan {
-            Plan::Launch(requests) => serde_json::json!({ "launch": requests }),
-            Plan::Drain(drain) => serde_json::json!({ "drain": drain }),
-            Plan::SupersedeDrain { drain, launch } => serde_json::json!({ "drain": drain, "launch": launch }),
-            Plan::Hold => serde_json::Value::Null,
-        };
-        let event = AuditEvent {
-            at: self.now(),
-            pool: pool.to_string(),
-            kind: kind.to_string(),
-            action: plan_action(&decision.plan).to_string(),
-            reason_label: decision.reason.label().to_string(),
-            reason: decision.reason.to_string(),
-            op_id: op_id.map(str::to_string),
-            detail,
-            dry_run,
-        };
-        self.record(event).await;
-    }
-
-    pub(super) async fn record(&self, event: AuditEvent) {
-        self.inner.audit.record(event).await;
-    }
-
-    pub(super) async fn save_state(
-        &self,
-        lease: &Lease,
-        state: &PoolState,
-        node_count: Option<u32>,
-        action: crate::adapters::dynamodb::store::LeaseAction,
-    ) -> Result<(), StoreError> {
-        let now = self.now();
-        let ttl = self.inner.config.timing.lease_ttl;
-        let saved = self.inner.edges.store.save(lease, state, node_count, action, now, ttl).await;
-        let held = saved.is_ok() && action == crate::adapters::dynamodb::store::LeaseAction::Extend;
-        self.inner.metrics.set_lease_held(&lease.pool, held);
-        if saved.is_ok() {
-            self.inner.metrics.observe_backoffs(&lease.pool, &state.backoffs, now);
-        }
-        saved
-    }
-
-    /// The fenced lease check right before an irreversible act (`before` names it): renews the
-    /// lease if it is still ours. A lease lost meanwhile (this pass stalled past `lease_ttl`,
-    /// e.g. in a slow API call, and another replica took over) stops the pass here, logged.
-    pub(super) async fn fence(&self, lease: &Lease, before: &'static str) -> Result<(), StoreError> {
-        let ttl = self.inner.config.timing.lease_ttl;
-        let renewed = self.inner.edges.store.renew(lease, self.now(), ttl).await;
-        if let Err(StoreError::LeaseLost { .. }) = &renewed {
-            self.inner.metrics.set_lease_held(&lease.pool, false);
-            warn!(pool = %lease.pool, fencing_token = lease.fencing_token, before,
-                  "lease lost to another replica: stopping this pass before acting; the new holder carries on");
-        }
-        renewed
-    }
-
-    /// Gives the lease up and says so in `lease_held`.
-    pub(super) async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.inner.metrics.set_lease_held(&lease.pool, false);
-        self.inner.edges.store.release(lease).await
-    }
-}
-
-fn plan_action(plan: &Plan) -> &'static str {
-    match plan {
-        Plan::Launch(_) => "launch",
-        Plan::Drain(_) => "drain",
-        Plan::SupersedeDrain { .. } => "supersede_drain",
-        Plan::Hold => "hold",
     }
 }
 

@@ -11,16 +11,19 @@
 //! token: then no operation of any replica can have launched or terminated since. What the
 //! token cannot see (EC2 reclaiming a spot instance, a signal stored by another replica) is
 //! caught by the fresh reads that run alongside the write-ahead: the launch goes out only when
-//! they lead to the same decision (`reconcile::launch_from_memory`).
+//! they lead to the same decision (`PoolWorker::launch_from_memory` in `reconcile.rs`).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::adapters::{ManagedInstance, PoolRecord};
 use crate::core::model::Signal;
 use crate::core::time::Timestamp;
 
-use super::reconcile::QUIET_REFRESH;
+/// How long a quiet pool (no operation, no active signal) goes between instance listings.
+/// Sweeps in between read only the pool record and the signals (DynamoDB), which keeps a
+/// sweep of a 1,000-node pool cheap; refilling below `min` and cleaning up instances that
+/// never joined wait at most this long. Any signal or operation lists at once.
+pub(super) const QUIET_REFRESH: Duration = Duration::from_secs(60);
 
 /// The last instance list of a pool.
 #[derive(Clone)]
@@ -39,8 +42,9 @@ struct Settled {
     signals: Vec<Signal>,
 }
 
-#[derive(Clone, Default)]
-struct Remembered {
+/// What one pool's last reads showed (see the module doc); owned by that pool's worker.
+#[derive(Default)]
+pub(super) struct PoolMemory {
     settled: Option<Settled>,
     listing: Option<Listing>,
 }
@@ -55,76 +59,55 @@ pub(super) struct Basis {
     pub instances: Vec<ManagedInstance>,
 }
 
-/// Per pool, what the last reads showed (see the module doc).
-#[derive(Default)]
-pub(super) struct PoolMemory {
-    pools: Mutex<HashMap<String, Remembered>>,
-}
-
 impl PoolMemory {
-    fn with<T>(&self, pool: &str, change: impl FnOnce(&mut Remembered) -> T) -> Option<T> {
-        // A poisoned map only costs the fast path: the reconcile reads instead.
-        let mut pools = self.pools.lock().ok()?;
-        Some(change(pools.entry(pool.to_string()).or_default()))
-    }
-
     /// Notes a read of the pool record and its signals.
-    pub fn read(&self, pool: &str, record: &PoolRecord, signals: &[Signal]) {
+    pub fn read(&mut self, record: &PoolRecord, signals: &[Signal]) {
         let settled = record.lease.is_none() && record.state.op.is_none();
-        self.with(pool, |r| {
-            r.settled = settled.then(|| Settled { record: record.clone(), signals: signals.to_vec() });
-        });
+        self.settled = settled.then(|| Settled { record: record.clone(), signals: signals.to_vec() });
     }
 
     /// Notes an instance list taken after reading `record` in the same reconcile.
-    pub fn listed(&self, pool: &str, record: &PoolRecord, instances: &[ManagedInstance], at: Timestamp) {
+    pub fn listed(&mut self, record: &PoolRecord, instances: &[ManagedInstance], at: Timestamp) {
         let settled = record.lease.is_none() && record.state.op.is_none();
-        self.with(pool, |r| {
-            r.listing = Some(Listing {
-                instances: instances.to_vec(),
-                at,
-                token: settled.then_some(record.fencing_token),
-            });
+        self.listing = Some(Listing {
+            instances: instances.to_vec(),
+            at,
+            token: settled.then_some(record.fencing_token),
         });
     }
 
     /// Notes an instance list taken after a write of ours: it counts for
     /// [`PoolMemory::listed_at`], not as a basis.
-    pub fn listed_after_write(&self, pool: &str, instances: &[ManagedInstance], at: Timestamp) {
-        self.with(pool, |r| r.listing = Some(Listing { instances: instances.to_vec(), at, token: None }));
+    pub fn listed_after_write(&mut self, instances: &[ManagedInstance], at: Timestamp) {
+        self.listing = Some(Listing { instances: instances.to_vec(), at, token: None });
     }
 
     /// Forgets the record after a write of ours to it (its token moved on); the time of the
     /// last list stays, for [`PoolMemory::listed_at`].
-    pub fn wrote(&self, pool: &str) {
-        self.with(pool, |r| {
-            r.settled = None;
-            if let Some(listing) = &mut r.listing {
-                listing.token = None;
-            }
-        });
+    pub fn wrote(&mut self) {
+        self.settled = None;
+        if let Some(listing) = &mut self.listing {
+            listing.token = None;
+        }
     }
 
     /// When the pool's instances were last listed.
-    pub fn listed_at(&self, pool: &str) -> Option<Timestamp> {
-        self.with(pool, |r| r.listing.as_ref().map(|l| l.at)).flatten()
+    pub fn listed_at(&self) -> Option<Timestamp> {
+        self.listing.as_ref().map(|l| l.at)
     }
 
     /// The record, signals and instances a launch may be decided from without reading first:
     /// `None` unless all three belong to one settled fencing token and the list is younger
     /// than [`QUIET_REFRESH`].
-    pub fn basis(&self, pool: &str, now: Timestamp) -> Option<Basis> {
-        self.with(pool, |r| {
-            let settled = r.settled.as_ref()?;
-            let listing = r.listing.as_ref()?;
-            let consistent = listing.token == Some(settled.record.fencing_token);
-            (consistent && now.since(listing.at) < QUIET_REFRESH).then(|| Basis {
-                record: settled.record.clone(),
-                signals: settled.signals.clone(),
-                instances: listing.instances.clone(),
-            })
+    pub fn basis(&self, now: Timestamp) -> Option<Basis> {
+        let settled = self.settled.as_ref()?;
+        let listing = self.listing.as_ref()?;
+        let consistent = listing.token == Some(settled.record.fencing_token);
+        (consistent && now.since(listing.at) < QUIET_REFRESH).then(|| Basis {
+            record: settled.record.clone(),
+            signals: settled.signals.clone(),
+            instances: listing.instances.clone(),
         })
-        .flatten()
     }
 }
 
@@ -157,23 +140,23 @@ mod tests {
 
     #[test]
     fn a_settled_read_then_a_list_with_the_same_token_is_a_basis() {
-        let memory = PoolMemory::default();
-        memory.read("w", &record(7), &[]);
-        memory.listed("w", &record(7), &[instance("i-1")], T0);
-        let basis = memory.basis("w", T0.plus(Duration::from_secs(30))).expect("basis");
+        let mut memory = PoolMemory::default();
+        memory.read(&record(7), &[]);
+        memory.listed(&record(7), &[instance("i-1")], T0);
+        let basis = memory.basis(T0.plus(Duration::from_secs(30))).expect("basis");
         assert_eq!(basis.record.fencing_token, 7);
         assert_eq!(basis.instances.len(), 1);
-        assert!(memory.basis("w", T0.plus(QUIET_REFRESH)).is_none(), "a list as old as QUIET_REFRESH is not");
-        assert!(memory.basis("other", T0).is_none());
+        assert!(memory.basis(T0.plus(QUIET_REFRESH)).is_none(), "a list as old as QUIET_REFRESH is not");
+        assert!(PoolMemory::default().basis(T0).is_none(), "another pool's memory is its own worker's");
     }
 
     #[test]
     fn a_list_taken_under_a_lease_or_an_operation_is_never_a_basis() {
-        let memory = PoolMemory::default();
+        let mut memory = PoolMemory::default();
         let leased = PoolRecord { lease: Some(("other".into(), T0)), ..record(7) };
-        memory.listed("w", &leased, &[], T0);
-        memory.read("w", &record(7), &[]);
-        assert!(memory.basis("w", T0).is_none(), "listed while another replica held the lease");
+        memory.listed(&leased, &[], T0);
+        memory.read(&record(7), &[]);
+        assert!(memory.basis(T0).is_none(), "listed while another replica held the lease");
 
         let op = Operation {
             id: "op-1".into(),
@@ -189,27 +172,27 @@ mod tests {
             deadline: T0,
         };
         let busy = PoolRecord { state: PoolState { op: Some(op), ..PoolState::default() }, ..record(8) };
-        memory.read("w", &busy, &[]);
-        memory.listed("w", &busy, &[], T0);
+        memory.read(&busy, &[]);
+        memory.listed(&busy, &[], T0);
         // The operation ends under the same token: the list may miss what it changed.
-        memory.read("w", &record(8), &[]);
-        assert!(memory.basis("w", T0).is_none(), "listed while an operation was in flight");
+        memory.read(&record(8), &[]);
+        assert!(memory.basis(T0).is_none(), "listed while an operation was in flight");
     }
 
     #[test]
     fn a_newer_token_or_a_write_of_ours_ends_the_basis_but_not_the_list_time() {
-        let memory = PoolMemory::default();
-        memory.read("w", &record(7), &[]);
-        memory.listed("w", &record(7), &[], T0);
-        memory.read("w", &record(8), &[]);
-        assert!(memory.basis("w", T0).is_none(), "another replica took a lease since the list");
+        let mut memory = PoolMemory::default();
+        memory.read(&record(7), &[]);
+        memory.listed(&record(7), &[], T0);
+        memory.read(&record(8), &[]);
+        assert!(memory.basis(T0).is_none(), "another replica took a lease since the list");
 
-        memory.read("w", &record(8), &[]);
-        memory.listed("w", &record(8), &[], T0);
-        memory.wrote("w");
-        assert!(memory.basis("w", T0).is_none());
-        assert_eq!(memory.listed_at("w"), Some(T0));
-        memory.read("w", &record(9), &[]);
-        assert!(memory.basis("w", T0).is_none(), "the list predates our own write");
+        memory.read(&record(8), &[]);
+        memory.listed(&record(8), &[], T0);
+        memory.wrote();
+        assert!(memory.basis(T0).is_none());
+        assert_eq!(memory.listed_at(), Some(T0));
+        memory.read(&record(9), &[]);
+        assert!(memory.basis(T0).is_none(), "the list predates our own write");
     }
 }
