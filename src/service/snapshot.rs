@@ -54,7 +54,7 @@ impl Steps {
         Ok(Observed { instances, nodes: nodes? })
     }
 
-    /// The pool with remembered `instances` (see `pool_memory`) and its nodes as read now
+    /// The pool with remembered `instances` (see `pool_worker/memory.rs`) and its nodes as read now
     /// (served from the watch cache when it runs).
     pub(super) async fn observe_with(
         &self,

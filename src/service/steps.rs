@@ -1,8 +1,8 @@
 //! The steps every loop takes through the outside systems: the lease and fenced writes, the
 //! audit trail, the counters, and (in `launch.rs`, `drain.rs`, `supersede.rs`, `snapshot.rs`,
-//! `interrupt.rs`, `interrupt_steps.rs`, `repair.rs`) the operations themselves. [`Steps`]
-//! keeps nothing between calls: what a loop remembers is the loop's own (see `pool_worker`),
-//! and what loops share is in the store.
+//! `interrupt.rs`, `repair.rs`) the operations themselves. [`Steps`] keeps nothing between
+//! calls: what a loop remembers is the loop's own (see `pool_worker`), and what loops share
+//! is in the store.
 
 use std::sync::Arc;
 

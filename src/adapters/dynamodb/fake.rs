@@ -31,7 +31,12 @@ pub struct MemoryStore {
     pub writes: AtomicU64,
     /// GetItem calls of a pool record.
     pub record_reads: AtomicU64,
+    /// Another writer's change that lands right after the next read of a pool record.
+    after_next_read: Mutex<Option<RecordChange>>,
 }
+
+/// A change to a stored pool record, made by a writer the test plays.
+type RecordChange = Box<dyn FnOnce(&mut PoolRecord) + Send>;
 
 impl MemoryStore {
     pub fn set_down(&self, down: bool) {
@@ -54,6 +59,11 @@ impl MemoryStore {
     }
     pub fn set_record(&self, pool: &str, record: PoolRecord) {
         self.data.lock().unwrap().pools.insert(pool.into(), record);
+    }
+    /// Applies `change` to the stored record right after the next read of a pool record has
+    /// answered: another writer that got in between the read and what follows it.
+    pub fn after_next_read(&self, change: impl FnOnce(&mut PoolRecord) + Send + 'static) {
+        *self.after_next_read.lock().unwrap() = Some(Box::new(change));
     }
     fn check(
         &self,
@@ -110,9 +120,13 @@ impl StateStore for MemoryStore {
             .collect())
     }
     async fn read_pool(&self, pool: &str) -> Result<PoolRecord, StoreError> {
-        let d = self.check("GetItem", false)?;
+        let mut d = self.check("GetItem", false)?;
         self.record_reads.fetch_add(1, Ordering::SeqCst);
-        Ok(d.pools.get(pool).cloned().unwrap_or_default())
+        let answer = d.pools.get(pool).cloned().unwrap_or_default();
+        if let Some(change) = self.after_next_read.lock().unwrap().take() {
+            change(d.pools.entry(pool.into()).or_default());
+        }
+        Ok(answer)
     }
     async fn begin(
         &self,

@@ -30,6 +30,12 @@ impl PoolRecord {
     pub fn leased_by_other(&self, owner: &str, now: Timestamp) -> bool {
         matches!(&self.lease, Some((holder, expires)) if holder != owner && *expires > now)
     }
+
+    /// Whether anyone holds an unexpired lease at `now`: its holder may still save the record,
+    /// so nothing may be written ahead from this read (see `StateStore::begin`).
+    pub fn leased(&self, now: Timestamp) -> bool {
+        matches!(&self.lease, Some((_, expires)) if *expires > now)
+    }
 }
 
 /// Proof of holding a pool's lease; every write under it is conditional on the token.

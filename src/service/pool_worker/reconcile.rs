@@ -87,6 +87,14 @@ impl PoolWorker {
                 return self.progress(pool, &policy).await;
             }
         }
+        // A lease without an operation: its holder (an interruption's replacement launch, a
+        // never-joined cleanup) may still save the record, and once it has released, a
+        // write-ahead on this read's token would succeed and put this read's copy over what it
+        // saved (a capacity backoff). The next sweep or alert reads again.
+        if record.state.op.is_none() && record.leased(now) {
+            tracing::debug!(pool, "the pool lease is held without an operation: deciding after its holder");
+            return Ok(ReconcileOutcome::Contended);
+        }
         let signals = pending::merge(signals?, &durable);
         let considering_scale_down = signals.iter().any(|s| s.direction == Direction::Down)
             && !signals.iter().any(|s| s.direction == Direction::Up);
@@ -162,7 +170,7 @@ impl PoolWorker {
 
     /// The fast path of an alert on a quiet pool: two sequential round trips to the launch
     /// request instead of three. The launch is decided from what the last sweep read (see
-    /// `pool_memory`) and written ahead at once, conditional on the remembered fencing token;
+    /// `memory.rs`) and written ahead at once, conditional on the remembered fencing token;
     /// the fresh reads (signals, instances, the alert's own signal write) go out alongside
     /// that write, and the launch is only sent when they lead to the same decision. A token
     /// that moved on costs the one failed write; fresh reads that disagree cost one more write

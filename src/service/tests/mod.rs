@@ -19,7 +19,8 @@ use crate::adapters::{Compute, ComputeError, ManualClock, StateStore};
 use crate::config::Config;
 use crate::core::alert::{Notification, ResolvedSignal};
 use crate::core::model::{
-    Direction, LaunchOp, LaunchPhase, LaunchRequest, Market, Operation, OperationKind, Signal,
+    CapacityBackoff, Direction, LaunchOp, LaunchPhase, LaunchRequest, Market, Operation, OperationKind,
+    Signal,
 };
 use crate::core::time::Timestamp;
 use crate::metrics::Metrics;
@@ -333,6 +334,44 @@ async fn crashed_holder_op_is_resumed_after_its_lease_expires() {
     assert_eq!(launches.len(), 1);
     assert_eq!(launches[0].client_token, "op-crashed-0-spot");
     assert!(h.store.record("workers").fencing_token > 7);
+}
+
+/// A lease held without an operation (another replica's interruption replacement or
+/// never-joined cleanup) means its holder may still save the record. A launch decided from a
+/// read taken meanwhile waits for the holder: once it has released, the write-ahead would
+/// succeed on the same token and write the read's copy over the capacity backoff it saved.
+#[tokio::test]
+async fn a_lease_held_without_an_operation_is_waited_for_so_the_holders_backoff_survives() {
+    let h = harness(&[]);
+    let now = h.clock.now_ts();
+    let mut record = h.store.record("workers");
+    record.fencing_token = 5;
+    record.lease = Some(("other-replica".into(), now.plus(Duration::from_secs(30))));
+    h.store.set_record("workers", record);
+    let backoff = CapacityBackoff {
+        instance_type: None,
+        az: "us-east-1a".into(),
+        market: Market::Spot,
+        until: now.plus(Duration::from_secs(300)),
+        code: "InsufficientInstanceCapacity".into(),
+    };
+    let saved = backoff.clone();
+    // Right after our read, the holder saves the backoff its launch met and releases.
+    h.store.after_next_read(move |record| {
+        record.state.backoffs.push(saved);
+        record.lease = None;
+    });
+    h.service.accept(firing(Direction::Up, "fp", 1)).await.unwrap();
+    h.reconcile().await;
+    h.reconcile().await;
+    let stored = h.store.record("workers");
+    assert_eq!(stored.state.backoffs, vec![backoff], "the holder's backoff was written over");
+    let launches = h.compute.launches.lock().unwrap().clone();
+    assert_eq!(launches.len(), 1, "the scale-up still happens once the holder is done");
+    assert!(
+        !(launches[0].az == "us-east-1a" && launches[0].market == Market::Spot),
+        "launched into the market the holder had just found without capacity"
+    );
 }
 
 #[tokio::test]
