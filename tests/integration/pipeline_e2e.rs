@@ -247,31 +247,31 @@ async fn a_silence_after_the_first_drain_starts_no_other_until_it_expires() {
         p.terminations().first().copied()
     })
     .await;
-    // The drain changed the pool, so the rule may be pending again for its `for:` window (a
-    // run failed here waiting for the pause that only a firing alert can show): silence it
-    // while it fires.
-    p.firing("K3sWorkersCPULow", Duration::from_secs(90)).await;
+    // Silenced at once, inside the scale-down cooldown this drain just started (20 s): no
+    // second drain can begin before the sync has seen the silence (one sweep, 1 s). The drain
+    // changed the pool (its evicted pods were Pending a moment), so the rule may resolve and be
+    // pending again for its `for:` window; the pause shows once the alert fires under the
+    // silence. Runs failed with either other order: silencing after a stale "firing" and
+    // waiting 10 s for the pause, or waiting for the refire first, which let a second drain
+    // start as the cooldown ran out before the silence existed.
     let silenced = SystemTime::now();
     let silence = p.alertmanager.silence(&[("autoscaler", "scale-down")], 1).await;
-    paused(&p, "workers", true).await;
-    let in_force = SystemTime::now() + Duration::from_secs(1);
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let (evictions, terminations) = (p.world.kube.evictions().len(), p.terminations().len());
-    // Five scale-down cooldowns (5 x 20 s): no drain starts (no eviction, no termination).
+    paused_within(&p, "workers", true, Duration::from_secs(90)).await;
+    let shown = SystemTime::now();
+    // Five scale-down cooldowns (5 x 20 s) under the silence: no drain starts (no eviction, no
+    // termination) from the moment the silence was added.
     tokio::time::sleep(p.window(10 * MINUTE) * 5).await;
     assert_eq!(p.world.kube.evictions().len(), evictions, "an eviction under the silence");
     assert_eq!(p.terminations().len(), terminations, "a termination under the silence");
-    assert!(
-        p.terminations().iter().all(|t| *t <= in_force),
-        "a drain finished after the silence was in force"
-    );
+    assert!(p.terminations().iter().all(|t| *t <= silenced), "a drain finished under the silence");
     assert!(
         p.prometheus.alert("K3sWorkersCPULow", "firing").await.is_some(),
         "still firing under the silence"
     );
     println!(
-        "scale-down silence add -> pool_paused = 1: {:?}",
-        in_force.duration_since(silenced).unwrap_or_default()
+        "scale-down silence add -> pool_paused = 1 (the rule's refire included): {:?}",
+        shown.duration_since(silenced).unwrap_or_default()
     );
     p.alertmanager.expire(&silence).await;
     eventually("a drain after the silence expired", Duration::from_secs(15), || async {
@@ -286,11 +286,22 @@ async fn a_silence_after_the_first_drain_starts_no_other_until_it_expires() {
 /// once that alert resolves the scale-down comes back by itself and drains again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inhibited_scale_down_never_drains_and_returns_when_the_scale_up_resolves() {
-    let options = PipelineOptions { workers: 4, max: 4, load: 0.8, ..PipelineOptions::new("e2e-inhibit") };
+    // A scale-down cooldown of 30 minutes (60 s here) outlasts the low-CPU rule's refire after
+    // the first drain (its `for:` window, 20 s) and the inhibition that follows: with the
+    // shipped 10 minutes, a refire that came as the cooldown ran out could start a second
+    // drain before the inhibition, down to min, and nothing would be left to drain after it.
+    let cooldown = 30 * MINUTE;
+    let options = PipelineOptions {
+        workers: 4,
+        max: 4,
+        load: 0.8,
+        scale_down_cooldown: cooldown,
+        ..PipelineOptions::new("e2e-inhibit")
+    };
     let p = Pipeline::start(options).await;
     // 0.8 CPU over 4 workers is 10 %: the low-CPU rule fires; its first drain goes through.
     p.firing("K3sWorkersCPULow", Duration::from_secs(90)).await;
-    eventually("the first drain done", Duration::from_secs(90), || async {
+    let first_drain = eventually("the first drain done", Duration::from_secs(90), || async {
         p.terminations().first().copied()
     })
     .await;
@@ -321,8 +332,11 @@ async fn an_inhibited_scale_down_never_drains_and_returns_when_the_scale_up_reso
     paused(&p, "workers", false).await;
     let in_force = SystemTime::now();
     let (evictions, terminations) = (p.world.kube.evictions().len(), p.terminations().len());
-    // Three scale-down cooldowns (3 x 20 s) while Prometheus still fires the low-CPU alert.
-    tokio::time::sleep(p.window(10 * MINUTE) * 3).await;
+    assert_eq!(terminations, 1, "a second drain before the inhibition: the cooldown ran out first");
+    // Past the end of the cooldown by two shipped cooldowns (2 x 20 s), while Prometheus
+    // still fires the low-CPU alert.
+    let quiet_until = first_drain + p.window(cooldown) + p.window(10 * MINUTE) * 2;
+    tokio::time::sleep(quiet_until.duration_since(SystemTime::now()).unwrap_or_default()).await;
     p.world.sweeps_pass(2).await;
     assert!(
         p.prometheus.alert("K3sWorkersCPULow", "firing").await.is_some(),
@@ -351,8 +365,13 @@ async fn scale_down_signal_stored(p: &Pipeline) -> bool {
 /// Waits until the service exports `pool`'s paused gauge as `paused`: the positive event that
 /// it has seen the silence (or its end).
 async fn paused(p: &Pipeline, pool: &str, paused: bool) {
+    paused_within(p, pool, paused, Duration::from_secs(10)).await;
+}
+
+/// As [`paused`], waiting up to `timeout`: a pause shows only while a muted alert fires.
+async fn paused_within(p: &Pipeline, pool: &str, paused: bool, timeout: Duration) {
     let line = format!("k3s_autoscaler_pool_paused{{pool=\"{pool}\"}} {}", u8::from(paused));
-    eventually(&line, Duration::from_secs(10), || async {
+    eventually(&line, timeout, || async {
         p.service.metrics().await.lines().any(|l| l == line).then_some(())
     })
     .await;

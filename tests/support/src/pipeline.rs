@@ -40,6 +40,8 @@ pub struct PipelineOptions {
     pub scrape: Duration,
     /// The service's sweep interval.
     pub sweep: Duration,
+    /// The pool's `scale_down_cooldown` in production time (divided by `speed` like the rest).
+    pub scale_down_cooldown: Duration,
 }
 
 impl PipelineOptions {
@@ -57,6 +59,7 @@ impl PipelineOptions {
             rules: vec![SHIPPED_RULES.into()],
             scrape: Duration::from_secs(1),
             sweep: Duration::from_secs(1),
+            scale_down_cooldown: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -180,6 +183,7 @@ impl Pipeline {
         let minutes = |m: u64| scaled(Duration::from_secs(m * 60), speed);
         let join = JoinOptions { boot: options.boot, remove_terminated: true };
         let (min, max) = (options.min, options.max);
+        let scale_down_cooldown = scaled(options.scale_down_cooldown, speed);
         let sweep = humantime::format_duration(options.sweep).to_string();
         // Alertmanager's port is chosen first: the service reads its API (`[alertmanager]`).
         let am_port = super::moto::free_port();
@@ -190,7 +194,7 @@ impl Pipeline {
             c.scale_up_cooldown = minutes(3);
             c.extra_pool = format!(
                 "scale_down_cooldown = \"{}\"\njoin_timeout = \"{}\"\ndrain_timeout = \"{}\"\ncapacity_backoff = \"{}\"\nmax_step = 3",
-                minutes(10),
+                scale_down_cooldown,
                 minutes(10),
                 minutes(5),
                 minutes(5)
