@@ -20,7 +20,14 @@ async fn every_scaling_event_of_a_scale_up_reaches_cloudwatch_logs() {
         (world.instances().await.len() == 1 && world.op_finished().await).then_some(())
     })
     .await;
-    let audit = world.items("event#").await;
+    // The outcome is audited just after the state that ends the op is saved, and each record
+    // is counted once CloudWatch has answered: wait for each of those events, never assume it
+    // (a run on a loaded machine failed reading them at once).
+    let audit = eventually("the decision and its outcome audited", Duration::from_secs(10), || async {
+        let audit = world.items("event#").await;
+        (audit >= 2).then_some(audit)
+    })
+    .await;
     let records = eventually("records for every audit event", Duration::from_secs(10), || async {
         let records = records(&logs, stream).await;
         (records.len() >= audit).then_some(records)
@@ -32,9 +39,15 @@ async fn every_scaling_event_of_a_scale_up_reaches_cloudwatch_logs() {
         .collect();
     assert_eq!(seen, [("decision", "scale_up_signal"), ("outcome", "succeeded")], "{records:?}");
     assert_eq!(records.len(), audit);
-    let metrics = service.metrics().await;
-    assert!(metrics.contains("k3s_autoscaler_cloudwatch_records_total{outcome=\"sent\"} 2"), "{metrics}");
-    assert!(metrics.contains("k3s_autoscaler_lease_held{pool=\"workers\"} 0"), "released: {metrics}");
+    for line in [
+        "k3s_autoscaler_cloudwatch_records_total{outcome=\"sent\"} 2",
+        "k3s_autoscaler_lease_held{pool=\"workers\"} 0",
+    ] {
+        eventually(line, Duration::from_secs(10), || async {
+            service.metrics().await.lines().any(|l| l == line).then_some(())
+        })
+        .await;
+    }
     // The next reconcile of the idle pool counts the new worker by zone and market.
     let spread = "k3s_autoscaler_pool_nodes{pool=\"workers\",az=\"us-east-1a\",capacity_type=\"spot\"} 1";
     eventually("pool_nodes by zone", Duration::from_secs(10), || async {
