@@ -76,6 +76,7 @@ async fn a_lost_resolved_post_is_healed_within_a_sweep_with_one_replica_down() {
     // One sweep for a reconcile that read before the removal, then five cooldowns (5 x 2 s).
     let settled = SystemTime::now() + Duration::from_secs(1);
     tokio::time::sleep(Duration::from_secs(11)).await;
+    world.sweeps_pass(2).await;
     let late = world.proxy.times("CreateFleet").into_iter().filter(|t| *t > settled).count();
     assert_eq!(late, 0, "launches after the lost resolve was healed");
 }

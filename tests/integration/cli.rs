@@ -74,6 +74,11 @@ async fn status_shows_signals_and_the_last_decisions_with_reasons() {
     world.expect_instances(1, Duration::ZERO).await;
     eventually("op finished", Duration::from_secs(15), || async { world.op_finished().await.then_some(()) })
         .await;
+    // The outcome is audited just after the save that clears the op.
+    eventually("the decision and its outcome audited", Duration::from_secs(5), || async {
+        (world.items("event#").await >= 2).then_some(())
+    })
+    .await;
     let config = world.prepared.1.to_str().unwrap().to_string();
     let out = tokio::task::spawn_blocking(move || {
         binary().args(["--config", &config, "status", "--json"]).output().unwrap()

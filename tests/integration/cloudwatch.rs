@@ -43,10 +43,7 @@ async fn every_scaling_event_of_a_scale_up_reaches_cloudwatch_logs() {
         "k3s_autoscaler_cloudwatch_records_total{outcome=\"sent\"} 2",
         "k3s_autoscaler_lease_held{pool=\"workers\"} 0",
     ] {
-        eventually(line, Duration::from_secs(10), || async {
-            service.metrics().await.lines().any(|l| l == line).then_some(())
-        })
-        .await;
+        service.metric_line(line, Duration::from_secs(10)).await;
     }
     // The next reconcile of the idle pool counts the new worker by zone and market.
     let spread = "k3s_autoscaler_pool_nodes{pool=\"workers\",az=\"us-east-1a\",capacity_type=\"spot\"} 1";

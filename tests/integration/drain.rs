@@ -133,13 +133,12 @@ async fn scale_down_alert_drains_one_node_in_the_fullest_zone_and_terminates_its
         .filter_map(|e| e["reason"].as_str().map(str::to_string))
         .collect();
     assert_eq!(reasons, vec!["DrainStarted", "DrainCompleted", "NodeRemoved"]);
-    let metrics = service.metrics().await;
-    assert!(
-        metrics.contains(
-            "k3s_autoscaler_operations_total{pool=\"workers\",kind=\"drain\",outcome=\"succeeded\"} 1"
-        ),
-        "{metrics}"
-    );
+    service
+        .metric_line(
+            "k3s_autoscaler_operations_total{pool=\"workers\",kind=\"drain\",outcome=\"succeeded\"} 1",
+            Duration::from_secs(5),
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,13 +171,12 @@ async fn pdb_that_never_allows_disruption_aborts_at_the_timeout_and_terminates_n
             .iter()
             .any(|e| e["reason"] == "DrainAborted" && e["regarding"]["name"] == chosen.as_str())
     );
-    let metrics = service.metrics().await;
-    assert!(
-        metrics.contains(
-            "k3s_autoscaler_operations_total{pool=\"workers\",kind=\"drain\",outcome=\"aborted\"} 1"
-        ),
-        "{metrics}"
-    );
+    service
+        .metric_line(
+            "k3s_autoscaler_operations_total{pool=\"workers\",kind=\"drain\",outcome=\"aborted\"} 1",
+            Duration::from_secs(5),
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,19 +398,22 @@ async fn a_node_deleted_while_its_drain_waits_on_a_pdb_frees_the_pool_within_a_s
         world.op_finished().await.then_some(())
     })
     .await;
-    let metrics = service.metrics().await;
-    assert!(
-        metrics.contains(
-            "k3s_autoscaler_operations_total{pool=\"workers\",kind=\"drain\",outcome=\"node_vanished\"} 1"
-        ),
-        "{metrics}"
-    );
-    let events = world.aws.items(&world.config.table, &world.config.cluster_id, "event#").await;
-    let vanished = events
-        .iter()
-        .filter_map(|e| e.get("reason").and_then(|r| r.as_s().ok()))
-        .find(|r| r.contains("deleted outside the autoscaler"))
-        .unwrap_or_else(|| panic!("no audit record of the vanished node: {events:?}"));
+    // The op is cleared first; the outcome is counted and audited right after that save.
+    service
+        .metric_line(
+            "k3s_autoscaler_operations_total{pool=\"workers\",kind=\"drain\",outcome=\"node_vanished\"} 1",
+            Duration::from_secs(5),
+        )
+        .await;
+    let vanished = eventually("the audit record of the vanished node", Duration::from_secs(5), || async {
+        let events = world.aws.items(&world.config.table, &world.config.cluster_id, "event#").await;
+        events
+            .iter()
+            .filter_map(|e| e.get("reason").and_then(|r| r.as_s().ok()))
+            .find(|r| r.contains("deleted outside the autoscaler"))
+            .cloned()
+    })
+    .await;
     assert!(vanished.contains("nothing to uncordon") && vanished.contains("left running"), "{vanished}");
     assert_eq!(world.instances().await.len(), 2, "a pod is still bound to it: nothing terminated");
     assert_eq!(world.kube.pod_deletes(), 0);

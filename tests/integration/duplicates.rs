@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{World, scale_up};
+use crate::support::{World, eventually, scale_up};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_duplicates_to_three_replicas_launch_exactly_one_instance() {
@@ -40,10 +40,21 @@ async fn twenty_concurrent_duplicates_to_three_replicas_launch_exactly_one_insta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_notification_costs_few_aws_calls() {
-    let world = World::new("calls", |c| c.extra_top = String::new()).await;
+    let world = World::new("calls", |c| {
+        c.extra_top = String::new();
+        c.sweep_interval = "1h".into();
+    })
+    .await;
     let service = world.service().await;
-    // Let the startup sweep finish, then count only what the notification causes.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // With an hour between sweeps, the startup pass is the only background one: the pool's
+    // reconcile (its worker gauge is exported once it has listed the instances) and the
+    // interrupt worker's look at open records, one Query each. Once both are done, only what
+    // the notification causes is counted (a fixed 300 ms wait was too short on a busy machine).
+    eventually("the startup pass done", Duration::from_secs(10), || async {
+        let listed = service.metric("k3s_autoscaler_pool_workers{pool=\"workers\"}").await.is_some();
+        (listed && world.proxy.count("Query") >= 2).then_some(())
+    })
+    .await;
     world.proxy.reset_calls();
     assert_eq!(service.post(&scale_up("fp-one")).await, 200);
     world.expect_instances(1, Duration::from_millis(200)).await;

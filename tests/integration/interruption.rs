@@ -252,7 +252,17 @@ async fn rebalance_then_spot_warning_drains_and_replaces_once() {
     let mut evicted: Vec<String> = world.kube.evictions().into_iter().map(|(p, _)| p).collect();
     evicted.sort();
     assert_eq!(evicted, ["shop/bare", "shop/web"], "the warning overrides the drain blockers");
-    assert!(world.kube.node(&node).is_none(), "Node deleted");
+    // After TerminateInstances the worker deletes the Node, then closes the record and counts it.
+    eventually("Node deleted", Duration::from_secs(5), || async {
+        world.kube.node(&node).is_none().then_some(())
+    })
+    .await;
+    service
+        .metric_line(
+            "k3s_autoscaler_operations_total{pool=\"workers\",kind=\"interruption\",outcome=\"drained\"} 1",
+            Duration::from_secs(5),
+        )
+        .await;
 
     // Repeats and late copies stay harmless: the instance is gone.
     for body in [warning.clone(), rebalance(&doomed).to_string().into_bytes()] {

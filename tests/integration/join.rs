@@ -43,13 +43,12 @@ async fn node_that_never_joins_is_terminated_after_the_join_timeout() {
     .await;
     eventually("op finished", Duration::from_secs(10), || async { world.op_finished().await.then_some(()) })
         .await;
-    let metrics = service.metrics().await;
-    assert!(
-        metrics.contains(
-            "k3s_autoscaler_operations_total{pool=\"workers\",kind=\"launch\",outcome=\"join_timeout\"} 1"
-        ),
-        "{metrics}"
-    );
+    service
+        .metric_line(
+            "k3s_autoscaler_operations_total{pool=\"workers\",kind=\"launch\",outcome=\"join_timeout\"} 1",
+            Duration::from_secs(5),
+        )
+        .await;
     assert!(world.kube.nodes().is_empty());
 }
 

@@ -48,8 +48,14 @@ async fn a_failing_watch_makes_the_cache_unsynced_and_sweeps_read_the_api() {
     );
     assert_eq!(service.post(&down).await, 200);
     let direct = |world: &World| world.kube.count("GET", "labelSelector=k3s-autoscaler/pool=workers");
-    tokio::time::sleep(Duration::from_secs(2)).await; // two sweeps on the synced caches
-    let before = direct(&world);
+    // Two sweeps in a row that list nothing directly: the caches are synced and read (watches
+    // being open is not enough; a fixed wait could take the baseline before the sync).
+    let before = eventually("two sweeps reading the synced caches", Duration::from_secs(15), || async {
+        let start = direct(&world);
+        world.sweeps_pass(2).await;
+        (direct(&world) == start).then_some(start)
+    })
+    .await;
     // The watches break and cannot relist (the watchers' lists are paged, direct lists not),
     // while a node joins.
     world.kube.fail_next("GET", "limit=500", 500, 10_000);

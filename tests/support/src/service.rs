@@ -238,6 +238,16 @@ impl Service {
         metric_value(&self.metrics().await, series)
     }
 
+    /// Waits up to `timeout` for `line` (`name{labels} value`, exactly as exported): the
+    /// service counts an outcome after the write that a test sees, so a count is awaited,
+    /// never read at once after it.
+    pub async fn metric_line(&self, line: &str, timeout: Duration) {
+        crate::eventually(line, timeout, || async {
+            self.metrics().await.lines().any(|l| l == line).then_some(())
+        })
+        .await;
+    }
+
     /// SIGKILL: no chance to clean up, as in a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
