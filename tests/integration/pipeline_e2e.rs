@@ -387,8 +387,5 @@ async fn paused(p: &Pipeline, pool: &str, paused: bool) {
 /// As [`paused`], waiting up to `timeout`: a pause shows only while a muted alert fires.
 async fn paused_within(p: &Pipeline, pool: &str, paused: bool, timeout: Duration) {
     let line = format!("k3s_autoscaler_pool_paused{{pool=\"{pool}\"}} {}", u8::from(paused));
-    eventually(&line, timeout, || async {
-        p.service.metrics().await.lines().any(|l| l == line).then_some(())
-    })
-    .await;
+    p.service.metric_line(&line, timeout).await;
 }
